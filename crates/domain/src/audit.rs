@@ -1,0 +1,477 @@
+//! The audit: every invariant of DESIGN.md §4 checked over the raw contents
+//! of a data directory. It reads rows as the store holds them (strings and
+//! signed integers), so even data that no longer parses is reported rather
+//! than trusted.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+use crate::id::{PacketId, SetId};
+use crate::ledger::{claim_ref, refund_ref, send_ref};
+use crate::money::Amount;
+use crate::packet::PacketKind;
+use crate::split::lucky_share;
+use crate::user::UserId;
+
+#[derive(Clone, Debug)]
+pub struct AccountRow {
+    pub user: String,
+    pub balance: i64,
+}
+
+#[derive(Clone, Debug)]
+pub struct LedgerRow {
+    pub reference: String,
+    pub user: String,
+    pub amount: i64,
+    pub kind: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct PacketRow {
+    pub id: String,
+    pub sender: String,
+    pub kind: String,
+    pub total_amount: i64,
+    pub count: i64,
+    pub remaining_amount: i64,
+    pub remaining_count: i64,
+    pub refunded_amount: i64,
+    pub seed: u64,
+    pub recipient: Option<String>,
+    pub expires_at: i64,
+}
+
+#[derive(Clone, Debug)]
+pub struct ClaimRow {
+    pub packet_id: String,
+    pub user: String,
+    pub index: i64,
+    pub amount: i64,
+}
+
+#[derive(Clone, Debug)]
+pub struct OutboxRow {
+    pub reference: String,
+    pub user: String,
+    pub amount: i64,
+}
+
+/// Everything one set's store holds that the invariants speak of.
+#[derive(Clone, Debug, Default)]
+pub struct SetSnapshot {
+    pub set: u16,
+    pub accounts: Vec<AccountRow>,
+    pub ledger: Vec<LedgerRow>,
+    pub packets: Vec<PacketRow>,
+    pub claims: Vec<ClaimRow>,
+    pub outbox: Vec<OutboxRow>,
+}
+
+/// What the audit saw, and what it found wrong.
+#[derive(Clone, Debug, Default)]
+pub struct AuditReport {
+    pub sets: usize,
+    pub accounts: usize,
+    pub ledger_entries: usize,
+    pub packets: usize,
+    pub claims: usize,
+    pub credits_pending: usize,
+    pub refunds_pending: usize,
+    pub deposits: i128,
+    pub balances: i128,
+    pub locked: i128,
+    pub violations: Vec<String>,
+}
+
+impl AuditReport {
+    pub fn ok(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+impl fmt::Display for AuditReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {} sets, {} accounts, {} ledger entries, {} packets, {} claims, \
+             {} credits pending, {} refunds pending; deposits {} fen = balances {} + locked {} + in flight",
+            if self.ok() {
+                "audit ok"
+            } else {
+                "audit FAILED"
+            },
+            self.sets,
+            self.accounts,
+            self.ledger_entries,
+            self.packets,
+            self.claims,
+            self.credits_pending,
+            self.refunds_pending,
+            self.deposits,
+            self.balances,
+            self.locked,
+        )?;
+        for violation in &self.violations {
+            write!(f, "\nviolation: {violation}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks every invariant over all sets of one data directory. `now` only
+/// counts packets that are past expiry and still wait for their refund.
+pub fn audit(sets: &[SetSnapshot], share_min: Amount, now_ms: i64) -> AuditReport {
+    let set_count = u16::try_from(sets.len()).expect("set count fits u16");
+    let mut report = AuditReport {
+        sets: sets.len(),
+        ..AuditReport::default()
+    };
+    let mut ledger: HashMap<&str, &LedgerRow> = HashMap::new();
+    for snapshot in sets {
+        check_accounts(snapshot, set_count, &mut report);
+        for row in &snapshot.ledger {
+            if ledger.insert(&row.reference, row).is_some() {
+                report
+                    .violations
+                    .push(format!("ledger reference {} appears twice", row.reference));
+            }
+        }
+    }
+    let mut claims_by_packet: HashMap<&str, Vec<&ClaimRow>> = HashMap::new();
+    let mut outbox: HashMap<&str, &OutboxRow> = HashMap::new();
+    for snapshot in sets {
+        for claim in &snapshot.claims {
+            claims_by_packet
+                .entry(&claim.packet_id)
+                .or_default()
+                .push(claim);
+        }
+        for row in &snapshot.outbox {
+            outbox.insert(&row.reference, row);
+        }
+    }
+    let mut explained: HashSet<String> = HashSet::new();
+    for snapshot in sets {
+        for packet in &snapshot.packets {
+            let claims = claims_by_packet
+                .remove(packet.id.as_str())
+                .unwrap_or_default();
+            check_packet(
+                snapshot.set,
+                set_count,
+                packet,
+                &claims,
+                share_min,
+                &mut report,
+            );
+            check_packet_money(
+                packet,
+                &claims,
+                &ledger,
+                &outbox,
+                &mut explained,
+                now_ms,
+                &mut report,
+            );
+        }
+    }
+    for (packet_id, _) in claims_by_packet {
+        report.violations.push(format!(
+            "claims on packet {packet_id}, which does not exist"
+        ));
+    }
+    check_ledger_explained(&ledger, &outbox, &explained, &mut report);
+    report.ledger_entries = ledger.len();
+    report.credits_pending = outbox
+        .keys()
+        .filter(|reference| !ledger.contains_key(**reference))
+        .count();
+    let in_flight: i128 = outbox
+        .values()
+        .filter(|row| !ledger.contains_key(row.reference.as_str()))
+        .map(|row| i128::from(row.amount))
+        .sum();
+    report.deposits = ledger
+        .values()
+        .filter(|row| row.kind == "deposit")
+        .map(|row| i128::from(row.amount))
+        .sum();
+    if report.deposits != report.balances + report.locked + in_flight {
+        report.violations.push(format!(
+            "money is not conserved: deposits {} != balances {} + locked {} + in flight {}",
+            report.deposits, report.balances, report.locked, in_flight
+        ));
+    }
+    report
+}
+
+/// Invariant 4: each balance is the sum of its entries, never negative, and
+/// lives in the set of its user.
+fn check_accounts(snapshot: &SetSnapshot, set_count: u16, report: &mut AuditReport) {
+    let mut sums: HashMap<&str, i128> = HashMap::new();
+    for row in &snapshot.ledger {
+        *sums.entry(&row.user).or_default() += i128::from(row.amount);
+        if !right_set(&row.user, snapshot.set, set_count) {
+            report.violations.push(format!(
+                "ledger entry {} is in set {}, not its user's",
+                row.reference, snapshot.set
+            ));
+        }
+    }
+    for account in &snapshot.accounts {
+        report.accounts += 1;
+        report.balances += i128::from(account.balance);
+        if account.balance < 0 {
+            report.violations.push(format!(
+                "balance of {} is negative: {}",
+                account.user, account.balance
+            ));
+        }
+        if !right_set(&account.user, snapshot.set, set_count) {
+            report.violations.push(format!(
+                "account {} is in set {}, not its own",
+                account.user, snapshot.set
+            ));
+        }
+        let sum = sums.remove(account.user.as_str()).unwrap_or(0);
+        if sum != i128::from(account.balance) {
+            report.violations.push(format!(
+                "balance of {} is {} but its ledger entries sum to {sum}",
+                account.user, account.balance
+            ));
+        }
+    }
+    for (user, sum) in sums {
+        if sum != 0 {
+            report.violations.push(format!(
+                "ledger entries of {user} sum to {sum} but there is no account"
+            ));
+        }
+    }
+}
+
+fn right_set(user: &str, set: u16, set_count: u16) -> bool {
+    UserId::parse(user).is_ok_and(|user| SetId::of_user(&user, set_count).0 == set)
+}
+
+/// Invariants 1, 2 and 3 for one packet.
+fn check_packet(
+    set: u16,
+    set_count: u16,
+    packet: &PacketRow,
+    claims: &[&ClaimRow],
+    share_min: Amount,
+    report: &mut AuditReport,
+) {
+    report.packets += 1;
+    report.claims += claims.len();
+    let id = &packet.id;
+    let mut violations = Vec::new();
+    match packet.id.parse::<PacketId>() {
+        Ok(parsed) if parsed.set.0 == set && right_set(&packet.sender, set, set_count) => {}
+        _ => violations.push(format!(
+            "packet {id} is in set {set}, which its id or sender does not name"
+        )),
+    }
+    let claimed: i128 = claims.iter().map(|claim| i128::from(claim.amount)).sum();
+    let accounted =
+        claimed + i128::from(packet.remaining_amount) + i128::from(packet.refunded_amount);
+    if accounted != i128::from(packet.total_amount) {
+        violations.push(format!(
+            "packet {id}: claims {claimed} + remaining {} + refunded {} != total {}",
+            packet.remaining_amount, packet.refunded_amount, packet.total_amount
+        ));
+    }
+    let opened = claims.len() as i64;
+    if opened > packet.count || opened + packet.remaining_count != packet.count {
+        violations.push(format!(
+            "packet {id}: {opened} claims and {} shares left, but {} shares",
+            packet.remaining_count, packet.count
+        ));
+    }
+    let mut users = HashSet::new();
+    for claim in claims {
+        if !users.insert(claim.user.as_str()) {
+            violations.push(format!("packet {id}: {} holds two claims", claim.user));
+        }
+        if packet
+            .recipient
+            .as_deref()
+            .is_some_and(|recipient| recipient != claim.user)
+        {
+            violations.push(format!(
+                "packet {id}: opened by {}, who is not its recipient",
+                claim.user
+            ));
+        }
+        if claim.amount < 1 {
+            violations.push(format!(
+                "packet {id}: the share of {} is {} fen",
+                claim.user, claim.amount
+            ));
+        }
+    }
+    if violations.is_empty() {
+        check_shares(packet, claims, share_min, &mut violations);
+    }
+    report.violations.append(&mut violations);
+}
+
+/// Invariant 3: every share is the one the packet's rule gives for its index.
+fn check_shares(
+    packet: &PacketRow,
+    claims: &[&ClaimRow],
+    share_min: Amount,
+    violations: &mut Vec<String>,
+) {
+    let mut ordered: Vec<&ClaimRow> = claims.to_vec();
+    ordered.sort_by_key(|claim| claim.index);
+    let total = Amount::from_signed(packet.total_amount).unwrap_or(Amount::ZERO);
+    let count = u32::try_from(packet.count).unwrap_or(0);
+    let mut remaining = total;
+    for (position, claim) in ordered.iter().enumerate() {
+        let index = position as u32;
+        if claim.index != i64::from(index) {
+            violations.push(format!(
+                "packet {}: share indexes are not 0..{}",
+                packet.id,
+                ordered.len()
+            ));
+            return;
+        }
+        let expected = match PacketKind::parse(&packet.kind) {
+            Some(PacketKind::Lucky) => {
+                lucky_share(packet.seed, index, remaining, count - index, share_min)
+            }
+            Some(PacketKind::Fixed) => total.checked_div(u64::from(count)).unwrap_or(Amount::ZERO),
+            Some(PacketKind::Exclusive) => total,
+            None => {
+                violations.push(format!(
+                    "packet {} has unknown kind {}",
+                    packet.id, packet.kind
+                ));
+                return;
+            }
+        };
+        if i128::from(claim.amount) != i128::from(expected.fen()) {
+            violations.push(format!(
+                "packet {}: share {index} of {} is {} fen, but its rule gives {}",
+                packet.id,
+                claim.user,
+                claim.amount,
+                expected.fen()
+            ));
+            return;
+        }
+        remaining = remaining.checked_sub(expected).unwrap_or(Amount::ZERO);
+    }
+}
+
+/// Invariants 5 and 6 for one packet: its send debit, each claim credited
+/// exactly once (in a ledger or still in the outbox), its refund once.
+fn check_packet_money(
+    packet: &PacketRow,
+    claims: &[&ClaimRow],
+    ledger: &HashMap<&str, &LedgerRow>,
+    outbox: &HashMap<&str, &OutboxRow>,
+    explained: &mut HashSet<String>,
+    now_ms: i64,
+    report: &mut AuditReport,
+) {
+    let id = &packet.id;
+    let expect_entry =
+        |reference: String, user: &str, amount: i64, report: &mut AuditReport| match ledger
+            .get(reference.as_str())
+        {
+            Some(row) if row.user == user && row.amount == amount => true,
+            Some(row) => {
+                report.violations.push(format!(
+                    "ledger entry {reference} moves {} for {}, expected {amount} for {user}",
+                    row.amount, row.user
+                ));
+                true
+            }
+            None => false,
+        };
+    let debit = send_ref(id);
+    if !expect_entry(debit.clone(), &packet.sender, -packet.total_amount, report) {
+        report
+            .violations
+            .push(format!("packet {id} has no send debit"));
+    }
+    explained.insert(debit);
+    for claim in claims {
+        let reference = claim_ref(id, &claim.user);
+        let credited = expect_entry(reference.clone(), &claim.user, claim.amount, report);
+        let pending = outbox.get(reference.as_str());
+        if let Some(row) = pending {
+            if row.amount != claim.amount || row.user != claim.user {
+                report.violations.push(format!(
+                    "outbox credit {reference} does not match its claim"
+                ));
+            }
+        }
+        if !credited && pending.is_none() {
+            report
+                .violations
+                .push(format!("claim {reference} was never credited"));
+        }
+        explained.insert(reference);
+    }
+    let refund = refund_ref(id);
+    if packet.refunded_amount > 0 {
+        if !expect_entry(
+            refund.clone(),
+            &packet.sender,
+            packet.refunded_amount,
+            report,
+        ) {
+            report.violations.push(format!(
+                "packet {id} is marked refunded but has no refund entry"
+            ));
+        }
+        explained.insert(refund);
+    } else {
+        report.locked += i128::from(packet.remaining_amount);
+        if packet.remaining_amount > 0 && packet.expires_at <= now_ms {
+            report.refunds_pending += 1;
+        }
+    }
+}
+
+/// Every entry other than a deposit must be explained by a packet, and every
+/// outbox row by a claim.
+fn check_ledger_explained(
+    ledger: &HashMap<&str, &LedgerRow>,
+    outbox: &HashMap<&str, &OutboxRow>,
+    explained: &HashSet<String>,
+    report: &mut AuditReport,
+) {
+    for (reference, row) in ledger {
+        let known_kind = matches!(row.kind.as_str(), "deposit" | "send" | "credit" | "refund");
+        if !known_kind {
+            report.violations.push(format!(
+                "ledger entry {reference} has unknown kind {}",
+                row.kind
+            ));
+        } else if row.kind == "deposit" {
+            if row.amount <= 0 {
+                report
+                    .violations
+                    .push(format!("deposit {reference} is not positive"));
+            }
+        } else if !explained.contains(*reference) {
+            report.violations.push(format!(
+                "ledger entry {reference} matches no packet or claim"
+            ));
+        }
+    }
+    for reference in outbox.keys() {
+        if !explained.contains(*reference) {
+            report
+                .violations
+                .push(format!("outbox credit {reference} matches no claim"));
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! Set and packet identifiers. A packet id names the set that owns the packet
+//! and the day it was made, so any node can route a request and find the
+//! day's partition without a lookup (DESIGN.md §2).
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::hash::fnv1a64;
+use crate::time::is_valid_civil_day;
+use crate::user::UserId;
+
+/// The most sets a data directory may have. Ids spell the set in decimal, and
+/// more writers than this would only contend for the same cores and disk.
+pub const SETS_MAX: u16 = 1024;
+
+/// A set: one single-writer shard of the data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SetId(pub u16);
+
+impl SetId {
+    /// The set that holds `user`'s account (and the packets they send).
+    pub fn of_user(user: &UserId, sets: u16) -> SetId {
+        assert!(
+            sets > 0 && sets <= SETS_MAX,
+            "set count out of range: {sets}"
+        );
+        SetId((fnv1a64(user.as_str().as_bytes()) % u64::from(sets)) as u16)
+    }
+
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
+}
+
+impl fmt::Display for SetId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A packet id: `yyyymmdd-set-seq-nonce`, e.g. `20270128-3-1742-9f3a1c2e`.
+///
+/// `seq` is the set's own sequence (unique per set, ordering its packets) and
+/// `nonce` is 32 random bits, so ids cannot be enumerated by guessing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PacketId {
+    pub day: u32,
+    pub set: SetId,
+    pub seq: u64,
+    pub nonce: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidPacketId;
+
+impl fmt::Display for PacketId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}-{}-{}-{:08x}",
+            self.day, self.set.0, self.seq, self.nonce
+        )
+    }
+}
+
+impl FromStr for PacketId {
+    type Err = InvalidPacketId;
+
+    /// Parses the canonical form only: the string must print back exactly,
+    /// so one packet never has two spellings.
+    fn from_str(text: &str) -> Result<PacketId, InvalidPacketId> {
+        if text.len() > 48 {
+            return Err(InvalidPacketId);
+        }
+        let mut parts = text.split('-');
+        let mut next = || parts.next().ok_or(InvalidPacketId);
+        let day: u32 = next()?.parse().map_err(|_| InvalidPacketId)?;
+        let set: u16 = next()?.parse().map_err(|_| InvalidPacketId)?;
+        let seq: u64 = next()?.parse().map_err(|_| InvalidPacketId)?;
+        let nonce_text = next()?;
+        if nonce_text.len() != 8 || parts.next().is_some() {
+            return Err(InvalidPacketId);
+        }
+        let nonce = u32::from_str_radix(nonce_text, 16).map_err(|_| InvalidPacketId)?;
+        let id = PacketId {
+            day,
+            set: SetId(set),
+            seq,
+            nonce,
+        };
+        if !is_valid_civil_day(day) || set >= SETS_MAX || id.to_string() != text {
+            return Err(InvalidPacketId);
+        }
+        Ok(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_and_reject_other_spellings() {
+        let id = PacketId {
+            day: 20_270_128,
+            set: SetId(3),
+            seq: 1742,
+            nonce: 0x9f3a_1c2e,
+        };
+        assert_eq!(id.to_string(), "20270128-3-1742-9f3a1c2e");
+        assert_eq!("20270128-3-1742-9f3a1c2e".parse::<PacketId>(), Ok(id));
+        for bad in [
+            "",
+            "nope",
+            "20270128-03-1742-9f3a1c2e",
+            "20270128-3-1742-9F3A1C2E",
+            "20270128-3-1742-9f3a1c2",
+            "20270132-3-1742-9f3a1c2e",
+            "20270128-3-1742-9f3a1c2e-1",
+            "20270128-+3-1742-9f3a1c2e",
+            "20270128-5000-1742-9f3a1c2e",
+        ] {
+            assert_eq!(bad.parse::<PacketId>(), Err(InvalidPacketId), "{bad}");
+        }
+    }
+
+    #[test]
+    fn users_spread_over_sets_stably() {
+        let alice = UserId::parse("alice").unwrap();
+        assert_eq!(SetId::of_user(&alice, 8), SetId::of_user(&alice, 8));
+        let mut seen = [false; 8];
+        for i in 0..200 {
+            let user = UserId::parse(&format!("user{i}")).unwrap();
+            seen[SetId::of_user(&user, 8).index()] = true;
+        }
+        assert!(
+            seen.iter().all(|&hit| hit),
+            "200 users should touch all 8 sets"
+        );
+    }
+}
