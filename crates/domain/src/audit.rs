@@ -81,6 +81,7 @@ pub struct AuditReport {
     pub deposits: i128,
     pub balances: i128,
     pub locked: i128,
+    pub in_flight: i128,
     pub violations: Vec<String>,
 }
 
@@ -95,7 +96,7 @@ impl fmt::Display for AuditReport {
         write!(
             f,
             "{}: {} sets, {} accounts, {} ledger entries, {} packets, {} claims, \
-             {} credits pending, {} refunds pending; deposits {} fen = balances {} + locked {} + in flight",
+             {} credits pending, {} refunds pending; deposits {} fen = balances {} + locked {} + in flight {}",
             if self.ok() {
                 "audit ok"
             } else {
@@ -111,6 +112,7 @@ impl fmt::Display for AuditReport {
             self.deposits,
             self.balances,
             self.locked,
+            self.in_flight,
         )?;
         for violation in &self.violations {
             write!(f, "\nviolation: {violation}")?;
@@ -187,7 +189,7 @@ pub fn audit(sets: &[SetSnapshot], share_min: Amount, now_ms: i64) -> AuditRepor
         .keys()
         .filter(|reference| !ledger.contains_key(**reference))
         .count();
-    let in_flight: i128 = outbox
+    report.in_flight = outbox
         .values()
         .filter(|row| !ledger.contains_key(row.reference.as_str()))
         .map(|row| i128::from(row.amount))
@@ -197,10 +199,10 @@ pub fn audit(sets: &[SetSnapshot], share_min: Amount, now_ms: i64) -> AuditRepor
         .filter(|row| row.kind == "deposit")
         .map(|row| i128::from(row.amount))
         .sum();
-    if report.deposits != report.balances + report.locked + in_flight {
+    if report.deposits != report.balances + report.locked + report.in_flight {
         report.violations.push(format!(
             "money is not conserved: deposits {} != balances {} + locked {} + in flight {}",
-            report.deposits, report.balances, report.locked, in_flight
+            report.deposits, report.balances, report.locked, report.in_flight
         ));
     }
     report
@@ -405,12 +407,12 @@ fn check_packet_money(
         let reference = claim_ref(id, &claim.user);
         let credited = expect_entry(reference.clone(), &claim.user, claim.amount, report);
         let pending = outbox.get(reference.as_str());
-        if let Some(row) = pending {
-            if row.amount != claim.amount || row.user != claim.user {
-                report.violations.push(format!(
-                    "outbox credit {reference} does not match its claim"
-                ));
-            }
+        if let Some(row) = pending
+            && (row.amount != claim.amount || row.user != claim.user)
+        {
+            report.violations.push(format!(
+                "outbox credit {reference} does not match its claim"
+            ));
         }
         if !credited && pending.is_none() {
             report

@@ -203,6 +203,31 @@ impl PacketSpec {
     }
 }
 
+impl PacketSpec {
+    /// A digest of everything the request asked for, stored with its
+    /// idempotency key so a reused key with another request is told apart.
+    /// Hashed, so the password never lands in the store in clear.
+    pub fn fingerprint(&self) -> String {
+        let mut hasher = Sha256::new();
+        let text = format!(
+            "{}|{}|{}|{:?}|{:?}|{:?}|{}",
+            self.kind.as_str(),
+            self.total_amount.fen(),
+            self.count,
+            self.greeting,
+            self.password,
+            self.recipient.as_ref().map(UserId::as_str),
+            self.expires_in_s
+        );
+        hasher.update(text.as_bytes());
+        hasher
+            .finalize()
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
+    }
+}
+
 fn is_printable(text: &str, chars_max: usize) -> bool {
     text.chars().count() <= chars_max && !text.chars().any(char::is_control)
 }
@@ -412,10 +437,10 @@ impl Packet {
                 amount: claim.amount,
             };
         }
-        if let Some(digest) = &self.password {
-            if !password.is_some_and(|presented| digest.matches(self.seed, presented)) {
-                return OpenOutcome::WrongPassword;
-            }
+        if let Some(digest) = &self.password
+            && !password.is_some_and(|presented| digest.matches(self.seed, presented))
+        {
+            return OpenOutcome::WrongPassword;
         }
         if self.remaining_count == 0 {
             return OpenOutcome::Empty;

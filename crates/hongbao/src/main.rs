@@ -1,1 +1,127 @@
-fn main() {}
+//! `hongbao`: the one binary. `serve` runs the service, `token` prints a
+//! user token, `audit` checks a stopped data directory.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use hongbao::{ServeOptions, audit_dir, start, user_token};
+use tracing::info;
+use tracing_subscriber::filter::LevelFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "hongbao",
+    version,
+    about = "A red packet service that is correct to the fen"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API.
+    Serve {
+        /// The data directory (created on first start).
+        #[arg(long, default_value = "./data")]
+        data: PathBuf,
+        /// The address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Sets of a new data directory (fixed once created; default 8).
+        #[arg(long)]
+        sets: Option<u16>,
+    },
+    /// Print a user token signed with the data directory's secret.
+    Token {
+        #[arg(long, default_value = "./data")]
+        data: PathBuf,
+        user: String,
+    },
+    /// Check every invariant over a stopped data directory.
+    Audit {
+        #[arg(long, default_value = "./data")]
+        data: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let level = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(LevelFilter::INFO);
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("hongbao: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Serve { data, listen, sets } => {
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(serve(ServeOptions {
+                sets,
+                ..ServeOptions::new(data, listen)
+            }))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token { data, user } => {
+            println!("{}", user_token(&data, &user)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit { data } => {
+            let report = audit_dir(&data)?;
+            println!("{report}");
+            Ok(if report.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}
+
+async fn serve(options: ServeOptions) -> Result<()> {
+    let running = start(options).await?;
+    info!(
+        addr = %running.addr,
+        data = %running.data.path.display(),
+        sets = running.data.sets,
+        "hongbao serving; the admin token is in {}",
+        running.data.path.join("admin.token").display()
+    );
+    shutdown_signal().await;
+    info!("shutting down: draining queues and committing");
+    running.stop().await?;
+    info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

@@ -1,0 +1,83 @@
+//! The messages a set takes: commands from clients (each with a oneshot
+//! reply) and mail from other sets (credits and their acknowledgements).
+
+use hongbao_domain::{
+    Amount, DepositOutcome, GrabOutcome, OpenOutcome, PacketId, PacketSpec, SendOutcome, SetId,
+    UserId,
+};
+use tokio::sync::oneshot;
+
+use crate::error::EngineError;
+use crate::store::Credit;
+
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
+
+pub(crate) enum Command {
+    Deposit {
+        user: UserId,
+        amount: Amount,
+        key: Option<String>,
+        reply: Reply<DepositOutcome>,
+    },
+    Send {
+        sender: UserId,
+        spec: Box<PacketSpec>,
+        key: Option<String>,
+        reply: Reply<SendOutcome>,
+    },
+    Open {
+        id: PacketId,
+        user: UserId,
+        password: Option<String>,
+        reply: Reply<OpenOutcome>,
+    },
+    Grab {
+        id: PacketId,
+        user: UserId,
+        reply: Reply<GrabOutcome>,
+    },
+    /// Finish what is queued before this, commit, and stop.
+    Shutdown,
+}
+
+pub(crate) enum Mail {
+    /// Apply this credit (idempotently) and acknowledge it to `from`.
+    Credit { credit: Credit, from: SetId },
+    /// The credit with this reference is durable in its target set.
+    CreditAck { reference: String },
+}
+
+/// An answer held back until the batch is durable.
+pub(crate) enum Pending {
+    Deposit(Reply<DepositOutcome>, DepositOutcome),
+    Send(Reply<SendOutcome>, SendOutcome),
+    Open(Reply<OpenOutcome>, OpenOutcome),
+}
+
+impl Pending {
+    /// Answers with the outcome once the batch committed, or with `error`.
+    pub(crate) fn deliver(self, error: Option<EngineError>) {
+        // A client that gave up waiting dropped its receiver; nothing to do.
+        match (self, error) {
+            (Pending::Deposit(reply, outcome), None) => drop(reply.send(Ok(outcome))),
+            (Pending::Send(reply, outcome), None) => drop(reply.send(Ok(outcome))),
+            (Pending::Open(reply, outcome), None) => drop(reply.send(Ok(outcome))),
+            (Pending::Deposit(reply, _), Some(error)) => drop(reply.send(Err(error))),
+            (Pending::Send(reply, _), Some(error)) => drop(reply.send(Err(error))),
+            (Pending::Open(reply, _), Some(error)) => drop(reply.send(Err(error))),
+        }
+    }
+}
+
+impl Command {
+    /// Refuses the command without applying it.
+    pub(crate) fn refuse(self, error: EngineError) {
+        match self {
+            Command::Deposit { reply, .. } => drop(reply.send(Err(error))),
+            Command::Send { reply, .. } => drop(reply.send(Err(error))),
+            Command::Open { reply, .. } => drop(reply.send(Err(error))),
+            Command::Grab { reply, .. } => drop(reply.send(Err(error))),
+            Command::Shutdown => {}
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! Why the engine could not answer a command. Business outcomes are not
+//! errors (see `hongbao_domain::outcome`); these are about capacity and health.
+
+use thiserror::Error;
+
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum EngineError {
+    /// The set's queue is full: shed the load, the client retries later.
+    #[error("the set's queue is full")]
+    Overloaded,
+    /// The set failed to commit and refuses writes until it has recovered
+    /// from its store.
+    #[error("the set is recovering from a storage failure")]
+    Unavailable,
+    /// The engine is stopping and takes no new commands.
+    #[error("the engine is shutting down")]
+    ShuttingDown,
+    /// A read from the store failed.
+    #[error("storage read failed: {0}")]
+    Storage(String),
+}

@@ -1,0 +1,95 @@
+//! What a user sent and received, newest first, cursor-paged.
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use hongbao_engine::parse_received_cursor;
+use serde::Deserialize;
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::views::{PageView, ReceivedView, SentView};
+
+/// Items per page when the caller names no limit.
+const PAGE_LEN_DEFAULT: usize = 20;
+/// The most items per page: bounds the work and the answer of one request.
+const PAGE_LEN_MAX: usize = 100;
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+fn limit(query: &ListQuery) -> Result<usize, ApiError> {
+    match &query.limit {
+        None => Ok(PAGE_LEN_DEFAULT),
+        Some(text) => text
+            .parse()
+            .ok()
+            .filter(|n| (1..=PAGE_LEN_MAX).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_limit",
+                    format!("limit must be from 1 to {PAGE_LEN_MAX}"),
+                )
+            }),
+    }
+}
+
+fn query(query: Result<Query<ListQuery>, QueryRejection>) -> Result<ListQuery, ApiError> {
+    query
+        .map(|Query(query)| query)
+        .map_err(|rejection| ApiError::bad_request("invalid_query", rejection.body_text()))
+}
+
+fn invalid_cursor() -> ApiError {
+    ApiError::bad_request(
+        "invalid_cursor",
+        "cursor must be a next_cursor from an earlier page",
+    )
+}
+
+pub async fn sent(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    list: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<PageView<SentView>>, ApiError> {
+    let list = query(list)?;
+    let limit = limit(&list)?;
+    let cursor = list
+        .cursor
+        .as_deref()
+        .map(|text| text.parse::<u64>().map_err(|_| invalid_cursor()))
+        .transpose()?;
+    let page = state.engine.sent(user, cursor, limit).await?;
+    let now = state.engine.now();
+    Ok(Json(PageView {
+        items: page
+            .items
+            .iter()
+            .map(|item| SentView::of(item, now))
+            .collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+pub async fn received(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    list: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<PageView<ReceivedView>>, ApiError> {
+    let list = query(list)?;
+    let limit = limit(&list)?;
+    let cursor = list
+        .cursor
+        .as_deref()
+        .map(|text| parse_received_cursor(text).ok_or_else(invalid_cursor))
+        .transpose()?;
+    let page = state.engine.received(user, cursor, limit).await?;
+    Ok(Json(PageView {
+        items: page.items.iter().map(ReceivedView::from).collect(),
+        next_cursor: page.next_cursor,
+    }))
+}

@@ -1,0 +1,96 @@
+//! Reads a set's database whole, as raw rows, for `hongbao audit`.
+
+use std::path::Path;
+
+use hongbao_domain::SetId;
+use hongbao_domain::audit::{AccountRow, ClaimRow, LedgerRow, OutboxRow, PacketRow, SetSnapshot};
+use hongbao_engine::StoreError;
+use rusqlite::{Connection, OpenFlags, Row};
+
+use crate::failed;
+use crate::layout::set_path;
+
+fn rows<T>(
+    connection: &Connection,
+    sql: &str,
+    map: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>, StoreError> {
+    connection
+        .prepare(sql)
+        .and_then(|mut statement| statement.query_map([], map)?.collect())
+        .map_err(failed("reading for the audit"))
+}
+
+/// Everything one set holds, read from a stopped data directory.
+pub fn snapshot(dir: &Path, set: SetId) -> Result<SetSnapshot, StoreError> {
+    let path = set_path(dir, set);
+    if !path.exists() {
+        return Err(StoreError::new(format!("{} is missing", path.display())));
+    }
+    let connection = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| StoreError::new(format!("cannot open {}: {e}", path.display())))?;
+    Ok(SetSnapshot {
+        set: set.0,
+        accounts: rows(&connection, "SELECT user, balance FROM accounts", |row| {
+            Ok(AccountRow {
+                user: row.get(0)?,
+                balance: row.get(1)?,
+            })
+        })?,
+        ledger: rows(
+            &connection,
+            "SELECT reference, user, amount, kind FROM ledger",
+            |row| {
+                Ok(LedgerRow {
+                    reference: row.get(0)?,
+                    user: row.get(1)?,
+                    amount: row.get(2)?,
+                    kind: row.get(3)?,
+                })
+            },
+        )?,
+        packets: rows(
+            &connection,
+            "SELECT id, sender, kind, total_amount, count, remaining_amount, remaining_count, refunded_amount, \
+             seed, recipient, expires_at FROM packets",
+            |row| {
+                Ok(PacketRow {
+                    id: row.get(0)?,
+                    sender: row.get(1)?,
+                    kind: row.get(2)?,
+                    total_amount: row.get(3)?,
+                    count: row.get(4)?,
+                    remaining_amount: row.get(5)?,
+                    remaining_count: row.get(6)?,
+                    refunded_amount: row.get(7)?,
+                    seed: row.get::<_, i64>(8)? as u64,
+                    recipient: row.get(9)?,
+                    expires_at: row.get(10)?,
+                })
+            },
+        )?,
+        claims: rows(
+            &connection,
+            "SELECT packet_id, user, idx, amount FROM claims",
+            |row| {
+                Ok(ClaimRow {
+                    packet_id: row.get(0)?,
+                    user: row.get(1)?,
+                    index: row.get(2)?,
+                    amount: row.get(3)?,
+                })
+            },
+        )?,
+        outbox: rows(
+            &connection,
+            "SELECT reference, user, amount FROM outbox",
+            |row| {
+                Ok(OutboxRow {
+                    reference: row.get(0)?,
+                    user: row.get(1)?,
+                    amount: row.get(2)?,
+                })
+            },
+        )?,
+    })
+}

@@ -1,0 +1,172 @@
+//! Reading packets and claims back into domain types, checking on the way
+//! that what the store holds is consistent with what the domain derives.
+
+use std::collections::HashMap;
+
+use hongbao_domain::packet::PacketInfo;
+use hongbao_domain::{Amount, Claim, Millis, Packet, PacketId, PacketKind, PasswordDigest, UserId};
+use hongbao_engine::StoreError;
+use rusqlite::{Connection, Row, params};
+
+use crate::failed;
+
+/// The columns `packet_from_row` reads, in order.
+pub(crate) const PACKET_COLUMNS: &str = "id, sender, kind, total_amount, count, remaining_amount, remaining_count, \
+     refunded_amount, seed, greeting, password_digest, recipient, created_at, expires_at";
+
+/// A packet row as stored, before its claims are attached.
+pub(crate) struct PacketRow {
+    pub info: PacketInfo,
+    pub seed: u64,
+    pub password: Option<PasswordDigest>,
+    pub remaining_amount: Amount,
+    pub remaining_count: u32,
+    pub refunded_amount: Amount,
+}
+
+fn corrupt(what: &str, value: impl std::fmt::Display) -> rusqlite::Error {
+    rusqlite::Error::InvalidColumnName(format!("corrupt {what}: {value}"))
+}
+
+fn amount(row: &Row<'_>, column: usize) -> rusqlite::Result<Amount> {
+    let value: i64 = row.get(column)?;
+    Amount::from_signed(value).ok_or_else(|| corrupt("amount", value))
+}
+
+fn user(row: &Row<'_>, column: usize) -> rusqlite::Result<UserId> {
+    let text: String = row.get(column)?;
+    UserId::parse(&text).map_err(|_| corrupt("user", text))
+}
+
+pub(crate) fn packet_id(row: &Row<'_>, column: usize) -> rusqlite::Result<PacketId> {
+    let text: String = row.get(column)?;
+    text.parse().map_err(|_| corrupt("packet id", text))
+}
+
+pub(crate) fn packet_from_row(row: &Row<'_>) -> rusqlite::Result<PacketRow> {
+    let kind: String = row.get(2)?;
+    let count: i64 = row.get(4)?;
+    let remaining_count: i64 = row.get(6)?;
+    let digest: Option<Vec<u8>> = row.get(10)?;
+    let password = match digest {
+        None => None,
+        Some(bytes) => Some(PasswordDigest(
+            bytes
+                .try_into()
+                .map_err(|_| corrupt("password digest", "length"))?,
+        )),
+    };
+    let recipient: Option<String> = row.get(11)?;
+    let info = PacketInfo {
+        id: packet_id(row, 0)?,
+        sender: user(row, 1)?,
+        kind: PacketKind::parse(&kind).ok_or_else(|| corrupt("kind", &kind))?,
+        total_amount: amount(row, 3)?,
+        count: u32::try_from(count).map_err(|_| corrupt("count", count))?,
+        greeting: row.get(9)?,
+        recipient: recipient
+            .map(|name| UserId::parse(&name).map_err(|_| corrupt("recipient", name)))
+            .transpose()?,
+        created_at: Millis(row.get(12)?),
+        expires_at: Millis(row.get(13)?),
+    };
+    Ok(PacketRow {
+        info,
+        seed: row.get::<_, i64>(8)? as u64,
+        password,
+        remaining_amount: amount(row, 5)?,
+        remaining_count: u32::try_from(remaining_count)
+            .map_err(|_| corrupt("remaining count", remaining_count))?,
+        refunded_amount: amount(row, 7)?,
+    })
+}
+
+pub(crate) fn claim_from_row(row: &Row<'_>) -> rusqlite::Result<(PacketId, Claim)> {
+    let index: i64 = row.get(2)?;
+    let claim = Claim {
+        user: user(row, 1)?,
+        index: u32::try_from(index).map_err(|_| corrupt("share index", index))?,
+        amount: amount(row, 3)?,
+        at: Millis(row.get(4)?),
+    };
+    Ok((packet_id(row, 0)?, claim))
+}
+
+/// Joins rows and claims into packets, and checks that the stored remaining
+/// amount and count agree with the claims and the refund.
+pub(crate) fn assemble(
+    rows: Vec<PacketRow>,
+    claims: Vec<(PacketId, Claim)>,
+) -> Result<Vec<Packet>, StoreError> {
+    let mut by_packet: HashMap<PacketId, Vec<Claim>> = HashMap::new();
+    for (id, claim) in claims {
+        by_packet.entry(id).or_default().push(claim);
+    }
+    rows.into_iter()
+        .map(|row| {
+            let claims = by_packet.remove(&row.info.id).unwrap_or_default();
+            let claimed = claims
+                .iter()
+                .try_fold(Amount::ZERO, |sum, claim| sum.checked_add(claim.amount));
+            let consistent = claimed
+                .and_then(|sum| sum.checked_add(row.remaining_amount))
+                .and_then(|sum| sum.checked_add(row.refunded_amount))
+                == Some(row.info.total_amount)
+                && claims.len() as u64 + u64::from(row.remaining_count)
+                    == u64::from(row.info.count);
+            if !consistent {
+                return Err(StoreError::new(format!(
+                    "packet {} disagrees with its claims",
+                    row.info.id
+                )));
+            }
+            Ok(Packet::restore(
+                row.info,
+                row.seed,
+                row.password,
+                row.refunded_amount,
+                claims,
+            ))
+        })
+        .collect()
+}
+
+/// One packet with all its claims, if it exists.
+pub(crate) fn load_packet(
+    connection: &Connection,
+    id: &PacketId,
+) -> Result<Option<Packet>, StoreError> {
+    let text = id.to_string();
+    let sql = format!("SELECT {PACKET_COLUMNS} FROM packets WHERE id = ?1");
+    let mut statement = connection
+        .prepare_cached(&sql)
+        .map_err(failed("preparing a packet read"))?;
+    let rows: Vec<PacketRow> = statement
+        .query_map(params![text], packet_from_row)
+        .and_then(|rows| rows.collect())
+        .map_err(failed("reading a packet"))?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let mut statement = connection
+        .prepare_cached("SELECT packet_id, user, idx, amount, at FROM claims WHERE packet_id = ?1")
+        .map_err(failed("preparing a claims read"))?;
+    let claims = statement
+        .query_map(params![text], claim_from_row)
+        .and_then(|rows| rows.collect())
+        .map_err(failed("reading claims"))?;
+    Ok(assemble(rows, claims)?.pop())
+}
+
+pub(crate) fn balance(connection: &Connection, user: &UserId) -> Result<Amount, StoreError> {
+    let mut statement = connection
+        .prepare_cached("SELECT balance FROM accounts WHERE user = ?1")
+        .map_err(failed("preparing a balance read"))?;
+    let mut rows = statement
+        .query(params![user.as_str()])
+        .map_err(failed("reading a balance"))?;
+    match rows.next().map_err(failed("reading a balance"))? {
+        None => Ok(Amount::ZERO),
+        Some(row) => amount(row, 0).map_err(failed("reading a balance")),
+    }
+}
