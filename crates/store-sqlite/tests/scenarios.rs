@@ -1,0 +1,471 @@
+//! Engine scenarios on the real SQLite store: races, expiry, credits across
+//! sets, and restarts with work in flight. Each reads as a table of what
+//! happens and what must hold after; each ends with the full audit.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use hongbao_domain::audit::{AuditReport, audit};
+use hongbao_domain::packet::SpecInput;
+use hongbao_domain::{
+    Amount, DepositOutcome, Limits, Millis, OpenOutcome, PacketId, PacketSpec, SendOutcome, SetId,
+    UserId,
+};
+use hongbao_engine::{
+    Clock, Effects, Engine, EngineConfig, EngineError, Fetched, ManualClock, Recovered,
+    SeededEntropy, SetStores, Store, StoreError, Wants,
+};
+use hongbao_store_sqlite::{SqliteStore, open_set, set_path, snapshot};
+
+/// The SQLite store with a switch that makes every commit fail, as a full
+/// or failing disk would.
+struct Switchable {
+    inner: SqliteStore,
+    failing: Arc<AtomicBool>,
+}
+
+impl Store for Switchable {
+    fn recover(&mut self, now: Millis) -> Result<Recovered, StoreError> {
+        self.inner.recover(now)
+    }
+
+    fn prefetch(&mut self, wants: &Wants) -> Result<Fetched, StoreError> {
+        self.inner.prefetch(wants)
+    }
+
+    fn commit(&mut self, effects: &Effects) -> Result<(), StoreError> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(StoreError::new("injected: the disk refuses writes"));
+        }
+        self.inner.commit(effects)
+    }
+}
+
+struct Node {
+    engine: Engine,
+    failing: Vec<Arc<AtomicBool>>,
+}
+
+fn start(dir: &Path, sets: u16, clock: &ManualClock) -> Node {
+    let failing: Vec<_> = (0..sets)
+        .map(|_| Arc::new(AtomicBool::new(false)))
+        .collect();
+    let stores = (0..sets)
+        .map(|set| {
+            let SetStores { store, reader } = open_set(dir, SetId(set)).unwrap();
+            SetStores {
+                store: Switchable {
+                    inner: store,
+                    failing: failing[usize::from(set)].clone(),
+                },
+                reader,
+            }
+        })
+        .collect();
+    let engine = Engine::start(
+        EngineConfig::default(),
+        stores,
+        Arc::new(clock.clone()),
+        |set| Box::new(SeededEntropy::new(u64::from(set.0) + 1)),
+    )
+    .unwrap();
+    Node { engine, failing }
+}
+
+fn stop(node: Node) {
+    node.engine.shutdown();
+}
+
+fn audit_dir(dir: &Path, sets: u16, now: Millis) -> AuditReport {
+    let snapshots: Vec<_> = (0..sets)
+        .map(|set| snapshot(dir, SetId(set)).unwrap())
+        .collect();
+    audit(&snapshots, Limits::default().share_min, now.0)
+}
+
+fn assert_audit_ok(dir: &Path, sets: u16, now: Millis) -> AuditReport {
+    let report = audit_dir(dir, sets, now);
+    assert!(report.ok(), "{report}");
+    report
+}
+
+fn user(name: &str) -> UserId {
+    UserId::parse(name).unwrap()
+}
+
+/// The first user named `<prefix><n>` whose wallet lives in `set`.
+fn user_in(set: u16, sets: u16, prefix: &str) -> UserId {
+    (0..)
+        .map(|n| user(&format!("{prefix}{n}")))
+        .find(|u| SetId::of_user(u, sets).0 == set)
+        .unwrap()
+}
+
+fn spec(kind: &str, total: i64, count: i64, expires_in_s: Option<i64>) -> PacketSpec {
+    let input = SpecInput {
+        kind: kind.into(),
+        total_amount: total,
+        count,
+        expires_in_s,
+        ..SpecInput::default()
+    };
+    PacketSpec::parse(&input, &user("sender"), &Limits::default()).unwrap()
+}
+
+async fn fund(engine: &Engine, who: &UserId, amount: u64) {
+    let outcome = engine
+        .deposit(who.clone(), Amount::from_fen(amount).unwrap(), None)
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome, DepositOutcome::Deposited { .. }),
+        "{outcome:?}"
+    );
+}
+
+async fn send(engine: &Engine, sender: &UserId, spec: PacketSpec) -> PacketId {
+    match engine.send(sender.clone(), spec, None).await.unwrap() {
+        SendOutcome::Sent { packet, .. } => packet.id,
+        other => panic!("send failed: {other:?}"),
+    }
+}
+
+/// Polls `check` every 10 ms until it holds, for at most 10 s.
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn fen(amount: Amount) -> u64 {
+    amount.fen()
+}
+
+const START: Millis = Millis(1_800_000_000_000);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_users_race_for_a_hundred_shares() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(START);
+    let node = start(dir.path(), 8, &clock);
+    let sender = user("sender");
+    fund(&node.engine, &sender, 20_000).await;
+    let id = send(&node.engine, &sender, spec("lucky", 20_000, 100, None)).await;
+
+    let racers: Vec<_> = (0..1000)
+        .map(|n| {
+            let engine = node.engine.clone();
+            tokio::spawn(async move {
+                engine
+                    .open(id, user(&format!("racer{n}")), None)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut won = Vec::new();
+    let mut empty = 0;
+    for racer in racers {
+        match racer.await.unwrap() {
+            OpenOutcome::Opened { amount, .. } => won.push(fen(amount)),
+            OpenOutcome::Empty => empty += 1,
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+    assert_eq!(won.len(), 100, "exactly one winner per share");
+    assert_eq!(empty, 900, "everyone else finds the packet empty");
+    assert_eq!(
+        won.iter().sum::<u64>(),
+        20_000,
+        "the shares add up to the total"
+    );
+    let packet = node.engine.packet(id).await.unwrap().unwrap();
+    assert_eq!(packet.claims().len(), 100);
+    assert_eq!(packet.remaining_amount, Amount::ZERO);
+    stop(node);
+    assert_audit_ok(dir.path(), 8, clock.now());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_user_opening_fifty_times_at_once_gets_one_share() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(START);
+    let node = start(dir.path(), 8, &clock);
+    let sender = user("sender");
+    fund(&node.engine, &sender, 1_000).await;
+    let id = send(&node.engine, &sender, spec("lucky", 1_000, 10, None)).await;
+
+    let attempts: Vec<_> = (0..50)
+        .map(|_| {
+            let engine = node.engine.clone();
+            tokio::spawn(async move { engine.open(id, user("greedy"), None).await.unwrap() })
+        })
+        .collect();
+    let mut opened = 0;
+    let mut amounts = Vec::new();
+    for attempt in attempts {
+        match attempt.await.unwrap() {
+            OpenOutcome::Opened { amount, .. } => {
+                opened += 1;
+                amounts.push(amount);
+            }
+            OpenOutcome::AlreadyOpened { amount } => amounts.push(amount),
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+    assert_eq!(opened, 1, "one open is binding");
+    assert!(
+        amounts.iter().all(|amount| *amount == amounts[0]),
+        "every answer names the same share"
+    );
+    let packet = node.engine.packet(id).await.unwrap().unwrap();
+    assert_eq!(packet.claims().len(), 1);
+    assert_eq!(packet.remaining_count, 9);
+    stop(node);
+    assert_audit_ok(dir.path(), 8, clock.now());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opens_racing_the_expiry_never_share_money_with_the_refund() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(START);
+    let node = start(dir.path(), 8, &clock);
+    let sender = user("sender");
+    fund(&node.engine, &sender, 10_000).await;
+    let id = send(&node.engine, &sender, spec("lucky", 10_000, 100, Some(1))).await;
+
+    let openers: Vec<_> = (0..300)
+        .map(|n| {
+            let engine = node.engine.clone();
+            let clock = clock.clone();
+            tokio::spawn(async move {
+                if n == 150 {
+                    clock.advance_ms(1_000);
+                }
+                (
+                    user(&format!("opener{n}")),
+                    engine
+                        .open(id, user(&format!("opener{n}")), None)
+                        .await
+                        .unwrap(),
+                )
+            })
+        })
+        .collect();
+    let mut opened = Vec::new();
+    for opener in openers {
+        match opener.await.unwrap() {
+            (who, OpenOutcome::Opened { amount, .. }) => opened.push((who, amount)),
+            (_, OpenOutcome::Expired | OpenOutcome::Empty) => {}
+            (_, other) => panic!("unexpected outcome {other:?}"),
+        }
+    }
+    clock.advance_ms(1_000);
+    let engine = node.engine.clone();
+    eventually("the packet is refunded or empty", async || {
+        let packet = engine.packet(id).await.unwrap().unwrap();
+        !packet.refunded_amount.is_zero() || packet.remaining_count == 0
+    })
+    .await;
+    let packet = node.engine.packet(id).await.unwrap().unwrap();
+    assert_eq!(
+        packet.claims().len(),
+        opened.len(),
+        "every acknowledged open is a claim, and only those"
+    );
+    for (who, amount) in &opened {
+        assert_eq!(
+            packet.claim_of(who).map(|claim| claim.amount),
+            Some(*amount)
+        );
+    }
+    let claimed: u64 = opened.iter().map(|(_, amount)| fen(*amount)).sum();
+    assert_eq!(
+        claimed + fen(packet.refunded_amount),
+        10_000,
+        "claims + refund == total"
+    );
+    assert!(
+        packet
+            .claims()
+            .iter()
+            .all(|claim| claim.at < packet.info.expires_at)
+    );
+    let expected_balance = fen(packet.refunded_amount);
+    let sender_balance = node.engine.balance(sender.clone()).await.unwrap();
+    assert_eq!(
+        fen(sender_balance),
+        expected_balance,
+        "the refund reached the sender once"
+    );
+    stop(node);
+    let report = assert_audit_ok(dir.path(), 8, clock.now());
+    assert_eq!(report.refunds_pending, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_share_is_credited_to_a_wallet_in_another_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(START);
+    let node = start(dir.path(), 4, &clock);
+    let sender = user_in(0, 4, "sender");
+    let openers: Vec<_> = (1..4).map(|set| user_in(set, 4, "opener")).collect();
+    fund(&node.engine, &sender, 900).await;
+    let id = send(&node.engine, &sender, spec("fixed", 900, 3, None)).await;
+    for opener in &openers {
+        let outcome = node.engine.open(id, opener.clone(), None).await.unwrap();
+        assert_eq!(
+            outcome,
+            OpenOutcome::Opened {
+                amount: Amount::from_fen(300).unwrap(),
+                index: outcome_index(&outcome)
+            }
+        );
+    }
+    for opener in &openers {
+        let engine = node.engine.clone();
+        let opener = opener.clone();
+        eventually("the credit lands", async || {
+            fen(engine.balance(opener.clone()).await.unwrap()) == 300
+        })
+        .await;
+    }
+    let outbox = set_path(dir.path(), SetId(0));
+    eventually("the outbox drains", async || outbox_len(&outbox) == 0).await;
+    let received = node
+        .engine
+        .received(openers[0].clone(), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(received.items.len(), 1);
+    assert_eq!(received.items[0].packet_id, id);
+    stop(node);
+    let report = assert_audit_ok(dir.path(), 4, clock.now());
+    assert_eq!(report.credits_pending, 0);
+}
+
+fn outcome_index(outcome: &OpenOutcome) -> u32 {
+    match outcome {
+        OpenOutcome::Opened { index, .. } => *index,
+        _ => u32::MAX,
+    }
+}
+
+fn outbox_len(path: &Path) -> i64 {
+    let connection = rusqlite::Connection::open(path).unwrap();
+    connection
+        .query_row("SELECT COUNT(*) FROM outbox", [], |row| row.get(0))
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_with_credits_in_the_outbox_delivers_them_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(START);
+    let node = start(dir.path(), 2, &clock);
+    let sender = user_in(0, 2, "sender");
+    let openers: Vec<_> = (0..5)
+        .map(|n| user_in(1, 2, &format!("opener{n}x")))
+        .collect();
+    fund(&node.engine, &sender, 5_000).await;
+    let id = send(&node.engine, &sender, spec("lucky", 5_000, 5, None)).await;
+
+    // Set 1's disk refuses writes: the credits cannot land there.
+    node.failing[1].store(true, Ordering::SeqCst);
+    let mut shares = Vec::new();
+    for opener in &openers {
+        match node.engine.open(id, opener.clone(), None).await.unwrap() {
+            OpenOutcome::Opened { amount, .. } => shares.push(amount),
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+    // A set whose commit failed refuses writes until it has recovered.
+    let refused = node
+        .engine
+        .deposit(openers[0].clone(), Amount::from_fen(1).unwrap(), None)
+        .await;
+    assert_eq!(refused, Err(EngineError::Unavailable));
+    stop(node);
+    assert_eq!(
+        outbox_len(&set_path(dir.path(), SetId(0))),
+        5,
+        "every credit waits in the outbox"
+    );
+    assert_audit_ok(dir.path(), 2, clock.now());
+
+    // Restart with a healthy disk: the outbox is replayed before serving.
+    let node = start(dir.path(), 2, &clock);
+    for (opener, share) in openers.iter().zip(&shares) {
+        let engine = node.engine.clone();
+        let opener = opener.clone();
+        let want = fen(*share);
+        eventually("the replayed credit lands", async || {
+            fen(engine.balance(opener.clone()).await.unwrap()) == want
+        })
+        .await;
+    }
+    let outbox = set_path(dir.path(), SetId(0));
+    eventually("the outbox drains", async || outbox_len(&outbox) == 0).await;
+    // An open repeated after the restart answers the same share.
+    let again = node
+        .engine
+        .open(id, openers[0].clone(), None)
+        .await
+        .unwrap();
+    assert_eq!(again, OpenOutcome::AlreadyOpened { amount: shares[0] });
+    stop(node);
+    let report = assert_audit_ok(dir.path(), 2, clock.now());
+    assert_eq!(report.credits_pending, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settled_packets_answer_from_the_store_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(START);
+    let node = start(dir.path(), 3, &clock);
+    let sender = user("sender");
+    fund(&node.engine, &sender, 1_000).await;
+    let id = send(&node.engine, &sender, spec("lucky", 1_000, 4, Some(60))).await;
+    let first = node.engine.open(id, user("early"), None).await.unwrap();
+    let OpenOutcome::Opened { amount, .. } = first else {
+        panic!("{first:?}")
+    };
+    clock.advance_ms(60_000);
+    let engine = node.engine.clone();
+    eventually("the refund", async || {
+        !engine
+            .packet(id)
+            .await
+            .unwrap()
+            .unwrap()
+            .refunded_amount
+            .is_zero()
+    })
+    .await;
+    stop(node);
+
+    let node = start(dir.path(), 3, &clock);
+    assert_eq!(
+        node.engine.open(id, user("early"), None).await.unwrap(),
+        OpenOutcome::AlreadyOpened { amount }
+    );
+    assert_eq!(
+        node.engine.open(id, user("late"), None).await.unwrap(),
+        OpenOutcome::Expired
+    );
+    assert_eq!(
+        fen(node.engine.balance(sender.clone()).await.unwrap()),
+        1_000 - fen(amount)
+    );
+    let unknown = PacketId { seq: 999, ..id };
+    assert_eq!(
+        node.engine.open(unknown, user("late"), None).await.unwrap(),
+        OpenOutcome::NotFound
+    );
+    stop(node);
+    assert_audit_ok(dir.path(), 3, clock.now());
+}
