@@ -89,7 +89,7 @@ impl Engine {
             );
             let thread = std::thread::Builder::new()
                 .name(format!("hongbao-set-{index}"))
-                .spawn(move || writer.run())
+                .spawn(move || run_or_abort(writer))
                 .map_err(|e| {
                     StoreError::new(format!("cannot start the writer of set {set}: {e}"))
                 })?;
@@ -284,6 +284,17 @@ impl Engine {
         for writer in writers {
             let _ = writer.join();
         }
+    }
+}
+
+/// Runs a writer; a panic in it is a broken invariant, and the process
+/// aborts rather than serve on with a set that no longer answers. Its store
+/// holds only committed batches, so a restart recovers a consistent state.
+fn run_or_abort<S: Store>(writer: Writer<S>) {
+    let set = writer.set;
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| writer.run())).is_err() {
+        tracing::error!(%set, "the writer of a set panicked on a broken invariant; aborting");
+        std::process::abort();
     }
 }
 

@@ -40,7 +40,7 @@ pub struct Credit {
     pub at: Millis,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum IdempotencyOp {
     Deposit,
     Send,
@@ -51,14 +51,6 @@ impl IdempotencyOp {
         match self {
             IdempotencyOp::Deposit => "deposit",
             IdempotencyOp::Send => "send",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<IdempotencyOp> {
-        match text {
-            "deposit" => Some(IdempotencyOp::Deposit),
-            "send" => Some(IdempotencyOp::Send),
-            _ => None,
         }
     }
 }
@@ -89,7 +81,9 @@ pub struct Recovered {
 #[derive(Clone, Debug, Default)]
 pub struct Wants {
     pub accounts: Vec<UserId>,
-    pub idempotency: Vec<(UserId, String)>,
+    /// Keys are scoped by user and by operation: an admin's deposit key
+    /// never collides with the user's own send key.
+    pub idempotency: Vec<(UserId, IdempotencyOp, String)>,
     /// Settled packets (no longer in memory) that a batch opens or grabs.
     pub packets: Vec<PacketId>,
     /// Ledger references of incoming credits, to learn which already landed.

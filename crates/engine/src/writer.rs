@@ -81,7 +81,7 @@ impl State {
 /// What one batch works with beyond `State`: loaded for it, dropped after.
 struct Batch {
     now: Millis,
-    idempotency: HashMap<(UserId, String), IdempotencyRecord>,
+    idempotency: HashMap<(UserId, IdempotencyOp, String), IdempotencyRecord>,
     /// Settled packets this batch reads (from the store, or settled now).
     settled: HashMap<PacketId, Packet>,
     references_present: HashSet<String>,
@@ -292,15 +292,17 @@ impl<S: Store> Writer<S> {
             match command {
                 Command::Deposit { user, key, .. } => {
                     accounts.insert(user);
-                    wants
-                        .idempotency
-                        .extend(key.clone().map(|key| (user.clone(), key)));
+                    wants.idempotency.extend(
+                        key.clone()
+                            .map(|key| (user.clone(), IdempotencyOp::Deposit, key)),
+                    );
                 }
                 Command::Send { sender, key, .. } => {
                     accounts.insert(sender);
-                    wants
-                        .idempotency
-                        .extend(key.clone().map(|key| (sender.clone(), key)));
+                    wants.idempotency.extend(
+                        key.clone()
+                            .map(|key| (sender.clone(), IdempotencyOp::Send, key)),
+                    );
                 }
                 Command::Open { id, user, .. } => {
                     packets.insert(*id);
@@ -335,7 +337,7 @@ impl<S: Store> Writer<S> {
         let idempotency = fetched
             .idempotency
             .into_iter()
-            .map(|record| ((record.user.clone(), record.key.clone()), record))
+            .map(|record| ((record.user.clone(), record.op, record.key.clone()), record))
             .collect();
         Batch {
             now,
@@ -409,8 +411,8 @@ impl<S: Store> Writer<S> {
         op: IdempotencyOp,
         fingerprint: &str,
     ) -> Option<Result<IdempotencyRecord, ()>> {
-        let record = batch.idempotency.get(&(user.clone(), key.clone()?))?;
-        Some(match record.op == op && record.fingerprint == fingerprint {
+        let record = batch.idempotency.get(&(user.clone(), op, key.clone()?))?;
+        Some(match record.fingerprint == fingerprint {
             true => Ok(record.clone()),
             false => Err(()),
         })
@@ -434,7 +436,7 @@ impl<S: Store> Writer<S> {
             };
             batch
                 .idempotency
-                .insert((user.clone(), key), record.clone());
+                .insert((user.clone(), op, key), record.clone());
             batch.effects.idempotency.push(record);
         }
     }

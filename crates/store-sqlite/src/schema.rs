@@ -142,7 +142,7 @@ CREATE TABLE idempotency (
     op          TEXT NOT NULL CHECK (op IN ('deposit', 'send')),
     fingerprint TEXT NOT NULL,
     result      TEXT NOT NULL,
-    PRIMARY KEY (user, key)
+    PRIMARY KEY (user, op, key)
 ) WITHOUT ROWID;
 "#];
 

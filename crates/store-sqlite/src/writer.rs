@@ -91,32 +91,28 @@ impl SqliteStore {
     fn idempotency(
         &self,
         user: &UserId,
+        op: IdempotencyOp,
         key: &str,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
         let mut statement = self
             .connection
             .prepare_cached(
-                "SELECT op, fingerprint, result FROM idempotency WHERE user = ?1 AND key = ?2",
+                "SELECT fingerprint, result FROM idempotency WHERE user = ?1 AND op = ?2 AND key = ?3",
             )
             .map_err(failed("preparing an idempotency read"))?;
-        let row: Option<(String, String, String)> = statement
-            .query_row(params![user.as_str(), key], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        let row: Option<(String, String)> = statement
+            .query_row(params![user.as_str(), op.as_str(), key], |row| {
+                Ok((row.get(0)?, row.get(1)?))
             })
             .optional()
             .map_err(failed("reading an idempotency key"))?;
-        row.map(|(op, fingerprint, result)| {
-            let op = IdempotencyOp::parse(&op)
-                .ok_or_else(|| StoreError::new(format!("unknown idempotency op {op}")))?;
-            Ok(IdempotencyRecord {
-                user: user.clone(),
-                key: key.to_owned(),
-                op,
-                fingerprint,
-                result,
-            })
-        })
-        .transpose()
+        Ok(row.map(|(fingerprint, result)| IdempotencyRecord {
+            user: user.clone(),
+            key: key.to_owned(),
+            op,
+            fingerprint,
+            result,
+        }))
     }
 }
 
@@ -160,8 +156,8 @@ impl Store for SqliteStore {
                 .accounts
                 .push((user.clone(), balance(&self.connection, user)?));
         }
-        for (user, key) in &wants.idempotency {
-            if let Some(record) = self.idempotency(user, key)? {
+        for (user, op, key) in &wants.idempotency {
+            if let Some(record) = self.idempotency(user, *op, key)? {
                 if record.op == IdempotencyOp::Send {
                     let id = record
                         .result

@@ -469,3 +469,81 @@ async fn settled_packets_answer_from_the_store_after_a_restart() {
     stop(node);
     assert_audit_ok(dir.path(), 3, clock.now());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_are_scoped_by_user_and_operation() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(START);
+    let node = start(dir.path(), 4, &clock);
+    let alice = user("alice");
+    let key = Some("k1".to_owned());
+    let amount = Amount::from_fen(500).unwrap();
+    let first = node
+        .engine
+        .deposit(alice.clone(), amount, key.clone())
+        .await
+        .unwrap();
+    let again = node
+        .engine
+        .deposit(alice.clone(), amount, key.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        first,
+        DepositOutcome::Deposited {
+            balance: amount,
+            replayed: false
+        }
+    );
+    assert_eq!(
+        again,
+        DepositOutcome::Deposited {
+            balance: amount,
+            replayed: true
+        }
+    );
+    let other = node
+        .engine
+        .deposit(alice.clone(), Amount::from_fen(1).unwrap(), key.clone())
+        .await
+        .unwrap();
+    assert_eq!(other, DepositOutcome::KeyReused);
+    // The same key on alice's own send is another operation, not a reuse.
+    let sent = node
+        .engine
+        .send(alice.clone(), spec("fixed", 300, 3, None), key.clone())
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            sent,
+            SendOutcome::Sent {
+                replayed: false,
+                ..
+            }
+        ),
+        "{sent:?}"
+    );
+    let replayed = node
+        .engine
+        .send(alice.clone(), spec("fixed", 300, 3, None), key.clone())
+        .await
+        .unwrap();
+    assert!(
+        matches!(replayed, SendOutcome::Sent { replayed: true, .. }),
+        "{replayed:?}"
+    );
+    let reused = node
+        .engine
+        .send(alice.clone(), spec("fixed", 600, 3, None), key)
+        .await
+        .unwrap();
+    assert_eq!(reused, SendOutcome::KeyReused);
+    assert_eq!(
+        fen(node.engine.balance(alice).await.unwrap()),
+        200,
+        "charged once"
+    );
+    stop(node);
+    assert_audit_ok(dir.path(), 4, clock.now());
+}
