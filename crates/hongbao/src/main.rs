@@ -1,5 +1,5 @@
 //! `hongbao`: the one binary. `serve` runs the service, `token` prints a
-//! user token, `audit` checks a stopped data directory.
+//! user token, `audit` checks a stopped data directory, `bench` measures.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -47,6 +47,30 @@ enum Command {
         #[arg(long, default_value = "./data")]
         data: PathBuf,
     },
+    /// Measure hongbao and the usual alternatives on one workload, then audit.
+    Bench {
+        /// The short suite (under 90 s on 2 cores), for CI and quick checks.
+        #[arg(long)]
+        quick: bool,
+        /// Write the figures as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Draw throughput and latency over time as SVG.
+        #[arg(long)]
+        chart: Option<PathBuf>,
+        /// Use this Redis server instead of starting one (it is flushed).
+        #[arg(long)]
+        redis: Option<String>,
+        /// PostgreSQL connection settings (a fresh database is made and dropped).
+        #[arg(long, default_value = "host=127.0.0.1 port=5432 user=postgres")]
+        pg: String,
+        /// Seconds per run.
+        #[arg(long)]
+        duration_s: Option<u64>,
+        /// HTTP connections.
+        #[arg(long)]
+        clients: Option<usize>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -80,6 +104,32 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Token { data, user } => {
             println!("{}", user_token(&data, &user)?);
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            quick,
+            json,
+            chart,
+            redis,
+            pg,
+            duration_s,
+            clients,
+        } => {
+            let options = hongbao_bench::BenchOptions {
+                quick,
+                json,
+                chart,
+                redis,
+                pg,
+                duration_s,
+                clients,
+            };
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let ok = runtime.block_on(hongbao_bench::run(options))?;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Audit { data } => {
             let report = audit_dir(&data)?;

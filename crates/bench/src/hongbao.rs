@@ -1,0 +1,239 @@
+//! The runs against hongbao itself: `floor-http` (the cheapest route, the
+//! HTTP layer's ceiling), `open-http` (opens spread over many packets),
+//! `open-http-hot` (one packet, every client opening it), and `open-engine`
+//! (the same opens without HTTP). Every open the client saw acknowledged is
+//! recorded and checked against the store afterwards.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use hongbao_domain::{Amount, Limits, OpenOutcome, PacketId, UserId};
+use hongbao_engine::{Engine, EngineConfig};
+use hongbao_node::{Running, ServeOptions};
+use hongbao_server::Auth;
+use hyper::Method;
+use serde_json::Value;
+
+use crate::client::Connection;
+use crate::load::Client;
+
+/// The bench server's own limits: a packet as large as a run needs. The
+/// service's defaults are WeChat's and stay untouched.
+pub fn bench_config() -> EngineConfig {
+    let huge = Amount::from_fen(1_000_000_000_000).expect("fits");
+    EngineConfig {
+        limits: Limits {
+            total_amount_max: huge,
+            count_max: 50_000_000,
+            deposit_max: huge,
+            balance_max: huge,
+            ..Limits::default()
+        },
+        ..EngineConfig::default()
+    }
+}
+
+/// A server for one run: in-process on a fresh temporary data directory.
+pub struct Node {
+    pub running: Running,
+    pub auth: Arc<Auth>,
+    _dir: tempfile::TempDir,
+}
+
+impl Node {
+    pub async fn start() -> Result<Node> {
+        let dir = tempfile::tempdir().context("making a temporary data directory")?;
+        let mut options = ServeOptions::new(
+            dir.path().join("data"),
+            "127.0.0.1:0".parse().expect("address"),
+        );
+        options.engine = bench_config();
+        let running = hongbao_node::start(options).await?;
+        let auth =
+            Arc::new(Auth::load(&running.data.path).context("loading the bench server's keys")?);
+        Ok(Node {
+            running,
+            auth,
+            _dir: dir,
+        })
+    }
+
+    /// Stops the server and checks the invariants and every acknowledged
+    /// open against the store.
+    pub async fn stop_and_audit(self, acked: &[Ack]) -> Result<AuditResult> {
+        let path = self.running.data.path.clone();
+        self.running.stop().await?;
+        let report = hongbao_node::audit_dir(&path)?;
+        let mut violations = report.violations.clone();
+        let sets = hongbao_store_sqlite::DataDir::open(&path)?.sets;
+        let mut claims = HashMap::new();
+        for set in 0..sets {
+            let snapshot = hongbao_store_sqlite::snapshot(&path, hongbao_domain::SetId(set))?;
+            for claim in snapshot.claims {
+                claims.insert((claim.packet_id, claim.user), claim.amount);
+            }
+        }
+        for ack in acked {
+            let key = (ack.packet.to_string(), ack.user.to_string());
+            if claims.get(&key).copied() != Some(ack.amount as i64) {
+                violations.push(format!(
+                    "acknowledged open of {} by {} for {} is not in the store",
+                    key.0, key.1, ack.amount
+                ));
+            }
+        }
+        Ok(AuditResult {
+            ok: violations.is_empty(),
+            summary: report.to_string(),
+            acked: acked.len(),
+            violations,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditResult {
+    pub ok: bool,
+    pub summary: String,
+    pub acked: usize,
+    pub violations: Vec<String>,
+}
+
+/// An open the client saw acknowledged.
+#[derive(Debug, Clone)]
+pub struct Ack {
+    pub packet: PacketId,
+    pub user: UserId,
+    pub amount: u64,
+}
+
+/// The packets a run opens, and who opens which: request `n` goes to packet
+/// `n % packets` as user `u<n / packets>`, so no user opens a packet twice.
+pub struct Plan {
+    pub packets: Vec<PacketId>,
+    pub paths: Vec<String>,
+}
+
+impl Plan {
+    pub fn target(&self, n: u64) -> (usize, String) {
+        let count = self.packets.len() as u64;
+        ((n % count) as usize, format!("u{}", n / count))
+    }
+}
+
+/// Funds a sender and sends `packets` lucky packets of `count` shares over
+/// the engine (setup is not measured).
+pub async fn prepare(engine: &Engine, packets: usize, count: u32) -> Result<Plan> {
+    let sender = UserId::parse("bench-sender").expect("valid user");
+    let total = u64::from(count) * 2;
+    let funds = Amount::from_fen(total * packets as u64).context("funds fit")?;
+    engine.deposit(sender.clone(), funds, None).await?;
+    let mut ids = Vec::with_capacity(packets);
+    for _ in 0..packets {
+        let input = hongbao_domain::packet::SpecInput {
+            kind: "lucky".into(),
+            total_amount: total as i64,
+            count: i64::from(count),
+            ..Default::default()
+        };
+        let spec = hongbao_domain::PacketSpec::parse(&input, &sender, engine.limits())
+            .map_err(|e| anyhow::anyhow!("bench packet refused: {}", e.code()))?;
+        match engine.send(sender.clone(), spec, None).await? {
+            hongbao_domain::SendOutcome::Sent { packet, .. } => ids.push(packet.id),
+            other => bail!("bench packet not sent: {other:?}"),
+        }
+    }
+    let paths = ids
+        .iter()
+        .map(|id| format!("/v1/packets/{id}/open"))
+        .collect();
+    Ok(Plan {
+        packets: ids,
+        paths,
+    })
+}
+
+/// `GET /healthz`.
+pub struct Floor {
+    pub connection: Connection,
+}
+
+impl Client for Floor {
+    async fn call(&mut self, _n: u64) -> bool {
+        matches!(self.connection.request(Method::GET, "/healthz", None, None).await, Ok((status, _)) if status == 200)
+    }
+}
+
+/// `POST /v1/packets/{id}/open` as a fresh user each time.
+pub struct OpenHttp {
+    pub connection: Connection,
+    pub plan: Arc<Plan>,
+    pub auth: Arc<Auth>,
+    pub acked: Vec<Ack>,
+}
+
+impl Client for OpenHttp {
+    async fn call(&mut self, n: u64) -> bool {
+        let (packet, name) = self.plan.target(n);
+        let user = UserId::parse(&name).expect("valid user");
+        let token = self.auth.token_for(&user);
+        let answer = self
+            .connection
+            .request(Method::POST, &self.plan.paths[packet], Some(&token), None)
+            .await;
+        let Ok((status, body)) = answer else {
+            return false;
+        };
+        let amount = serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|v| v["amount"].as_u64());
+        match (status.as_u16(), amount) {
+            (200, Some(amount)) => {
+                self.acked.push(Ack {
+                    packet: self.plan.packets[packet],
+                    user,
+                    amount,
+                });
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The same opens on the engine directly: what HTTP costs is the difference.
+pub struct OpenEngine {
+    pub engine: Engine,
+    pub plan: Arc<Plan>,
+    pub acked: Vec<Ack>,
+}
+
+impl Client for OpenEngine {
+    async fn call(&mut self, n: u64) -> bool {
+        let (packet, name) = self.plan.target(n);
+        let user = UserId::parse(&name).expect("valid user");
+        let id = self.plan.packets[packet];
+        match self.engine.open(id, user.clone(), None).await {
+            Ok(OpenOutcome::Opened { amount, .. }) => {
+                self.acked.push(Ack {
+                    packet: id,
+                    user,
+                    amount: amount.fen(),
+                });
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Opens `clients` keep-alive connections to `addr`.
+pub async fn connections(addr: SocketAddr, clients: usize) -> Result<Vec<Connection>> {
+    let mut connections = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        connections.push(Connection::open(addr).await?);
+    }
+    Ok(connections)
+}

@@ -1,0 +1,193 @@
+//! The load driver: closed loop (each virtual client sends its next request
+//! when the last one is answered: maximum throughput) or open loop (requests
+//! are due at a fixed offered rate, and latency is measured from when each
+//! was due, so a stalled server cannot hide its stall by slowing the client:
+//! no coordinated omission).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// How load is offered.
+#[derive(Clone, Copy, Debug)]
+pub enum Mode {
+    /// `clients` virtual clients, each one request at a time.
+    Closed { clients: usize },
+    /// `rate` requests per second, served by up to `clients` in flight.
+    Open { rate: u64, clients: usize },
+}
+
+impl Mode {
+    pub fn clients(self) -> usize {
+        match self {
+            Mode::Closed { clients } | Mode::Open { clients, .. } => clients,
+        }
+    }
+}
+
+/// Latencies are recorded in microseconds, up to a minute, to 3 digits.
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}
+
+/// What one run measured.
+#[derive(Debug)]
+pub struct Measured {
+    pub ops: u64,
+    pub errors: u64,
+    pub elapsed: Duration,
+    pub latency_us: Histogram<u64>,
+    /// Per second of the run: operations completed and their p99.
+    pub timeline: Vec<(u64, u64)>,
+}
+
+impl Measured {
+    pub fn ops_per_s(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// One virtual client's record, merged at the end (no shared lock on the
+/// hot path).
+struct Record {
+    ops: u64,
+    errors: u64,
+    latency_us: Histogram<u64>,
+    per_second: Vec<Histogram<u64>>,
+}
+
+impl Record {
+    fn new() -> Record {
+        Record {
+            ops: 0,
+            errors: 0,
+            latency_us: histogram(),
+            per_second: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, second: usize, latency: Duration, ok: bool) {
+        let us = (latency.as_micros() as u64).clamp(1, 60_000_000);
+        if ok {
+            self.ops += 1;
+            self.latency_us.saturating_record(us);
+            while self.per_second.len() <= second {
+                self.per_second
+                    .push(Histogram::new_with_bounds(1, 60_000_000, 2).expect("valid bounds"));
+            }
+            self.per_second[second].saturating_record(us);
+        } else {
+            self.errors += 1;
+        }
+    }
+}
+
+/// A virtual client: its own state (a connection, say) and the request it
+/// sends, given the run's sequence number of the request. Answers whether
+/// the request succeeded.
+pub trait Client: Send + 'static {
+    fn call(&mut self, n: u64) -> impl Future<Output = bool> + Send;
+}
+
+/// Drives `clients` for `duration`, showing progress on `bar`.
+/// Returns what was measured and the clients, with whatever they recorded.
+pub async fn drive<C: Client>(
+    mode: Mode,
+    duration: Duration,
+    clients: Vec<C>,
+    bar: &ProgressBar,
+) -> (Measured, Vec<C>) {
+    let sequence = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + duration;
+    bar.set_length(duration.as_secs());
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>18} [{bar:30}] {pos}/{len} s {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    let ticker = {
+        let bar = bar.clone();
+        let sequence = sequence.clone();
+        tokio::spawn(async move {
+            while Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                let done = sequence.load(Ordering::Relaxed);
+                bar.set_position(start.elapsed().as_secs().min(duration.as_secs()));
+                bar.set_message(format!(
+                    "{:.0} ops/s",
+                    done as f64 / start.elapsed().as_secs_f64()
+                ));
+            }
+        })
+    };
+    let interval = match mode {
+        Mode::Open { rate, .. } => Some(Duration::from_secs_f64(1.0 / rate.max(1) as f64)),
+        Mode::Closed { .. } => None,
+    };
+    let clients: Vec<_> = clients
+        .into_iter()
+        .map(|mut client| {
+            let sequence = sequence.clone();
+            tokio::spawn(async move {
+                let mut record = Record::new();
+                loop {
+                    let n = sequence.fetch_add(1, Ordering::Relaxed);
+                    let due = match interval {
+                        Some(interval) => start + interval.mul_f64(n as f64),
+                        None => Instant::now(),
+                    };
+                    if due >= deadline {
+                        break;
+                    }
+                    if interval.is_some() {
+                        tokio::time::sleep_until(due.into()).await;
+                    }
+                    let ok = client.call(n).await;
+                    let done = Instant::now();
+                    let second = due.duration_since(start).as_secs() as usize;
+                    record.add(second, done.duration_since(due), ok);
+                }
+                (record, client)
+            })
+        })
+        .collect();
+    let mut latency_us = histogram();
+    let mut per_second: Vec<Histogram<u64>> = Vec::new();
+    let (mut ops, mut errors) = (0, 0);
+    let mut finished = Vec::with_capacity(clients.len());
+    for client in clients {
+        let (record, client) = client.await.expect("a bench client panicked");
+        finished.push(client);
+        ops += record.ops;
+        errors += record.errors;
+        latency_us.add(&record.latency_us).expect("same bounds");
+        for (second, histogram) in record.per_second.into_iter().enumerate() {
+            match per_second.get_mut(second) {
+                Some(total) => total.add(&histogram).expect("same bounds"),
+                None => per_second.push(histogram),
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    ticker.abort();
+    bar.finish_with_message(format!("{:.0} ops/s", ops as f64 / elapsed.as_secs_f64()));
+    let timeline = per_second
+        .iter()
+        .map(|h| (h.len(), h.value_at_quantile(0.99)))
+        .collect();
+    (
+        Measured {
+            ops,
+            errors,
+            elapsed,
+            latency_us,
+            timeline,
+        },
+        finished,
+    )
+}

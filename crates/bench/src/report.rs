@@ -1,0 +1,249 @@
+//! The bench's report: a table on stdout, a JSON file, and a chart of
+//! throughput and p99 latency over time for each run.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use plotters::prelude::*;
+use serde::Serialize;
+
+use crate::hongbao::AuditResult;
+use crate::load::Measured;
+
+/// One run's figures, as the report and the JSON file give them.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResult {
+    pub name: String,
+    pub ops_per_s: f64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub errors: u64,
+    pub ops: u64,
+    pub clients: usize,
+    /// Per second: operations completed, and their p99 in microseconds.
+    pub timeline: Vec<(u64, u64)>,
+}
+
+impl RunResult {
+    pub fn new(name: &str, clients: usize, measured: &Measured) -> RunResult {
+        let latency = &measured.latency_us;
+        RunResult {
+            name: name.to_owned(),
+            ops_per_s: measured.ops_per_s(),
+            p50_us: latency.value_at_quantile(0.5),
+            p99_us: latency.value_at_quantile(0.99),
+            p999_us: latency.value_at_quantile(0.999),
+            errors: measured.errors,
+            ops: measured.ops,
+            clients,
+            timeline: measured.timeline.clone(),
+        }
+    }
+}
+
+/// The machine the numbers come from.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    pub cores: usize,
+    pub cpu: String,
+    pub memory_gib: f64,
+    pub os: String,
+}
+
+impl Machine {
+    pub fn read() -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu = cpuinfo
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix("model name")?
+                    .split_once(':')
+                    .map(|(_, name)| name.trim().to_owned())
+            })
+            .unwrap_or_else(|| "unknown".into());
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let memory_kib: f64 = meminfo
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix("MemTotal:")?
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0.0);
+        Machine {
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpu,
+            memory_gib: (memory_kib / 1024.0 / 1024.0 * 10.0).round() / 10.0,
+            os: std::env::consts::OS.to_owned(),
+        }
+    }
+}
+
+fn ms(us: u64) -> String {
+    format!("{:.2}", us as f64 / 1000.0)
+}
+
+/// The table: one line per run, with its ratio to `floor-http`.
+pub fn table(runs: &[RunResult]) -> String {
+    let floor = runs
+        .iter()
+        .find(|run| run.name == "floor-http")
+        .map(|run| run.ops_per_s);
+    let mut text = format!(
+        "{:<20} {:>12} {:>9} {:>9} {:>9} {:>8} {:>9}\n",
+        "run", "ops/s", "p50 ms", "p99 ms", "p999 ms", "errors", "x floor"
+    );
+    for run in runs {
+        let ratio = floor
+            .filter(|floor| *floor > 0.0)
+            .map_or("-".into(), |floor| format!("{:.2}", run.ops_per_s / floor));
+        text += &format!(
+            "{:<20} {:>12.0} {:>9} {:>9} {:>9} {:>8} {:>9}\n",
+            run.name,
+            run.ops_per_s,
+            ms(run.p50_us),
+            ms(run.p99_us),
+            ms(run.p999_us),
+            run.errors,
+            ratio
+        );
+    }
+    text
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    machine: Machine,
+    runs: &'a [RunResult],
+    audit: AuditReport<'a>,
+}
+
+#[derive(Serialize)]
+struct AuditReport<'a> {
+    ok: bool,
+    runs: Vec<AuditEntry<'a>>,
+}
+
+#[derive(Serialize)]
+struct AuditEntry<'a> {
+    name: &'a str,
+    ok: bool,
+    acked_opens_checked: usize,
+    summary: &'a str,
+    violations: &'a [String],
+}
+
+pub fn write_json(path: &Path, runs: &[RunResult], audits: &[(String, AuditResult)]) -> Result<()> {
+    let audit = AuditReport {
+        ok: audits.iter().all(|(_, audit)| audit.ok),
+        runs: audits
+            .iter()
+            .map(|(name, audit)| AuditEntry {
+                name,
+                ok: audit.ok,
+                acked_opens_checked: audit.acked,
+                summary: &audit.summary,
+                violations: &audit.violations,
+            })
+            .collect(),
+    };
+    let report = Report {
+        machine: Machine::read(),
+        runs,
+        audit,
+    };
+    let text = serde_json::to_string_pretty(&report)?;
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Two panels: throughput per second, and p99 per second, one line a run.
+pub fn write_chart(path: &Path, runs: &[RunResult]) -> Result<()> {
+    let root = SVGBackend::new(path, (1000, 800)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (top, bottom) = root.split_vertically(400);
+    let seconds = runs
+        .iter()
+        .map(|run| run.timeline.len())
+        .max()
+        .unwrap_or(1)
+        .max(1) as u32;
+    let ops_max = runs
+        .iter()
+        .flat_map(|run| run.timeline.iter().map(|(ops, _)| *ops))
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let p99_max = runs
+        .iter()
+        .flat_map(|run| run.timeline.iter().map(|(_, p99)| *p99))
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    panel(
+        &top,
+        "throughput (ops/s)",
+        runs,
+        seconds,
+        ops_max as f64,
+        |(ops, _)| *ops as f64,
+    )?;
+    panel(
+        &bottom,
+        "p99 latency (ms)",
+        runs,
+        seconds,
+        p99_max as f64 / 1000.0,
+        |(_, p99)| *p99 as f64 / 1000.0,
+    )?;
+    root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
+}
+
+fn panel(
+    area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    title: &str,
+    runs: &[RunResult],
+    seconds: u32,
+    y_max: f64,
+    value: impl Fn(&(u64, u64)) -> f64,
+) -> Result<()> {
+    let fail = |e: DrawingAreaErrorKind<_>| anyhow::anyhow!("{e}");
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 20))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0u32..seconds, 0f64..y_max * 1.1)
+        .map_err(fail)?;
+    chart
+        .configure_mesh()
+        .x_desc("second of the run")
+        .draw()
+        .map_err(fail)?;
+    for (index, run) in runs.iter().enumerate() {
+        let color = Palette99::pick(index).to_rgba();
+        let points = run
+            .timeline
+            .iter()
+            .enumerate()
+            .map(|(second, point)| (second as u32, value(point)));
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))
+            .map_err(fail)?
+            .label(run.name.clone())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(fail)?;
+    Ok(())
+}
