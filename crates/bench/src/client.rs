@@ -20,13 +20,9 @@ pub struct Connection {
 
 impl Connection {
     pub async fn open(addr: SocketAddr) -> Result<Connection> {
-        let stream = TcpStream::connect(addr)
-            .await
-            .with_context(|| format!("connecting to {addr}"))?;
+        let stream = TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
         stream.set_nodelay(true).context("setting TCP_NODELAY")?;
-        let (sender, connection) = handshake(TokioIo::new(stream))
-            .await
-            .context("HTTP/1.1 handshake")?;
+        let (sender, connection) = handshake(TokioIo::new(stream)).await.context("HTTP/1.1 handshake")?;
         tokio::spawn(async move {
             // The connection ends when the server closes it or the sender is dropped.
             let _ = connection.await;
@@ -46,28 +42,14 @@ impl Connection {
         if self.sender.ready().await.is_err() {
             *self = Connection::open(self.addr).await?;
         }
-        let mut request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", "hongbao");
+        let mut request = Request::builder().method(method).uri(path).header("host", "hongbao");
         if let Some(token) = token {
             request = request.header("authorization", format!("Bearer {token}"));
         }
-        let request = request
-            .body(Full::new(body.unwrap_or_default()))
-            .context("building a request")?;
-        let response = self
-            .sender
-            .send_request(request)
-            .await
-            .context("sending a request")?;
+        let request = request.body(Full::new(body.unwrap_or_default())).context("building a request")?;
+        let response = self.sender.send_request(request).await.context("sending a request")?;
         let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .context("reading an answer")?
-            .to_bytes();
+        let body = response.into_body().collect().await.context("reading an answer")?.to_bytes();
         Ok((status, body))
     }
 }

@@ -9,7 +9,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use hongbao_domain::{Amount, Limits, OpenOutcome, PacketId, UserId};
+use hongbao_domain::packet::SpecInput;
+use hongbao_domain::{Amount, Limits, OpenOutcome, PacketId, PacketSpec, SendOutcome, UserId};
 use hongbao_engine::{Engine, EngineConfig};
 use hongbao_node::{Running, ServeOptions};
 use hongbao_server::Auth;
@@ -43,21 +44,14 @@ pub struct Node {
 }
 
 impl Node {
-    pub async fn start() -> Result<Node> {
+    pub async fn start(sets: Option<u16>) -> Result<Node> {
         let dir = tempfile::tempdir().context("making a temporary data directory")?;
-        let mut options = ServeOptions::new(
-            dir.path().join("data"),
-            "127.0.0.1:0".parse().expect("address"),
-        );
+        let mut options = ServeOptions::new(dir.path().join("data"), "127.0.0.1:0".parse().expect("address"));
         options.engine = bench_config();
+        options.sets = sets;
         let running = hongbao_node::start(options).await?;
-        let auth =
-            Arc::new(Auth::load(&running.data.path).context("loading the bench server's keys")?);
-        Ok(Node {
-            running,
-            auth,
-            _dir: dir,
-        })
+        let auth = Arc::new(Auth::load(&running.data.path).context("loading the bench server's keys")?);
+        Ok(Node { running, auth, _dir: dir })
     }
 
     /// Stops the server and checks the invariants and every acknowledged
@@ -84,12 +78,7 @@ impl Node {
                 ));
             }
         }
-        Ok(AuditResult {
-            ok: violations.is_empty(),
-            summary: report.to_string(),
-            acked: acked.len(),
-            violations,
-        })
+        Ok(AuditResult { ok: violations.is_empty(), summary: report.to_string(), acked: acked.len(), violations })
     }
 }
 
@@ -123,36 +112,36 @@ impl Plan {
     }
 }
 
-/// Funds a sender and sends `packets` lucky packets of `count` shares over
-/// the engine (setup is not measured).
+/// Sends `packets` lucky packets of `count` shares, each from its own
+/// sender (so the packets spread over the sets as real senders do), over the
+/// engine: setup is not measured.
 pub async fn prepare(engine: &Engine, packets: usize, count: u32) -> Result<Plan> {
-    let sender = UserId::parse("bench-sender").expect("valid user");
     let total = u64::from(count) * 2;
-    let funds = Amount::from_fen(total * packets as u64).context("funds fit")?;
-    engine.deposit(sender.clone(), funds, None).await?;
-    let mut ids = Vec::with_capacity(packets);
-    for _ in 0..packets {
-        let input = hongbao_domain::packet::SpecInput {
-            kind: "lucky".into(),
-            total_amount: total as i64,
-            count: i64::from(count),
-            ..Default::default()
-        };
-        let spec = hongbao_domain::PacketSpec::parse(&input, &sender, engine.limits())
-            .map_err(|e| anyhow::anyhow!("bench packet refused: {}", e.code()))?;
-        match engine.send(sender.clone(), spec, None).await? {
-            hongbao_domain::SendOutcome::Sent { packet, .. } => ids.push(packet.id),
-            other => bail!("bench packet not sent: {other:?}"),
-        }
-    }
-    let paths = ids
-        .iter()
-        .map(|id| format!("/v1/packets/{id}/open"))
+    let sends: Vec<_> = (0..packets)
+        .map(|packet| {
+            let engine = engine.clone();
+            tokio::spawn(async move { send_one(&engine, packet, count, total).await })
+        })
         .collect();
-    Ok(Plan {
-        packets: ids,
-        paths,
-    })
+    let mut ids = Vec::with_capacity(packets);
+    for send in sends {
+        ids.push(send.await.context("a setup task failed")??);
+    }
+    let paths = ids.iter().map(|id| format!("/v1/packets/{id}/open")).collect();
+    Ok(Plan { packets: ids, paths })
+}
+
+async fn send_one(engine: &Engine, packet: usize, count: u32, total: u64) -> Result<PacketId> {
+    let sender = UserId::parse(&format!("sender{packet}")).expect("valid user");
+    engine.deposit(sender.clone(), Amount::from_fen(total).context("funds fit")?, None).await?;
+    let input =
+        SpecInput { kind: "lucky".into(), total_amount: total as i64, count: i64::from(count), ..Default::default() };
+    let spec = PacketSpec::parse(&input, &sender, engine.limits())
+        .map_err(|e| anyhow::anyhow!("bench packet refused: {}", e.code()))?;
+    match engine.send(sender, spec, None).await? {
+        SendOutcome::Sent { packet, .. } => Ok(packet.id),
+        other => bail!("bench packet not sent: {other:?}"),
+    }
 }
 
 /// `GET /healthz`.
@@ -179,23 +168,14 @@ impl Client for OpenHttp {
         let (packet, name) = self.plan.target(n);
         let user = UserId::parse(&name).expect("valid user");
         let token = self.auth.token_for(&user);
-        let answer = self
-            .connection
-            .request(Method::POST, &self.plan.paths[packet], Some(&token), None)
-            .await;
+        let answer = self.connection.request(Method::POST, &self.plan.paths[packet], Some(&token), None).await;
         let Ok((status, body)) = answer else {
             return false;
         };
-        let amount = serde_json::from_slice::<Value>(&body)
-            .ok()
-            .and_then(|v| v["amount"].as_u64());
+        let amount = serde_json::from_slice::<Value>(&body).ok().and_then(|v| v["amount"].as_u64());
         match (status.as_u16(), amount) {
             (200, Some(amount)) => {
-                self.acked.push(Ack {
-                    packet: self.plan.packets[packet],
-                    user,
-                    amount,
-                });
+                self.acked.push(Ack { packet: self.plan.packets[packet], user, amount });
                 true
             }
             _ => false,
@@ -217,11 +197,7 @@ impl Client for OpenEngine {
         let id = self.plan.packets[packet];
         match self.engine.open(id, user.clone(), None).await {
             Ok(OpenOutcome::Opened { amount, .. }) => {
-                self.acked.push(Ack {
-                    packet: id,
-                    user,
-                    amount: amount.fen(),
-                });
+                self.acked.push(Ack { packet: id, user, amount: amount.fen() });
                 true
             }
             _ => false,

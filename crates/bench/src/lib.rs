@@ -42,6 +42,10 @@ pub struct BenchOptions {
     pub duration_s: Option<u64>,
     /// HTTP connections (default 64).
     pub clients: Option<usize>,
+    /// Only these runs (all when empty), e.g. to profile one of them.
+    pub only: Vec<String>,
+    /// Sets of the bench server's data directory (default: the service's).
+    pub sets: Option<u16>,
 }
 
 /// How big each run is. Packets hold more shares than a run can open, so a
@@ -73,12 +77,18 @@ impl Sizes {
 
 struct Suite {
     sizes: Sizes,
+    only: Vec<String>,
+    sets: Option<u16>,
     bars: MultiProgress,
     runs: Vec<RunResult>,
     audits: Vec<(String, AuditResult)>,
 }
 
 impl Suite {
+    fn wants(&self, name: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|only| only == name)
+    }
+
     fn bar(&self, name: &str) -> ProgressBar {
         let bar = self.bars.add(ProgressBar::new(1));
         bar.set_prefix(name.to_owned());
@@ -95,85 +105,45 @@ impl Suite {
     }
 
     async fn floor_http(&mut self) -> Result<()> {
-        let node = Node::start().await?;
+        let node = Node::start(self.sets).await?;
         let clients = connections(node.running.addr, self.sizes.clients).await?;
-        let clients = clients
-            .into_iter()
-            .map(|connection| Floor { connection })
-            .collect();
-        let (measured, _) = drive(
-            Mode::Closed {
-                clients: self.sizes.clients,
-            },
-            self.sizes.duration,
-            clients,
-            &self.bar("floor-http"),
-        )
-        .await;
+        let clients = clients.into_iter().map(|connection| Floor { connection }).collect();
+        let (measured, _) =
+            drive(Mode::Closed { clients: self.sizes.clients }, self.sizes.duration, clients, &self.bar("floor-http"))
+                .await;
         self.record("floor-http", self.sizes.clients, &measured);
         let audit = node.stop_and_audit(&[]).await?;
         self.audits.push(("floor-http".into(), audit));
         Ok(())
     }
 
-    async fn open_http(
-        &mut self,
-        name: &str,
-        packets: usize,
-        count: u32,
-        mode: Mode,
-    ) -> Result<f64> {
-        let node = Node::start().await?;
+    async fn open_http(&mut self, name: &str, packets: usize, count: u32, mode: Mode) -> Result<f64> {
+        let node = Node::start(self.sets).await?;
         let plan = Arc::new(prepare(&node.running.engine, packets, count).await?);
         let clients = connections(node.running.addr, mode.clients()).await?;
         let clients = clients
             .into_iter()
-            .map(|connection| OpenHttp {
-                connection,
-                plan: plan.clone(),
-                auth: node.auth.clone(),
-                acked: Vec::new(),
-            })
+            .map(|connection| OpenHttp { connection, plan: plan.clone(), auth: node.auth.clone(), acked: Vec::new() })
             .collect();
         let (measured, clients) = drive(mode, self.sizes.duration, clients, &self.bar(name)).await;
         self.record(name, mode.clients(), &measured);
-        let acked: Vec<Ack> = clients
-            .into_iter()
-            .flat_map(|client| client.acked)
-            .collect();
+        let acked: Vec<Ack> = clients.into_iter().flat_map(|client| client.acked).collect();
         let audit = node.stop_and_audit(&acked).await?;
         self.audits.push((name.into(), audit));
         Ok(measured.ops_per_s())
     }
 
     async fn open_engine(&mut self) -> Result<()> {
-        let node = Node::start().await?;
+        let node = Node::start(self.sets).await?;
         let sizes = &self.sizes;
-        let plan = Arc::new(
-            prepare(
-                &node.running.engine,
-                sizes.spread_packets,
-                sizes.spread_count,
-            )
-            .await?,
-        );
+        let plan = Arc::new(prepare(&node.running.engine, sizes.spread_packets, sizes.spread_count).await?);
         let clients = (0..sizes.engine_clients)
-            .map(|_| OpenEngine {
-                engine: node.running.engine.clone(),
-                plan: plan.clone(),
-                acked: Vec::new(),
-            })
+            .map(|_| OpenEngine { engine: node.running.engine.clone(), plan: plan.clone(), acked: Vec::new() })
             .collect();
-        let mode = Mode::Closed {
-            clients: sizes.engine_clients,
-        };
-        let (measured, clients) =
-            drive(mode, sizes.duration, clients, &self.bar("open-engine")).await;
+        let mode = Mode::Closed { clients: sizes.engine_clients };
+        let (measured, clients) = drive(mode, sizes.duration, clients, &self.bar("open-engine")).await;
         self.record("open-engine", sizes.engine_clients, &measured);
-        let acked: Vec<Ack> = clients
-            .into_iter()
-            .flat_map(|client| client.acked)
-            .collect();
+        let acked: Vec<Ack> = clients.into_iter().flat_map(|client| client.acked).collect();
         let audit = node.stop_and_audit(&acked).await?;
         self.audits.push(("open-engine".into(), audit));
         Ok(())
@@ -184,29 +154,14 @@ impl Suite {
             Some(_) => None,
             None => Some(redis_lua::RedisServer::start(durable).await?),
         };
-        let url = url.map_or_else(
-            || server.as_ref().expect("started").url.clone(),
-            str::to_owned,
-        );
+        let url = url.map_or_else(|| server.as_ref().expect("started").url.clone(), str::to_owned);
         let mut connection = redis_lua::connect(&url).await?;
         if url.contains("127.0.0.1") || url.contains("localhost") {
-            let (appendonly, fsync) = if durable {
-                ("yes", "always")
-            } else {
-                ("no", "no")
-            };
-            let _: () = redis::cmd("CONFIG")
-                .arg("SET")
-                .arg("appendonly")
-                .arg(appendonly)
-                .query_async(&mut connection)
-                .await?;
-            let _: () = redis::cmd("CONFIG")
-                .arg("SET")
-                .arg("appendfsync")
-                .arg(fsync)
-                .query_async(&mut connection)
-                .await?;
+            let (appendonly, fsync) = if durable { ("yes", "always") } else { ("no", "no") };
+            let _: () =
+                redis::cmd("CONFIG").arg("SET").arg("appendonly").arg(appendonly).query_async(&mut connection).await?;
+            let _: () =
+                redis::cmd("CONFIG").arg("SET").arg("appendfsync").arg(fsync).query_async(&mut connection).await?;
         }
         let (packets, count) = (self.sizes.spread_packets, self.sizes.spread_count);
         redis_lua::prepare(&mut connection, packets, count).await?;
@@ -226,21 +181,13 @@ impl Suite {
                 packets: packets as u64,
             })
             .collect();
-        let mode = Mode::Closed {
-            clients: self.sizes.clients,
-        };
+        let mode = Mode::Closed { clients: self.sizes.clients };
         let (measured, _) = drive(mode, self.sizes.duration, clients, &self.bar(name)).await;
         self.record(name, self.sizes.clients, &measured);
         Ok(())
     }
 
-    async fn pg_row_lock(
-        &mut self,
-        name: &str,
-        config: &str,
-        packets: usize,
-        count: u32,
-    ) -> Result<()> {
+    async fn pg_row_lock(&mut self, name: &str, config: &str, packets: usize, count: u32) -> Result<()> {
         let database = pg_row_lock::Database::create(config, name).await?;
         let result = async {
             let setup = pg_row_lock::connect(&database.config).await?;
@@ -248,14 +195,9 @@ impl Suite {
             let mut clients = Vec::new();
             for _ in 0..self.sizes.pg_clients {
                 let client = pg_row_lock::connect(&database.config).await?;
-                clients.push(pg_row_lock::OpenPg {
-                    client,
-                    packets: packets as u64,
-                });
+                clients.push(pg_row_lock::OpenPg { client, packets: packets as u64 });
             }
-            let mode = Mode::Closed {
-                clients: self.sizes.pg_clients,
-            };
+            let mode = Mode::Closed { clients: self.sizes.pg_clients };
             let (measured, _) = drive(mode, self.sizes.duration, clients, &self.bar(name)).await;
             self.record(name, self.sizes.pg_clients, &measured);
             anyhow::Ok(())
@@ -270,61 +212,44 @@ impl Suite {
 /// Returns whether every audit passed.
 pub async fn run(options: BenchOptions) -> Result<bool> {
     let sizes = Sizes::of(&options);
-    let mut suite = Suite {
-        sizes,
-        bars: MultiProgress::new(),
-        runs: Vec::new(),
-        audits: Vec::new(),
-    };
-    suite.floor_http().await?;
-    let (packets, count, clients) = (
-        suite.sizes.spread_packets,
-        suite.sizes.spread_count,
-        suite.sizes.clients,
-    );
-    let spread = suite
-        .open_http("open-http", packets, count, Mode::Closed { clients })
-        .await?;
-    suite
-        .open_http(
-            "open-http-hot",
-            1,
-            suite.sizes.hot_count,
-            Mode::Closed { clients },
-        )
-        .await?;
-    suite.open_engine().await?;
-    let rate = (spread / 2.0).max(1.0) as u64;
-    suite
-        .open_http(
-            "open-http-open-loop",
-            packets,
-            count,
-            Mode::Open {
-                rate,
-                clients: clients * 4,
-            },
-        )
-        .await?;
+    let only = options.only.clone();
+    let mut suite =
+        Suite { sizes, only, sets: options.sets, bars: MultiProgress::new(), runs: Vec::new(), audits: Vec::new() };
+    if suite.wants("floor-http") {
+        suite.floor_http().await?;
+    }
+    let (packets, count, clients) = (suite.sizes.spread_packets, suite.sizes.spread_count, suite.sizes.clients);
+    let mut spread = None;
+    if suite.wants("open-http") || suite.wants("open-http-open-loop") {
+        spread = Some(suite.open_http("open-http", packets, count, Mode::Closed { clients }).await?);
+    }
+    if suite.wants("open-http-hot") {
+        suite.open_http("open-http-hot", 1, suite.sizes.hot_count, Mode::Closed { clients }).await?;
+    }
+    if suite.wants("open-engine") {
+        suite.open_engine().await?;
+    }
+    if let Some(spread) = spread.filter(|_| suite.wants("open-http-open-loop")) {
+        let rate = (spread / 2.0).max(1.0) as u64;
+        eprintln!("open-http-open-loop offers {rate} opens/s (half of open-http's maximum)");
+        suite.open_http("open-http-open-loop", packets, count, Mode::Open { rate, clients: clients * 4 }).await?;
+    }
     for (name, durable) in [("redis-lua", false), ("redis-lua-durable", true)] {
-        if let Err(error) = suite
-            .redis_lua(name, durable, options.redis.as_deref())
-            .await
+        if suite.wants(name)
+            && let Err(error) = suite.redis_lua(name, durable, options.redis.as_deref()).await
         {
             suite.skip(name, &error);
         }
     }
     let pg_hot = suite.sizes.hot_count / 4;
-    for (name, packets, count) in [
-        ("pg-row-lock", packets, count),
-        ("pg-row-lock-hot", 1, pg_hot),
-    ] {
-        if let Err(error) = suite.pg_row_lock(name, &options.pg, packets, count).await {
+    for (name, packets, count) in [("pg-row-lock", packets, count), ("pg-row-lock-hot", 1, pg_hot)] {
+        if suite.wants(name)
+            && let Err(error) = suite.pg_row_lock(name, &options.pg, packets, count).await
+        {
             suite.skip(name, &error);
         }
     }
     println!("\n{}", report::table(&suite.runs));
-    println!("open-http-open-loop offered {rate} opens/s (half of open-http's maximum)");
     let ok = suite.audits.iter().all(|(_, audit)| audit.ok);
     for (name, audit) in &suite.audits {
         println!(

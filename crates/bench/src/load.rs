@@ -62,12 +62,7 @@ struct Record {
 
 impl Record {
     fn new() -> Record {
-        Record {
-            ops: 0,
-            errors: 0,
-            latency_us: histogram(),
-            per_second: Vec::new(),
-        }
+        Record { ops: 0, errors: 0, latency_us: histogram(), per_second: Vec::new() }
     }
 
     fn add(&mut self, second: usize, latency: Duration, ok: bool) {
@@ -76,8 +71,7 @@ impl Record {
             self.ops += 1;
             self.latency_us.saturating_record(us);
             while self.per_second.len() <= second {
-                self.per_second
-                    .push(Histogram::new_with_bounds(1, 60_000_000, 2).expect("valid bounds"));
+                self.per_second.push(Histogram::new_with_bounds(1, 60_000_000, 2).expect("valid bounds"));
             }
             self.per_second[second].saturating_record(us);
         } else {
@@ -118,10 +112,7 @@ pub async fn drive<C: Client>(
                 tokio::time::sleep(Duration::from_millis(250)).await;
                 let done = sequence.load(Ordering::Relaxed);
                 bar.set_position(start.elapsed().as_secs().min(duration.as_secs()));
-                bar.set_message(format!(
-                    "{:.0} ops/s",
-                    done as f64 / start.elapsed().as_secs_f64()
-                ));
+                bar.set_message(format!("{:.0} ops/s", done as f64 / start.elapsed().as_secs_f64()));
             }
         })
     };
@@ -176,18 +167,6 @@ pub async fn drive<C: Client>(
     let elapsed = start.elapsed();
     ticker.abort();
     bar.finish_with_message(format!("{:.0} ops/s", ops as f64 / elapsed.as_secs_f64()));
-    let timeline = per_second
-        .iter()
-        .map(|h| (h.len(), h.value_at_quantile(0.99)))
-        .collect();
-    (
-        Measured {
-            ops,
-            errors,
-            elapsed,
-            latency_us,
-            timeline,
-        },
-        finished,
-    )
+    let timeline = per_second.iter().map(|h| (h.len(), h.value_at_quantile(0.99))).collect();
+    (Measured { ops, errors, elapsed, latency_us, timeline }, finished)
 }

@@ -26,9 +26,7 @@ CREATE TABLE claims (
 );";
 
 pub async fn connect(config: &str) -> Result<PgClient> {
-    let (client, connection) = tokio_postgres::connect(config, NoTls)
-        .await
-        .context("connecting to PostgreSQL")?;
+    let (client, connection) = tokio_postgres::connect(config, NoTls).await.context("connecting to PostgreSQL")?;
     tokio::spawn(async move {
         let _ = connection.await;
     });
@@ -45,33 +43,16 @@ pub struct Database {
 impl Database {
     pub async fn create(admin_config: &str, run: &str) -> Result<Database> {
         let admin = connect(admin_config).await?;
-        let name = format!(
-            "hongbao_bench_{}_{}",
-            std::process::id(),
-            run.replace('-', "_")
-        );
+        let name = format!("hongbao_bench_{}_{}", std::process::id(), run.replace('-', "_"));
         // Separate statements: a multi-statement string runs as one transaction.
-        admin
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
-            .await?;
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await?;
+        admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name}")).await?;
+        admin.batch_execute(&format!("CREATE DATABASE {name}")).await?;
         let config = format!("{admin_config} dbname={name}");
-        Ok(Database {
-            admin,
-            name,
-            config,
-        })
+        Ok(Database { admin, name, config })
     }
 
     pub async fn drop_now(self) -> Result<()> {
-        self.admin
-            .batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .await?;
+        self.admin.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)).await?;
         Ok(())
     }
 }
@@ -106,20 +87,13 @@ impl OpenPg {
                 &[&packet],
             )
             .await?;
-        let (count, remaining, left, seed): (i32, i64, i32, i64) =
-            (row.get(0), row.get(1), row.get(2), row.get(3));
+        let (count, remaining, left, seed): (i32, i64, i32, i64) = (row.get(0), row.get(1), row.get(2), row.get(3));
         if left == 0 {
             return Ok(false);
         }
         let remaining_amount = Amount::from_signed(remaining).context("remaining amount")?;
         let index = (count - left) as u32;
-        let share = lucky_share(
-            seed as u64,
-            index,
-            remaining_amount,
-            left as u32,
-            Amount::from_fen(1).expect("fen"),
-        );
+        let share = lucky_share(seed as u64, index, remaining_amount, left as u32, Amount::from_fen(1).expect("fen"));
         let share = share.signed();
         transaction
             .execute(
@@ -129,10 +103,7 @@ impl OpenPg {
             )
             .await?;
         transaction
-            .execute(
-                "INSERT INTO claims (packet_id, user_id, amount) VALUES ($1, $2, $3)",
-                &[&packet, &user, &share],
-            )
+            .execute("INSERT INTO claims (packet_id, user_id, amount) VALUES ($1, $2, $3)", &[&packet, &user, &share])
             .await?;
         transaction.commit().await?;
         Ok(true)

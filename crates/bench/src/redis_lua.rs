@@ -45,20 +45,9 @@ impl RedisServer {
     pub async fn start(durable: bool) -> Result<RedisServer> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let dir = tempfile::tempdir()?;
-        let (appendonly, fsync) = if durable {
-            ("yes", "always")
-        } else {
-            ("no", "no")
-        };
+        let (appendonly, fsync) = if durable { ("yes", "always") } else { ("no", "no") };
         let child = Command::new("redis-server")
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--save",
-                "",
-            ])
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", ""])
             .args(["--appendonly", appendonly, "--appendfsync", fsync])
             .arg("--dir")
             .arg(dir.path())
@@ -66,11 +55,7 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .context("starting redis-server (Debian's redis-server package)")?;
-        let server = RedisServer {
-            child,
-            url: format!("redis://127.0.0.1:{port}/"),
-            _dir: dir,
-        };
+        let server = RedisServer { child, url: format!("redis://127.0.0.1:{port}/"), _dir: dir };
         let deadline = Instant::now() + Duration::from_secs(10);
         while connect(&server.url).await.is_err() {
             if Instant::now() > deadline {
@@ -88,20 +73,11 @@ pub async fn connect(url: &str) -> Result<MultiplexedConnection> {
 }
 
 /// Loads `packets` packets of `count` pre-split shares each.
-pub async fn prepare(
-    connection: &mut MultiplexedConnection,
-    packets: usize,
-    count: u32,
-) -> Result<()> {
+pub async fn prepare(connection: &mut MultiplexedConnection, packets: usize, count: u32) -> Result<()> {
     let total = Amount::from_fen(u64::from(count) * 2).context("total fits")?;
     let _: () = redis::cmd("FLUSHALL").query_async(connection).await?;
     for packet in 0..packets {
-        let shares = lucky_shares(
-            packet as u64 + 1,
-            total,
-            count,
-            Amount::from_fen(1).expect("one fen"),
-        );
+        let shares = lucky_shares(packet as u64 + 1, total, count, Amount::from_fen(1).expect("one fen"));
         for chunk in shares.chunks(10_000) {
             let values: Vec<u64> = chunk.iter().map(|share| share.fen()).collect();
             let _: () = connection.rpush(format!("shares:{packet}"), values).await?;

@@ -56,23 +56,12 @@ impl Machine {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let cpu = cpuinfo
             .lines()
-            .find_map(|line| {
-                line.strip_prefix("model name")?
-                    .split_once(':')
-                    .map(|(_, name)| name.trim().to_owned())
-            })
+            .find_map(|line| line.strip_prefix("model name")?.split_once(':').map(|(_, name)| name.trim().to_owned()))
             .unwrap_or_else(|| "unknown".into());
         let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
         let memory_kib: f64 = meminfo
             .lines()
-            .find_map(|line| {
-                line.strip_prefix("MemTotal:")?
-                    .trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse()
-                    .ok()
-            })
+            .find_map(|line| line.strip_prefix("MemTotal:")?.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap_or(0.0);
         Machine {
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -89,18 +78,14 @@ fn ms(us: u64) -> String {
 
 /// The table: one line per run, with its ratio to `floor-http`.
 pub fn table(runs: &[RunResult]) -> String {
-    let floor = runs
-        .iter()
-        .find(|run| run.name == "floor-http")
-        .map(|run| run.ops_per_s);
+    let floor = runs.iter().find(|run| run.name == "floor-http").map(|run| run.ops_per_s);
     let mut text = format!(
         "{:<20} {:>12} {:>9} {:>9} {:>9} {:>8} {:>9}\n",
         "run", "ops/s", "p50 ms", "p99 ms", "p999 ms", "errors", "x floor"
     );
     for run in runs {
-        let ratio = floor
-            .filter(|floor| *floor > 0.0)
-            .map_or("-".into(), |floor| format!("{:.2}", run.ops_per_s / floor));
+        let ratio =
+            floor.filter(|floor| *floor > 0.0).map_or("-".into(), |floor| format!("{:.2}", run.ops_per_s / floor));
         text += &format!(
             "{:<20} {:>12.0} {:>9} {:>9} {:>9} {:>8} {:>9}\n",
             run.name,
@@ -151,11 +136,7 @@ pub fn write_json(path: &Path, runs: &[RunResult], audits: &[(String, AuditResul
             })
             .collect(),
     };
-    let report = Report {
-        machine: Machine::read(),
-        runs,
-        audit,
-    };
+    let report = Report { machine: Machine::read(), runs, audit };
     let text = serde_json::to_string_pretty(&report)?;
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
@@ -165,40 +146,11 @@ pub fn write_chart(path: &Path, runs: &[RunResult]) -> Result<()> {
     let root = SVGBackend::new(path, (1000, 800)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
     let (top, bottom) = root.split_vertically(400);
-    let seconds = runs
-        .iter()
-        .map(|run| run.timeline.len())
-        .max()
-        .unwrap_or(1)
-        .max(1) as u32;
-    let ops_max = runs
-        .iter()
-        .flat_map(|run| run.timeline.iter().map(|(ops, _)| *ops))
-        .max()
-        .unwrap_or(1)
-        .max(1);
-    let p99_max = runs
-        .iter()
-        .flat_map(|run| run.timeline.iter().map(|(_, p99)| *p99))
-        .max()
-        .unwrap_or(1)
-        .max(1);
-    panel(
-        &top,
-        "throughput (ops/s)",
-        runs,
-        seconds,
-        ops_max as f64,
-        |(ops, _)| *ops as f64,
-    )?;
-    panel(
-        &bottom,
-        "p99 latency (ms)",
-        runs,
-        seconds,
-        p99_max as f64 / 1000.0,
-        |(_, p99)| *p99 as f64 / 1000.0,
-    )?;
+    let seconds = runs.iter().map(|run| run.timeline.len()).max().unwrap_or(1).max(1) as u32;
+    let ops_max = runs.iter().flat_map(|run| run.timeline.iter().map(|(ops, _)| *ops)).max().unwrap_or(1).max(1);
+    let p99_max = runs.iter().flat_map(|run| run.timeline.iter().map(|(_, p99)| *p99)).max().unwrap_or(1).max(1);
+    panel(&top, "throughput (ops/s)", runs, seconds, ops_max as f64, |(ops, _)| *ops as f64)?;
+    panel(&bottom, "p99 latency (ms)", runs, seconds, p99_max as f64 / 1000.0, |(_, p99)| *p99 as f64 / 1000.0)?;
     root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(())
 }
@@ -219,31 +171,16 @@ fn panel(
         .y_label_area_size(60)
         .build_cartesian_2d(0u32..seconds, 0f64..y_max * 1.1)
         .map_err(fail)?;
-    chart
-        .configure_mesh()
-        .x_desc("second of the run")
-        .draw()
-        .map_err(fail)?;
+    chart.configure_mesh().x_desc("second of the run").draw().map_err(fail)?;
     for (index, run) in runs.iter().enumerate() {
         let color = Palette99::pick(index).to_rgba();
-        let points = run
-            .timeline
-            .iter()
-            .enumerate()
-            .map(|(second, point)| (second as u32, value(point)));
+        let points = run.timeline.iter().enumerate().map(|(second, point)| (second as u32, value(point)));
         chart
             .draw_series(LineSeries::new(points, color.stroke_width(2)))
             .map_err(fail)?
             .label(run.name.clone())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(fail)?;
+    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(fail)?;
     Ok(())
 }

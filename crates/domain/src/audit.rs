@@ -97,11 +97,7 @@ impl fmt::Display for AuditReport {
             f,
             "{}: {} sets, {} accounts, {} ledger entries, {} packets, {} claims, \
              {} credits pending, {} refunds pending; deposits {} fen = balances {} + locked {} + in flight {}",
-            if self.ok() {
-                "audit ok"
-            } else {
-                "audit FAILED"
-            },
+            if self.ok() { "audit ok" } else { "audit FAILED" },
             self.sets,
             self.accounts,
             self.ledger_entries,
@@ -125,18 +121,13 @@ impl fmt::Display for AuditReport {
 /// counts packets that are past expiry and still wait for their refund.
 pub fn audit(sets: &[SetSnapshot], share_min: Amount, now_ms: i64) -> AuditReport {
     let set_count = u16::try_from(sets.len()).expect("set count fits u16");
-    let mut report = AuditReport {
-        sets: sets.len(),
-        ..AuditReport::default()
-    };
+    let mut report = AuditReport { sets: sets.len(), ..AuditReport::default() };
     let mut ledger: HashMap<&str, &LedgerRow> = HashMap::new();
     for snapshot in sets {
         check_accounts(snapshot, set_count, &mut report);
         for row in &snapshot.ledger {
             if ledger.insert(&row.reference, row).is_some() {
-                report
-                    .violations
-                    .push(format!("ledger reference {} appears twice", row.reference));
+                report.violations.push(format!("ledger reference {} appears twice", row.reference));
             }
         }
     }
@@ -144,10 +135,7 @@ pub fn audit(sets: &[SetSnapshot], share_min: Amount, now_ms: i64) -> AuditRepor
     let mut outbox: HashMap<&str, &OutboxRow> = HashMap::new();
     for snapshot in sets {
         for claim in &snapshot.claims {
-            claims_by_packet
-                .entry(&claim.packet_id)
-                .or_default()
-                .push(claim);
+            claims_by_packet.entry(&claim.packet_id).or_default().push(claim);
         }
         for row in &snapshot.outbox {
             outbox.insert(&row.reference, row);
@@ -156,49 +144,23 @@ pub fn audit(sets: &[SetSnapshot], share_min: Amount, now_ms: i64) -> AuditRepor
     let mut explained: HashSet<String> = HashSet::new();
     for snapshot in sets {
         for packet in &snapshot.packets {
-            let claims = claims_by_packet
-                .remove(packet.id.as_str())
-                .unwrap_or_default();
-            check_packet(
-                snapshot.set,
-                set_count,
-                packet,
-                &claims,
-                share_min,
-                &mut report,
-            );
-            check_packet_money(
-                packet,
-                &claims,
-                &ledger,
-                &outbox,
-                &mut explained,
-                now_ms,
-                &mut report,
-            );
+            let claims = claims_by_packet.remove(packet.id.as_str()).unwrap_or_default();
+            check_packet(snapshot.set, set_count, packet, &claims, share_min, &mut report);
+            check_packet_money(packet, &claims, &ledger, &outbox, &mut explained, now_ms, &mut report);
         }
     }
     for (packet_id, _) in claims_by_packet {
-        report.violations.push(format!(
-            "claims on packet {packet_id}, which does not exist"
-        ));
+        report.violations.push(format!("claims on packet {packet_id}, which does not exist"));
     }
     check_ledger_explained(&ledger, &outbox, &explained, &mut report);
     report.ledger_entries = ledger.len();
-    report.credits_pending = outbox
-        .keys()
-        .filter(|reference| !ledger.contains_key(**reference))
-        .count();
+    report.credits_pending = outbox.keys().filter(|reference| !ledger.contains_key(**reference)).count();
     report.in_flight = outbox
         .values()
         .filter(|row| !ledger.contains_key(row.reference.as_str()))
         .map(|row| i128::from(row.amount))
         .sum();
-    report.deposits = ledger
-        .values()
-        .filter(|row| row.kind == "deposit")
-        .map(|row| i128::from(row.amount))
-        .sum();
+    report.deposits = ledger.values().filter(|row| row.kind == "deposit").map(|row| i128::from(row.amount)).sum();
     if report.deposits != report.balances + report.locked + report.in_flight {
         report.violations.push(format!(
             "money is not conserved: deposits {} != balances {} + locked {} + in flight {}",
@@ -215,26 +177,19 @@ fn check_accounts(snapshot: &SetSnapshot, set_count: u16, report: &mut AuditRepo
     for row in &snapshot.ledger {
         *sums.entry(&row.user).or_default() += i128::from(row.amount);
         if !right_set(&row.user, snapshot.set, set_count) {
-            report.violations.push(format!(
-                "ledger entry {} is in set {}, not its user's",
-                row.reference, snapshot.set
-            ));
+            report
+                .violations
+                .push(format!("ledger entry {} is in set {}, not its user's", row.reference, snapshot.set));
         }
     }
     for account in &snapshot.accounts {
         report.accounts += 1;
         report.balances += i128::from(account.balance);
         if account.balance < 0 {
-            report.violations.push(format!(
-                "balance of {} is negative: {}",
-                account.user, account.balance
-            ));
+            report.violations.push(format!("balance of {} is negative: {}", account.user, account.balance));
         }
         if !right_set(&account.user, snapshot.set, set_count) {
-            report.violations.push(format!(
-                "account {} is in set {}, not its own",
-                account.user, snapshot.set
-            ));
+            report.violations.push(format!("account {} is in set {}, not its own", account.user, snapshot.set));
         }
         let sum = sums.remove(account.user.as_str()).unwrap_or(0);
         if sum != i128::from(account.balance) {
@@ -246,9 +201,7 @@ fn check_accounts(snapshot: &SetSnapshot, set_count: u16, report: &mut AuditRepo
     }
     for (user, sum) in sums {
         if sum != 0 {
-            report.violations.push(format!(
-                "ledger entries of {user} sum to {sum} but there is no account"
-            ));
+            report.violations.push(format!("ledger entries of {user} sum to {sum} but there is no account"));
         }
     }
 }
@@ -272,13 +225,10 @@ fn check_packet(
     let mut violations = Vec::new();
     match packet.id.parse::<PacketId>() {
         Ok(parsed) if parsed.set.0 == set && right_set(&packet.sender, set, set_count) => {}
-        _ => violations.push(format!(
-            "packet {id} is in set {set}, which its id or sender does not name"
-        )),
+        _ => violations.push(format!("packet {id} is in set {set}, which its id or sender does not name")),
     }
     let claimed: i128 = claims.iter().map(|claim| i128::from(claim.amount)).sum();
-    let accounted =
-        claimed + i128::from(packet.remaining_amount) + i128::from(packet.refunded_amount);
+    let accounted = claimed + i128::from(packet.remaining_amount) + i128::from(packet.refunded_amount);
     if accounted != i128::from(packet.total_amount) {
         violations.push(format!(
             "packet {id}: claims {claimed} + remaining {} + refunded {} != total {}",
@@ -297,21 +247,11 @@ fn check_packet(
         if !users.insert(claim.user.as_str()) {
             violations.push(format!("packet {id}: {} holds two claims", claim.user));
         }
-        if packet
-            .recipient
-            .as_deref()
-            .is_some_and(|recipient| recipient != claim.user)
-        {
-            violations.push(format!(
-                "packet {id}: opened by {}, who is not its recipient",
-                claim.user
-            ));
+        if packet.recipient.as_deref().is_some_and(|recipient| recipient != claim.user) {
+            violations.push(format!("packet {id}: opened by {}, who is not its recipient", claim.user));
         }
         if claim.amount < 1 {
-            violations.push(format!(
-                "packet {id}: the share of {} is {} fen",
-                claim.user, claim.amount
-            ));
+            violations.push(format!("packet {id}: the share of {} is {} fen", claim.user, claim.amount));
         }
     }
     if violations.is_empty() {
@@ -321,12 +261,7 @@ fn check_packet(
 }
 
 /// Invariant 3: every share is the one the packet's rule gives for its index.
-fn check_shares(
-    packet: &PacketRow,
-    claims: &[&ClaimRow],
-    share_min: Amount,
-    violations: &mut Vec<String>,
-) {
+fn check_shares(packet: &PacketRow, claims: &[&ClaimRow], share_min: Amount, violations: &mut Vec<String>) {
     let mut ordered: Vec<&ClaimRow> = claims.to_vec();
     ordered.sort_by_key(|claim| claim.index);
     let total = Amount::from_signed(packet.total_amount).unwrap_or(Amount::ZERO);
@@ -335,24 +270,15 @@ fn check_shares(
     for (position, claim) in ordered.iter().enumerate() {
         let index = position as u32;
         if claim.index != i64::from(index) {
-            violations.push(format!(
-                "packet {}: share indexes are not 0..{}",
-                packet.id,
-                ordered.len()
-            ));
+            violations.push(format!("packet {}: share indexes are not 0..{}", packet.id, ordered.len()));
             return;
         }
         let expected = match PacketKind::parse(&packet.kind) {
-            Some(PacketKind::Lucky) => {
-                lucky_share(packet.seed, index, remaining, count - index, share_min)
-            }
+            Some(PacketKind::Lucky) => lucky_share(packet.seed, index, remaining, count - index, share_min),
             Some(PacketKind::Fixed) => total.checked_div(u64::from(count)).unwrap_or(Amount::ZERO),
             Some(PacketKind::Exclusive) => total,
             None => {
-                violations.push(format!(
-                    "packet {} has unknown kind {}",
-                    packet.id, packet.kind
-                ));
+                violations.push(format!("packet {} has unknown kind {}", packet.id, packet.kind));
                 return;
             }
         };
@@ -383,9 +309,7 @@ fn check_packet_money(
 ) {
     let id = &packet.id;
     let expect_entry =
-        |reference: String, user: &str, amount: i64, report: &mut AuditReport| match ledger
-            .get(reference.as_str())
-        {
+        |reference: String, user: &str, amount: i64, report: &mut AuditReport| match ledger.get(reference.as_str()) {
             Some(row) if row.user == user && row.amount == amount => true,
             Some(row) => {
                 report.violations.push(format!(
@@ -398,9 +322,7 @@ fn check_packet_money(
         };
     let debit = send_ref(id);
     if !expect_entry(debit.clone(), &packet.sender, -packet.total_amount, report) {
-        report
-            .violations
-            .push(format!("packet {id} has no send debit"));
+        report.violations.push(format!("packet {id} has no send debit"));
     }
     explained.insert(debit);
     for claim in claims {
@@ -410,28 +332,17 @@ fn check_packet_money(
         if let Some(row) = pending
             && (row.amount != claim.amount || row.user != claim.user)
         {
-            report.violations.push(format!(
-                "outbox credit {reference} does not match its claim"
-            ));
+            report.violations.push(format!("outbox credit {reference} does not match its claim"));
         }
         if !credited && pending.is_none() {
-            report
-                .violations
-                .push(format!("claim {reference} was never credited"));
+            report.violations.push(format!("claim {reference} was never credited"));
         }
         explained.insert(reference);
     }
     let refund = refund_ref(id);
     if packet.refunded_amount > 0 {
-        if !expect_entry(
-            refund.clone(),
-            &packet.sender,
-            packet.refunded_amount,
-            report,
-        ) {
-            report.violations.push(format!(
-                "packet {id} is marked refunded but has no refund entry"
-            ));
+        if !expect_entry(refund.clone(), &packet.sender, packet.refunded_amount, report) {
+            report.violations.push(format!("packet {id} is marked refunded but has no refund entry"));
         }
         explained.insert(refund);
     } else {
@@ -453,27 +364,18 @@ fn check_ledger_explained(
     for (reference, row) in ledger {
         let known_kind = matches!(row.kind.as_str(), "deposit" | "send" | "credit" | "refund");
         if !known_kind {
-            report.violations.push(format!(
-                "ledger entry {reference} has unknown kind {}",
-                row.kind
-            ));
+            report.violations.push(format!("ledger entry {reference} has unknown kind {}", row.kind));
         } else if row.kind == "deposit" {
             if row.amount <= 0 {
-                report
-                    .violations
-                    .push(format!("deposit {reference} is not positive"));
+                report.violations.push(format!("deposit {reference} is not positive"));
             }
         } else if !explained.contains(*reference) {
-            report.violations.push(format!(
-                "ledger entry {reference} matches no packet or claim"
-            ));
+            report.violations.push(format!("ledger entry {reference} matches no packet or claim"));
         }
     }
     for reference in outbox.keys() {
         if !explained.contains(*reference) {
-            report
-                .violations
-                .push(format!("outbox credit {reference} matches no claim"));
+            report.violations.push(format!("outbox credit {reference} matches no claim"));
         }
     }
 }

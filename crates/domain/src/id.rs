@@ -20,10 +20,7 @@ pub struct SetId(pub u16);
 impl SetId {
     /// The set that holds `user`'s account (and the packets they send).
     pub fn of_user(user: &UserId, sets: u16) -> SetId {
-        assert!(
-            sets > 0 && sets <= SETS_MAX,
-            "set count out of range: {sets}"
-        );
+        assert!(sets > 0 && sets <= SETS_MAX, "set count out of range: {sets}");
         SetId((fnv1a64(user.as_str().as_bytes()) % u64::from(sets)) as u16)
     }
 
@@ -55,11 +52,7 @@ pub struct InvalidPacketId;
 
 impl fmt::Display for PacketId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}-{}-{}-{:08x}",
-            self.day, self.set.0, self.seq, self.nonce
-        )
+        write!(f, "{}-{}-{}-{:08x}", self.day, self.set.0, self.seq, self.nonce)
     }
 }
 
@@ -82,12 +75,7 @@ impl FromStr for PacketId {
             return Err(InvalidPacketId);
         }
         let nonce = u32::from_str_radix(nonce_text, 16).map_err(|_| InvalidPacketId)?;
-        let id = PacketId {
-            day,
-            set: SetId(set),
-            seq,
-            nonce,
-        };
+        let id = PacketId { day, set: SetId(set), seq, nonce };
         if !is_valid_civil_day(day) || set >= SETS_MAX || id.to_string() != text {
             return Err(InvalidPacketId);
         }
@@ -101,12 +89,7 @@ mod tests {
 
     #[test]
     fn ids_round_trip_and_reject_other_spellings() {
-        let id = PacketId {
-            day: 20_270_128,
-            set: SetId(3),
-            seq: 1742,
-            nonce: 0x9f3a_1c2e,
-        };
+        let id = PacketId { day: 20_270_128, set: SetId(3), seq: 1742, nonce: 0x9f3a_1c2e };
         assert_eq!(id.to_string(), "20270128-3-1742-9f3a1c2e");
         assert_eq!("20270128-3-1742-9f3a1c2e".parse::<PacketId>(), Ok(id));
         for bad in [
@@ -133,9 +116,6 @@ mod tests {
             let user = UserId::parse(&format!("user{i}")).unwrap();
             seen[SetId::of_user(&user, 8).index()] = true;
         }
-        assert!(
-            seen.iter().all(|&hit| hit),
-            "200 users should touch all 8 sets"
-        );
+        assert!(seen.iter().all(|&hit| hit), "200 users should touch all 8 sets");
     }
 }

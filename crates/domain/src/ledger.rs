@@ -28,14 +28,9 @@ impl EntryKind {
     }
 
     pub fn parse(text: &str) -> Option<EntryKind> {
-        [
-            EntryKind::Deposit,
-            EntryKind::Send,
-            EntryKind::Credit,
-            EntryKind::Refund,
-        ]
-        .into_iter()
-        .find(|kind| kind.as_str() == text)
+        [EntryKind::Deposit, EntryKind::Send, EntryKind::Credit, EntryKind::Refund]
+            .into_iter()
+            .find(|kind| kind.as_str() == text)
     }
 }
 

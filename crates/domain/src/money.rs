@@ -16,11 +16,7 @@ impl Amount {
     /// An amount from minor units; `None` if it would not fit the store's
     /// signed 64-bit columns.
     pub const fn from_fen(fen: u64) -> Option<Amount> {
-        if fen <= i64::MAX as u64 {
-            Some(Amount(fen))
-        } else {
-            None
-        }
+        if fen <= i64::MAX as u64 { Some(Amount(fen)) } else { None }
     }
 
     /// An amount from a signed count of minor units, as read from a store or

@@ -74,10 +74,7 @@ pub enum DepositOutcome {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SendOutcome {
-    Sent {
-        packet: Box<PacketInfo>,
-        replayed: bool,
-    },
+    Sent { packet: Box<PacketInfo>, replayed: bool },
     InsufficientBalance,
     KeyReused,
 }

@@ -35,9 +35,7 @@ impl PacketKind {
     }
 
     pub fn parse(text: &str) -> Option<PacketKind> {
-        [PacketKind::Lucky, PacketKind::Fixed, PacketKind::Exclusive]
-            .into_iter()
-            .find(|kind| kind.as_str() == text)
+        [PacketKind::Lucky, PacketKind::Fixed, PacketKind::Exclusive].into_iter().find(|kind| kind.as_str() == text)
     }
 }
 
@@ -74,36 +72,28 @@ impl SpecError {
     pub fn message(&self, limits: &Limits) -> String {
         match self {
             SpecError::InvalidKind => "kind must be one of lucky, fixed, exclusive".into(),
-            SpecError::InvalidAmount => format!(
-                "total_amount must be an integer number of fen from 1 to {}",
-                limits.total_amount_max.fen()
-            ),
-            SpecError::InvalidCount => format!(
-                "count must be from 1 to {} (exactly 1 for exclusive packets)",
-                limits.count_max
-            ),
-            SpecError::AmountNotDivisible => {
-                "a fixed packet's total_amount must be divisible by its count".into()
+            SpecError::InvalidAmount => {
+                format!("total_amount must be an integer number of fen from 1 to {}", limits.total_amount_max.fen())
             }
-            SpecError::ShareTooSmall => format!(
-                "total_amount must give every share at least {} fen",
-                limits.share_min.fen()
-            ),
-            SpecError::InvalidGreeting => format!(
-                "greeting must be at most {} characters, without control characters",
-                limits.greeting_chars_max
-            ),
-            SpecError::InvalidPassword => format!(
-                "password must be 1 to {} characters, without control characters",
-                limits.password_chars_max
-            ),
+            SpecError::InvalidCount => {
+                format!("count must be from 1 to {} (exactly 1 for exclusive packets)", limits.count_max)
+            }
+            SpecError::AmountNotDivisible => "a fixed packet's total_amount must be divisible by its count".into(),
+            SpecError::ShareTooSmall => {
+                format!("total_amount must give every share at least {} fen", limits.share_min.fen())
+            }
+            SpecError::InvalidGreeting => {
+                format!("greeting must be at most {} characters, without control characters", limits.greeting_chars_max)
+            }
+            SpecError::InvalidPassword => {
+                format!("password must be 1 to {} characters, without control characters", limits.password_chars_max)
+            }
             SpecError::InvalidRecipient => "exclusive packets need a valid recipient other \
                 than the sender; other kinds take none"
                 .into(),
-            SpecError::InvalidExpiry => format!(
-                "expires_in_s must be from {} to {}",
-                limits.expires_in_s_min, limits.expires_in_s_max
-            ),
+            SpecError::InvalidExpiry => {
+                format!("expires_in_s must be from {} to {}", limits.expires_in_s_min, limits.expires_in_s_max)
+            }
         }
     }
 }
@@ -135,11 +125,7 @@ pub struct PacketSpec {
 impl PacketSpec {
     /// Validates a request from `sender`, checking in a fixed order so the
     /// same bad request always gets the same code.
-    pub fn parse(
-        input: &SpecInput,
-        sender: &UserId,
-        limits: &Limits,
-    ) -> Result<PacketSpec, SpecError> {
+    pub fn parse(input: &SpecInput, sender: &UserId, limits: &Limits) -> Result<PacketSpec, SpecError> {
         let kind = PacketKind::parse(&input.kind).ok_or(SpecError::InvalidKind)?;
         let total_amount = Amount::from_signed(input.total_amount)
             .filter(|total| !total.is_zero() && *total <= limits.total_amount_max)
@@ -152,10 +138,7 @@ impl PacketSpec {
         if kind == PacketKind::Fixed && total_amount.fen() % u64::from(count) != 0 {
             return Err(SpecError::AmountNotDivisible);
         }
-        let least = limits
-            .share_min
-            .checked_mul(u64::from(count))
-            .ok_or(SpecError::ShareTooSmall)?;
+        let least = limits.share_min.checked_mul(u64::from(count)).ok_or(SpecError::ShareTooSmall)?;
         if total_amount < least {
             return Err(SpecError::ShareTooSmall);
         }
@@ -166,9 +149,7 @@ impl PacketSpec {
         };
         let password = match input.password.as_deref() {
             None => None,
-            Some(text) if !text.is_empty() && is_printable(text, limits.password_chars_max) => {
-                Some(text.to_owned())
-            }
+            Some(text) if !text.is_empty() && is_printable(text, limits.password_chars_max) => Some(text.to_owned()),
             Some(_) => return Err(SpecError::InvalidPassword),
         };
         let recipient = match (kind, input.recipient.as_deref()) {
@@ -191,15 +172,7 @@ impl PacketSpec {
                 .filter(|s| (limits.expires_in_s_min..=limits.expires_in_s_max).contains(s))
                 .ok_or(SpecError::InvalidExpiry)?,
         };
-        Ok(PacketSpec {
-            kind,
-            total_amount,
-            count,
-            greeting,
-            password,
-            recipient,
-            expires_in_s,
-        })
+        Ok(PacketSpec { kind, total_amount, count, greeting, password, recipient, expires_in_s })
     }
 }
 
@@ -220,11 +193,7 @@ impl PacketSpec {
             self.expires_in_s
         );
         hasher.update(text.as_bytes());
-        hasher
-            .finalize()
-            .iter()
-            .map(|byte| format!("{byte:02x}"))
-            .collect()
+        hasher.finalize().iter().map(|byte| format!("{byte:02x}")).collect()
     }
 }
 
@@ -325,10 +294,7 @@ impl Packet {
             created_at: now,
             expires_at: now.plus_seconds(spec.expires_in_s),
         };
-        let password = spec
-            .password
-            .as_deref()
-            .map(|text| PasswordDigest::of(seed, text));
+        let password = spec.password.as_deref().map(|text| PasswordDigest::of(seed, text));
         Packet::restore(info, seed, password, Amount::ZERO, Vec::new())
     }
 
@@ -342,35 +308,17 @@ impl Packet {
         mut claims: Vec<Claim>,
     ) -> Packet {
         claims.sort_by_key(|claim| claim.index);
-        let claimed = claims
-            .iter()
-            .try_fold(Amount::ZERO, |sum, claim| sum.checked_add(claim.amount))
-            .expect("claims overflow");
+        let claimed =
+            claims.iter().try_fold(Amount::ZERO, |sum, claim| sum.checked_add(claim.amount)).expect("claims overflow");
         let remaining_amount = info
             .total_amount
             .checked_sub(claimed)
             .and_then(|left| left.checked_sub(refunded_amount))
             .expect("claims and refund exceed the packet's total");
         let opened = u32::try_from(claims.len()).expect("claim count fits u32");
-        let remaining_count = info
-            .count
-            .checked_sub(opened)
-            .expect("more claims than shares");
-        let claim_by_user = claims
-            .iter()
-            .enumerate()
-            .map(|(position, claim)| (claim.user.clone(), position))
-            .collect();
-        Packet {
-            info,
-            seed,
-            password,
-            remaining_amount,
-            remaining_count,
-            refunded_amount,
-            claims,
-            claim_by_user,
-        }
+        let remaining_count = info.count.checked_sub(opened).expect("more claims than shares");
+        let claim_by_user = claims.iter().enumerate().map(|(position, claim)| (claim.user.clone(), position)).collect();
+        Packet { info, seed, password, remaining_amount, remaining_count, refunded_amount, claims, claim_by_user }
     }
 
     pub fn claims(&self) -> &[Claim] {
@@ -378,9 +326,7 @@ impl Packet {
     }
 
     pub fn claim_of(&self, user: &UserId) -> Option<&Claim> {
-        self.claim_by_user
-            .get(user)
-            .map(|&position| &self.claims[position])
+        self.claim_by_user.get(user).map(|&position| &self.claims[position])
     }
 
     pub fn is_expired(&self, now: Millis) -> bool {
@@ -398,10 +344,7 @@ impl Packet {
     }
 
     fn admits(&self, user: &UserId) -> bool {
-        self.info
-            .recipient
-            .as_ref()
-            .is_none_or(|recipient| recipient == user)
+        self.info.recipient.as_ref().is_none_or(|recipient| recipient == user)
     }
 
     /// The non-binding check: may `user` still open this packet?
@@ -422,20 +365,12 @@ impl Packet {
     /// The binding open. Checks, in this order: recipient, an earlier open by
     /// the same user (answered with the same share), password, expiry, shares
     /// left; then draws the next share and records the claim.
-    pub fn open(
-        &mut self,
-        user: &UserId,
-        password: Option<&str>,
-        now: Millis,
-        limits: &Limits,
-    ) -> OpenOutcome {
+    pub fn open(&mut self, user: &UserId, password: Option<&str>, now: Millis, limits: &Limits) -> OpenOutcome {
         if !self.admits(user) {
             return OpenOutcome::NotRecipient;
         }
         if let Some(claim) = self.claim_of(user) {
-            return OpenOutcome::AlreadyOpened {
-                amount: claim.amount,
-            };
+            return OpenOutcome::AlreadyOpened { amount: claim.amount };
         }
         if let Some(digest) = &self.password
             && !password.is_some_and(|presented| digest.matches(self.seed, presented))
@@ -450,39 +385,21 @@ impl Packet {
         }
         let index = self.info.count - self.remaining_count;
         let amount = self.next_share(index, limits.share_min);
-        self.remaining_amount = self
-            .remaining_amount
-            .checked_sub(amount)
-            .expect("share within remaining");
+        self.remaining_amount = self.remaining_amount.checked_sub(amount).expect("share within remaining");
         self.remaining_count -= 1;
         assert!(
             self.remaining_count > 0 || self.remaining_amount.is_zero(),
             "the last share must take all that is left"
         );
         self.claim_by_user.insert(user.clone(), self.claims.len());
-        self.claims.push(Claim {
-            user: user.clone(),
-            index,
-            amount,
-            at: now,
-        });
+        self.claims.push(Claim { user: user.clone(), index, amount, at: now });
         OpenOutcome::Opened { amount, index }
     }
 
     fn next_share(&self, index: u32, share_min: Amount) -> Amount {
         match self.info.kind {
-            PacketKind::Lucky => lucky_share(
-                self.seed,
-                index,
-                self.remaining_amount,
-                self.remaining_count,
-                share_min,
-            ),
-            PacketKind::Fixed => self
-                .info
-                .total_amount
-                .checked_div(u64::from(self.info.count))
-                .expect("count > 0"),
+            PacketKind::Lucky => lucky_share(self.seed, index, self.remaining_amount, self.remaining_count, share_min),
+            PacketKind::Fixed => self.info.total_amount.checked_div(u64::from(self.info.count)).expect("count > 0"),
             PacketKind::Exclusive => self.remaining_amount,
         }
     }
@@ -490,10 +407,7 @@ impl Packet {
     /// At or after expiry, takes what is left for the sender: `Some(amount)`
     /// exactly once, and only when something is left.
     pub fn refund(&mut self, now: Millis) -> Option<Amount> {
-        if !self.is_expired(now)
-            || self.remaining_amount.is_zero()
-            || !self.refunded_amount.is_zero()
-        {
+        if !self.is_expired(now) || self.remaining_amount.is_zero() || !self.refunded_amount.is_zero() {
             return None;
         }
         let amount = self.remaining_amount;
@@ -513,9 +427,7 @@ impl Packet {
 
 /// The largest claim, the earliest (lowest index) among equals.
 pub fn best_luck(claims: &[Claim]) -> Option<&Claim> {
-    claims
-        .iter()
-        .min_by_key(|claim| (std::cmp::Reverse(claim.amount), claim.index))
+    claims.iter().min_by_key(|claim| (std::cmp::Reverse(claim.amount), claim.index))
 }
 
 #[cfg(test)]
@@ -528,21 +440,11 @@ mod tests {
     }
 
     fn input(kind: &str, total: i64, count: i64) -> SpecInput {
-        SpecInput {
-            kind: kind.into(),
-            total_amount: total,
-            count,
-            ..SpecInput::default()
-        }
+        SpecInput { kind: kind.into(), total_amount: total, count, ..SpecInput::default() }
     }
 
     fn new_packet(spec: &PacketSpec) -> Packet {
-        let id = PacketId {
-            day: 20_270_128,
-            set: SetId(0),
-            seq: 1,
-            nonce: 7,
-        };
+        let id = PacketId { day: 20_270_128, set: SetId(0), seq: 1, nonce: 7 };
         Packet::new(id, user("alice"), spec, 42, Millis(1_000))
     }
 
@@ -550,11 +452,7 @@ mod tests {
     fn specs_are_checked_in_order_with_stable_codes() {
         let limits = Limits::default();
         let alice = user("alice");
-        let check = |input: SpecInput| {
-            PacketSpec::parse(&input, &alice, &limits)
-                .map(|_| ())
-                .map_err(|e| e.code())
-        };
+        let check = |input: SpecInput| PacketSpec::parse(&input, &alice, &limits).map(|_| ()).map_err(|e| e.code());
         assert_eq!(check(input("lucky", 1000, 10)), Ok(()));
         assert_eq!(check(input("golden", 1000, 10)), Err("invalid_kind"));
         assert_eq!(check(input("lucky", 0, 10)), Err("invalid_amount"));
@@ -592,38 +490,21 @@ mod tests {
         spec.password = Some("恭喜发财".into());
         let mut packet = new_packet(&spec);
         let now = Millis(2_000);
-        assert_eq!(
-            packet.open(&user("bob"), None, now, &limits),
-            OpenOutcome::WrongPassword
-        );
-        assert_eq!(
-            packet.open(&user("bob"), Some("x"), now, &limits),
-            OpenOutcome::WrongPassword
-        );
+        assert_eq!(packet.open(&user("bob"), None, now, &limits), OpenOutcome::WrongPassword);
+        assert_eq!(packet.open(&user("bob"), Some("x"), now, &limits), OpenOutcome::WrongPassword);
         let first = packet.open(&user("bob"), Some("恭喜发财"), now, &limits);
-        let OpenOutcome::Opened { amount, index: 0 } = first else {
-            panic!("{first:?}")
-        };
+        let OpenOutcome::Opened { amount, index: 0 } = first else { panic!("{first:?}") };
         // A repeat answers the same share, even without the password.
-        assert_eq!(
-            packet.open(&user("bob"), None, now, &limits),
-            OpenOutcome::AlreadyOpened { amount }
-        );
+        assert_eq!(packet.open(&user("bob"), None, now, &limits), OpenOutcome::AlreadyOpened { amount });
         assert_eq!(packet.grab(&user("bob"), now), GrabOutcome::Opened);
         assert_eq!(packet.grab(&user("carol"), now), GrabOutcome::Available);
         let late = packet.info.expires_at;
-        assert_eq!(
-            packet.open(&user("carol"), Some("恭喜发财"), late, &limits),
-            OpenOutcome::Expired
-        );
+        assert_eq!(packet.open(&user("carol"), Some("恭喜发财"), late, &limits), OpenOutcome::Expired);
         assert_eq!(packet.grab(&user("carol"), late), GrabOutcome::Expired);
         let refund = packet.refund(late).unwrap();
         assert_eq!(refund.checked_add(amount).unwrap().fen(), 300);
         assert_eq!(packet.refund(late), None, "a refund happens once");
-        assert_eq!(
-            packet.open(&user("bob"), None, late, &limits),
-            OpenOutcome::AlreadyOpened { amount }
-        );
+        assert_eq!(packet.open(&user("bob"), None, late, &limits), OpenOutcome::AlreadyOpened { amount });
     }
 
     #[test]
@@ -631,48 +512,22 @@ mod tests {
         let limits = Limits::default();
         let mut exclusive = input("exclusive", 888, 1);
         exclusive.recipient = Some("bob".into());
-        let mut packet =
-            new_packet(&PacketSpec::parse(&exclusive, &user("alice"), &limits).unwrap());
+        let mut packet = new_packet(&PacketSpec::parse(&exclusive, &user("alice"), &limits).unwrap());
         let now = Millis(2_000);
         assert_eq!(packet.grab(&user("carol"), now), GrabOutcome::NotRecipient);
-        assert_eq!(
-            packet.open(&user("carol"), None, now, &limits),
-            OpenOutcome::NotRecipient
-        );
-        assert_eq!(
-            packet.open(&user("alice"), None, now, &limits),
-            OpenOutcome::NotRecipient
-        );
+        assert_eq!(packet.open(&user("carol"), None, now, &limits), OpenOutcome::NotRecipient);
+        assert_eq!(packet.open(&user("alice"), None, now, &limits), OpenOutcome::NotRecipient);
         let opened = packet.open(&user("bob"), None, now, &limits);
-        assert_eq!(
-            opened,
-            OpenOutcome::Opened {
-                amount: Amount::from_fen(888).unwrap(),
-                index: 0
-            }
-        );
+        assert_eq!(opened, OpenOutcome::Opened { amount: Amount::from_fen(888).unwrap(), index: 0 });
 
-        let mut fixed = new_packet(
-            &PacketSpec::parse(&input("fixed", 300, 3), &user("alice"), &limits).unwrap(),
-        );
+        let mut fixed = new_packet(&PacketSpec::parse(&input("fixed", 300, 3), &user("alice"), &limits).unwrap());
         for name in ["a", "b", "c"] {
             let outcome = fixed.open(&user(name), None, now, &limits);
             assert!(matches!(outcome, OpenOutcome::Opened { amount, .. } if amount.fen() == 100));
         }
-        assert_eq!(
-            fixed.open(&user("d"), None, now, &limits),
-            OpenOutcome::Empty
-        );
-        assert_eq!(
-            fixed.best_luck().unwrap().user,
-            user("a"),
-            "ties go to the earliest"
-        );
-        assert_eq!(
-            fixed.refund(fixed.info.expires_at),
-            None,
-            "nothing left to refund"
-        );
+        assert_eq!(fixed.open(&user("d"), None, now, &limits), OpenOutcome::Empty);
+        assert_eq!(fixed.best_luck().unwrap().user, user("a"), "ties go to the earliest");
+        assert_eq!(fixed.refund(fixed.info.expires_at), None, "nothing left to refund");
     }
 
     #[test]
@@ -683,13 +538,7 @@ mod tests {
         for name in ["b", "c", "d"] {
             live.open(&user(name), None, Millis(2_000), &limits);
         }
-        let restored = Packet::restore(
-            live.info.clone(),
-            live.seed,
-            None,
-            Amount::ZERO,
-            live.claims().to_vec(),
-        );
+        let restored = Packet::restore(live.info.clone(), live.seed, None, Amount::ZERO, live.claims().to_vec());
         assert_eq!(restored.remaining_amount, live.remaining_amount);
         assert_eq!(restored.remaining_count, 7);
         assert_eq!(restored.claim_of(&user("c")), live.claim_of(&user("c")));

@@ -24,13 +24,7 @@ pub fn lucky_bound(remaining_amount: Amount, remaining_count: u32, share_min: Am
 ///
 /// Callers keep `remaining_amount >= remaining_count * share_min`, which the
 /// packet's validation establishes and every share preserves.
-pub fn lucky_share(
-    seed: u64,
-    index: u32,
-    remaining_amount: Amount,
-    remaining_count: u32,
-    share_min: Amount,
-) -> Amount {
+pub fn lucky_share(seed: u64, index: u32, remaining_amount: Amount, remaining_count: u32, share_min: Amount) -> Amount {
     assert!(remaining_count >= 1, "no share left to draw");
     if remaining_count == 1 {
         return remaining_amount;
@@ -61,9 +55,7 @@ pub fn lucky_shares(seed: u64, total: Amount, count: u32, share_min: Amount) -> 
     (0..count)
         .map(|index| {
             let share = lucky_share(seed, index, remaining, count - index, share_min);
-            remaining = remaining
-                .checked_sub(share)
-                .expect("share within remaining");
+            remaining = remaining.checked_sub(share).expect("share within remaining");
             share
         })
         .collect()

@@ -18,9 +18,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> Millis {
-        let since_epoch = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("clock before 1970");
+        let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock before 1970");
         Millis(i64::try_from(since_epoch.as_millis()).expect("clock beyond year 292 million"))
     }
 }

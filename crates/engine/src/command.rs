@@ -2,8 +2,7 @@
 //! reply) and mail from other sets (credits and their acknowledgements).
 
 use hongbao_domain::{
-    Amount, DepositOutcome, GrabOutcome, OpenOutcome, PacketId, PacketSpec, SendOutcome, SetId,
-    UserId,
+    Amount, DepositOutcome, GrabOutcome, OpenOutcome, PacketId, PacketSpec, SendOutcome, SetId, UserId,
 };
 use tokio::sync::oneshot;
 

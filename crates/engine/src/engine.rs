@@ -8,8 +8,8 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Sender, TrySendError, bounded};
 use hongbao_domain::id::SETS_MAX;
 use hongbao_domain::{
-    Amount, DepositOutcome, GrabOutcome, Limits, Millis, OpenOutcome, Packet, PacketId, PacketSpec,
-    SendOutcome, SetId, UserId,
+    Amount, DepositOutcome, GrabOutcome, Limits, Millis, OpenOutcome, Packet, PacketId, PacketSpec, SendOutcome, SetId,
+    UserId,
 };
 use tokio::sync::oneshot;
 
@@ -42,9 +42,7 @@ struct Inner {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine")
-            .field("sets", &self.inner.queues.len())
-            .finish()
+        f.debug_struct("Engine").field("sets", &self.inner.queues.len()).finish()
     }
 }
 
@@ -57,13 +55,9 @@ impl Engine {
         clock: Arc<dyn Clock>,
         mut entropy: impl FnMut(SetId) -> Box<dyn Entropy>,
     ) -> Result<Engine, StoreError> {
-        let sets = u16::try_from(stores.len())
-            .ok()
-            .filter(|n| (1..=SETS_MAX).contains(n));
-        let sets =
-            sets.ok_or_else(|| StoreError::new(format!("set count must be 1 to {SETS_MAX}")))?;
-        let (mail_senders, mail_receivers): (Vec<_>, Vec<_>) =
-            (0..sets).map(|_| bounded(MAILBOX_CAPACITY)).unzip();
+        let sets = u16::try_from(stores.len()).ok().filter(|n| (1..=SETS_MAX).contains(n));
+        let sets = sets.ok_or_else(|| StoreError::new(format!("set count must be 1 to {SETS_MAX}")))?;
+        let (mail_senders, mail_receivers): (Vec<_>, Vec<_>) = (0..sets).map(|_| bounded(MAILBOX_CAPACITY)).unzip();
         let peers = Arc::new(mail_senders);
         let mut queues = Vec::new();
         let mut readers = Vec::new();
@@ -71,9 +65,7 @@ impl Engine {
         for ((index, stores), mail) in stores.into_iter().enumerate().zip(mail_receivers) {
             let set = SetId(index as u16);
             let mut store = stores.store;
-            let recovered = store
-                .recover(clock.now())
-                .map_err(|e| StoreError::new(format!("set {set}: {e}")))?;
+            let recovered = store.recover(clock.now()).map_err(|e| StoreError::new(format!("set {set}: {e}")))?;
             let (queue, commands) = bounded(config.queue_capacity);
             let writer = Writer::new(
                 set,
@@ -90,23 +82,13 @@ impl Engine {
             let thread = std::thread::Builder::new()
                 .name(format!("hongbao-set-{index}"))
                 .spawn(move || run_or_abort(writer))
-                .map_err(|e| {
-                    StoreError::new(format!("cannot start the writer of set {set}: {e}"))
-                })?;
+                .map_err(|e| StoreError::new(format!("cannot start the writer of set {set}: {e}")))?;
             queues.push(queue);
             readers.push(stores.reader);
             writers.push(thread);
         }
-        let inner = Inner {
-            limits: config.limits,
-            clock,
-            queues,
-            readers,
-            writers: Mutex::new(writers),
-        };
-        Ok(Engine {
-            inner: Arc::new(inner),
-        })
+        let inner = Inner { limits: config.limits, clock, queues, readers, writers: Mutex::new(writers) };
+        Ok(Engine { inner: Arc::new(inner) })
     }
 
     pub fn sets(&self) -> u16 {
@@ -126,11 +108,7 @@ impl Engine {
     }
 
     /// Queues a command and waits for its answer (after its batch is durable).
-    async fn call<T>(
-        &self,
-        set: SetId,
-        command: impl FnOnce(Reply<T>) -> Command,
-    ) -> Result<T, EngineError> {
+    async fn call<T>(&self, set: SetId, command: impl FnOnce(Reply<T>) -> Command) -> Result<T, EngineError> {
         let (reply, answer) = oneshot::channel();
         match self.inner.queues[set.index()].try_send(command(reply)) {
             Ok(()) => {}
@@ -149,13 +127,7 @@ impl Engine {
         key: Option<String>,
     ) -> Result<DepositOutcome, EngineError> {
         let set = self.set_of(&user);
-        self.call(set, |reply| Command::Deposit {
-            user,
-            amount,
-            key,
-            reply,
-        })
-        .await
+        self.call(set, |reply| Command::Deposit { user, amount, key, reply }).await
     }
 
     pub async fn send(
@@ -165,39 +137,21 @@ impl Engine {
         key: Option<String>,
     ) -> Result<SendOutcome, EngineError> {
         let set = self.set_of(&sender);
-        self.call(set, |reply| Command::Send {
-            sender,
-            spec: Box::new(spec),
-            key,
-            reply,
-        })
-        .await
+        self.call(set, |reply| Command::Send { sender, spec: Box::new(spec), key, reply }).await
     }
 
-    pub async fn open(
-        &self,
-        id: PacketId,
-        user: UserId,
-        password: Option<String>,
-    ) -> Result<OpenOutcome, EngineError> {
+    pub async fn open(&self, id: PacketId, user: UserId, password: Option<String>) -> Result<OpenOutcome, EngineError> {
         if id.set.0 >= self.sets() {
             return Ok(OpenOutcome::NotFound);
         }
-        self.call(id.set, |reply| Command::Open {
-            id,
-            user,
-            password,
-            reply,
-        })
-        .await
+        self.call(id.set, |reply| Command::Open { id, user, password, reply }).await
     }
 
     pub async fn grab(&self, id: PacketId, user: UserId) -> Result<GrabOutcome, EngineError> {
         if id.set.0 >= self.sets() {
             return Ok(GrabOutcome::NotFound);
         }
-        self.call(id.set, |reply| Command::Grab { id, user, reply })
-            .await
+        self.call(id.set, |reply| Command::Grab { id, user, reply }).await
     }
 
     /// Runs a blocking read on the runtime's blocking pool.
@@ -222,25 +176,16 @@ impl Engine {
         if id.set.0 >= self.sets() {
             return Ok(None);
         }
-        self.read(move |readers| readers[id.set.index()].packet(&id))
-            .await
+        self.read(move |readers| readers[id.set.index()].packet(&id)).await
     }
 
     /// Packets sent by `user`, newest first. The cursor is the `seq` of the
     /// last packet of the previous page (packets live in the sender's set).
-    pub async fn sent(
-        &self,
-        user: UserId,
-        cursor: Option<u64>,
-        limit: usize,
-    ) -> Result<Page<SentItem>, EngineError> {
+    pub async fn sent(&self, user: UserId, cursor: Option<u64>, limit: usize) -> Result<Page<SentItem>, EngineError> {
         let set = self.set_of(&user).index();
-        let items = self
-            .read(move |readers| readers[set].sent(&user, cursor, limit))
-            .await?;
-        let next_cursor = (items.len() == limit)
-            .then(|| items.last().map(|item| item.info.id.seq.to_string()))
-            .flatten();
+        let items = self.read(move |readers| readers[set].sent(&user, cursor, limit)).await?;
+        let next_cursor =
+            (items.len() == limit).then(|| items.last().map(|item| item.info.id.seq.to_string())).flatten();
         Ok(Page { items, next_cursor })
     }
 
@@ -264,11 +209,7 @@ impl Engine {
         items.sort_by_key(|item| std::cmp::Reverse(received_order(item.at, &item.packet_id)));
         items.truncate(limit);
         let next_cursor = (items.len() == limit)
-            .then(|| {
-                items
-                    .last()
-                    .map(|item| format!("{}.{}", item.at.0, item.packet_id))
-            })
+            .then(|| items.last().map(|item| format!("{}.{}", item.at.0, item.packet_id)))
             .flatten();
         Ok(Page { items, next_cursor })
     }

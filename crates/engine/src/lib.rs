@@ -19,6 +19,6 @@ pub use config::EngineConfig;
 pub use engine::{Engine, SetStores, parse_received_cursor, received_order};
 pub use error::EngineError;
 pub use store::{
-    Credit, Effects, Fetched, IdempotencyOp, IdempotencyRecord, LedgerEntry, Page, ReceivedItem,
-    Recovered, SentItem, Store, StoreError, StoreReader, Wants,
+    Credit, Effects, Fetched, IdempotencyOp, IdempotencyRecord, LedgerEntry, Page, ReceivedItem, Recovered, SentItem,
+    Store, StoreError, StoreReader, Wants,
 };

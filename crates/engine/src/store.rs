@@ -92,10 +92,7 @@ pub struct Wants {
 
 impl Wants {
     pub fn is_empty(&self) -> bool {
-        self.accounts.is_empty()
-            && self.idempotency.is_empty()
-            && self.packets.is_empty()
-            && self.references.is_empty()
+        self.accounts.is_empty() && self.idempotency.is_empty() && self.packets.is_empty() && self.references.is_empty()
     }
 }
 
@@ -183,12 +180,7 @@ pub trait StoreReader: Send + Sync + 'static {
     fn balance(&self, user: &UserId) -> Result<Amount, StoreError>;
     fn packet(&self, id: &PacketId) -> Result<Option<Packet>, StoreError>;
     /// Packets sent by `user`, newest first, older than `before_seq`.
-    fn sent(
-        &self,
-        user: &UserId,
-        before_seq: Option<u64>,
-        limit: usize,
-    ) -> Result<Vec<SentItem>, StoreError>;
+    fn sent(&self, user: &UserId, before_seq: Option<u64>, limit: usize) -> Result<Vec<SentItem>, StoreError>;
     /// Shares opened by `user` in this set's packets, newest first, strictly
     /// before the cursor in the order of `engine::received_order`.
     fn received(

@@ -11,8 +11,8 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender, select};
 use hongbao_domain::ledger::{EntryKind, claim_ref, deposit_ref, refund_ref, send_ref};
 use hongbao_domain::{
-    Amount, Claim, DepositOutcome, GrabOutcome, Millis, OpenOutcome, Packet, PacketId, PacketSpec,
-    SendOutcome, SetId, UserId,
+    Amount, Claim, DepositOutcome, GrabOutcome, Millis, OpenOutcome, Packet, PacketId, PacketSpec, SendOutcome, SetId,
+    UserId,
 };
 use tracing::{error, info, warn};
 
@@ -20,10 +20,7 @@ use crate::clock::{Clock, Entropy};
 use crate::command::{Command, Mail, Pending, Reply};
 use crate::config::EngineConfig;
 use crate::error::EngineError;
-use crate::store::{
-    Credit, Effects, Fetched, IdempotencyOp, IdempotencyRecord, LedgerEntry, Recovered, Store,
-    Wants,
-};
+use crate::store::{Credit, Effects, Fetched, IdempotencyOp, IdempotencyRecord, LedgerEntry, Recovered, Store, Wants};
 
 /// What a set keeps in memory between batches.
 struct State {
@@ -45,36 +42,14 @@ struct Outgoing {
 
 impl State {
     fn recovered(recovered: Recovered) -> State {
-        let expiries = recovered
-            .packets
-            .iter()
-            .map(|p| (p.info.expires_at, p.info.id))
-            .collect();
-        let packets = recovered
-            .packets
-            .into_iter()
-            .map(|p| (p.info.id, p))
-            .collect();
+        let expiries = recovered.packets.iter().map(|p| (p.info.expires_at, p.info.id)).collect();
+        let packets = recovered.packets.into_iter().map(|p| (p.info.id, p)).collect();
         let outbox = recovered
             .outbox
             .into_iter()
-            .map(|credit| {
-                (
-                    credit.reference.clone(),
-                    Outgoing {
-                        credit,
-                        sent_at: None,
-                    },
-                )
-            })
+            .map(|credit| (credit.reference.clone(), Outgoing { credit, sent_at: None }))
             .collect();
-        State {
-            next_seq: recovered.next_seq,
-            accounts: HashMap::new(),
-            packets,
-            expiries,
-            outbox,
-        }
+        State { next_seq: recovered.next_seq, accounts: HashMap::new(), packets, expiries, outbox }
     }
 }
 
@@ -184,9 +159,7 @@ impl<S: Store> Writer<S> {
     fn process(&mut self, commands: Vec<Command>, mail: Vec<Mail>) {
         if !self.healthy && !self.recover() {
             // Dropped mail is safe: credits stay in durable outboxes and are resent.
-            commands
-                .into_iter()
-                .for_each(|command| command.refuse(EngineError::Unavailable));
+            commands.into_iter().for_each(|command| command.refuse(EngineError::Unavailable));
             return;
         }
         let now = self.clock.now();
@@ -198,9 +171,7 @@ impl<S: Store> Writer<S> {
                 Ok(fetched) => fetched,
                 Err(failure) => {
                     error!(set = %self.set, %failure, "prefetch failed; batch refused");
-                    commands
-                        .into_iter()
-                        .for_each(|command| command.refuse(EngineError::Unavailable));
+                    commands.into_iter().for_each(|command| command.refuse(EngineError::Unavailable));
                     return;
                 }
             },
@@ -229,10 +200,7 @@ impl<S: Store> Writer<S> {
         };
         match result {
             Ok(()) => {
-                batch
-                    .pending
-                    .into_iter()
-                    .for_each(|pending| pending.deliver(None));
+                batch.pending.into_iter().for_each(|pending| pending.deliver(None));
                 let sent_at = Instant::now();
                 for (target, message) in batch.mail {
                     if let Mail::Credit { credit, .. } = &message
@@ -246,10 +214,7 @@ impl<S: Store> Writer<S> {
             }
             Err(failure) => {
                 error!(set = %self.set, %failure, "commit failed; set refuses writes until recovered");
-                batch
-                    .pending
-                    .into_iter()
-                    .for_each(|pending| pending.deliver(Some(EngineError::Unavailable)));
+                batch.pending.into_iter().for_each(|pending| pending.deliver(Some(EngineError::Unavailable)));
                 self.healthy = false;
                 self.recover();
             }
@@ -292,17 +257,11 @@ impl<S: Store> Writer<S> {
             match command {
                 Command::Deposit { user, key, .. } => {
                     accounts.insert(user);
-                    wants.idempotency.extend(
-                        key.clone()
-                            .map(|key| (user.clone(), IdempotencyOp::Deposit, key)),
-                    );
+                    wants.idempotency.extend(key.clone().map(|key| (user.clone(), IdempotencyOp::Deposit, key)));
                 }
                 Command::Send { sender, key, .. } => {
                     accounts.insert(sender);
-                    wants.idempotency.extend(
-                        key.clone()
-                            .map(|key| (sender.clone(), IdempotencyOp::Send, key)),
-                    );
+                    wants.idempotency.extend(key.clone().map(|key| (sender.clone(), IdempotencyOp::Send, key)));
                 }
                 Command::Open { id, user, .. } => {
                     packets.insert(*id);
@@ -325,10 +284,7 @@ impl<S: Store> Writer<S> {
         accounts.extend(due.iter().map(|id| &self.state.packets[id].info.sender));
         let cached = |user: &&UserId| !self.state.accounts.contains_key(*user);
         wants.accounts = accounts.into_iter().filter(cached).cloned().collect();
-        wants.packets = packets
-            .into_iter()
-            .filter(|id| !self.state.packets.contains_key(id))
-            .collect();
+        wants.packets = packets.into_iter().filter(|id| !self.state.packets.contains_key(id)).collect();
         wants
     }
 
@@ -342,11 +298,7 @@ impl<S: Store> Writer<S> {
         Batch {
             now,
             idempotency,
-            settled: fetched
-                .packets
-                .into_iter()
-                .map(|packet| (packet.info.id, packet))
-                .collect(),
+            settled: fetched.packets.into_iter().map(|packet| (packet.info.id, packet)).collect(),
             references_present: fetched.references_present.into_iter().collect(),
             effects: Effects::default(),
             pending: Vec::new(),
@@ -355,19 +307,14 @@ impl<S: Store> Writer<S> {
     }
 
     fn balance(&self, user: &UserId) -> Amount {
-        *self
-            .state
-            .accounts
-            .get(user)
-            .expect("account prefetched for the batch")
+        *self.state.accounts.get(user).expect("account prefetched for the batch")
     }
 
     fn set_balance(&mut self, batch: &mut Batch, entry: LedgerEntry) {
         let before = self.balance(&entry.user);
         let after = match Amount::from_signed(entry.amount) {
             Some(credit) => before.checked_add(credit),
-            None => before
-                .checked_sub(Amount::from_fen(entry.amount.unsigned_abs()).expect("debit fits")),
+            None => before.checked_sub(Amount::from_fen(entry.amount.unsigned_abs()).expect("debit fits")),
         };
         let after = after.expect("a ledger entry took a balance out of range");
         self.state.accounts.insert(entry.user.clone(), after);
@@ -376,24 +323,9 @@ impl<S: Store> Writer<S> {
 
     fn apply(&mut self, command: Command, batch: &mut Batch) {
         match command {
-            Command::Deposit {
-                user,
-                amount,
-                key,
-                reply,
-            } => self.deposit(user, amount, key, reply, batch),
-            Command::Send {
-                sender,
-                spec,
-                key,
-                reply,
-            } => self.send(sender, *spec, key, reply, batch),
-            Command::Open {
-                id,
-                user,
-                password,
-                reply,
-            } => self.open(id, user, password, reply, batch),
+            Command::Deposit { user, amount, key, reply } => self.deposit(user, amount, key, reply, batch),
+            Command::Send { sender, spec, key, reply } => self.send(sender, *spec, key, reply, batch),
+            Command::Open { id, user, password, reply } => self.open(id, user, password, reply, batch),
             Command::Grab { id, user, reply } => {
                 // Grabs are non-binding and write nothing: answered at once.
                 let _ = reply.send(Ok(self.grab(id, &user, batch)));
@@ -427,16 +359,8 @@ impl<S: Store> Writer<S> {
         result: String,
     ) {
         if let Some(key) = key {
-            let record = IdempotencyRecord {
-                user: user.clone(),
-                key: key.clone(),
-                op,
-                fingerprint,
-                result,
-            };
-            batch
-                .idempotency
-                .insert((user.clone(), op, key), record.clone());
+            let record = IdempotencyRecord { user: user.clone(), key: key.clone(), op, fingerprint, result };
+            batch.idempotency.insert((user.clone(), op, key), record.clone());
             batch.effects.idempotency.push(record);
         }
     }
@@ -450,58 +374,33 @@ impl<S: Store> Writer<S> {
         batch: &mut Batch,
     ) {
         let fingerprint = amount.fen().to_string();
-        let outcome =
-            match Self::remembered(batch, &user, &key, IdempotencyOp::Deposit, &fingerprint) {
-                Some(Ok(record)) => {
-                    let balance = record
-                        .result
-                        .parse()
-                        .ok()
-                        .and_then(Amount::from_fen)
-                        .expect("stored deposit result");
-                    DepositOutcome::Deposited {
-                        balance,
-                        replayed: true,
-                    }
+        let outcome = match Self::remembered(batch, &user, &key, IdempotencyOp::Deposit, &fingerprint) {
+            Some(Ok(record)) => {
+                let balance = record.result.parse().ok().and_then(Amount::from_fen).expect("stored deposit result");
+                DepositOutcome::Deposited { balance, replayed: true }
+            }
+            Some(Err(())) => DepositOutcome::KeyReused,
+            None => match self.balance(&user).checked_add(amount).filter(|b| *b <= self.config.limits.balance_max) {
+                None => DepositOutcome::BalanceLimit,
+                Some(balance) => {
+                    let reference = match &key {
+                        Some(key) => deposit_ref(&user, format!("key:{key}")),
+                        None => deposit_ref(&user, format!("auto:{:016x}", self.entropy.next_u64())),
+                    };
+                    let entry = LedgerEntry {
+                        reference,
+                        user: user.clone(),
+                        amount: amount.signed(),
+                        kind: EntryKind::Deposit,
+                        packet_id: None,
+                        at: batch.now,
+                    };
+                    self.set_balance(batch, entry);
+                    Self::remember(batch, &user, key, IdempotencyOp::Deposit, fingerprint, balance.fen().to_string());
+                    DepositOutcome::Deposited { balance, replayed: false }
                 }
-                Some(Err(())) => DepositOutcome::KeyReused,
-                None => match self
-                    .balance(&user)
-                    .checked_add(amount)
-                    .filter(|b| *b <= self.config.limits.balance_max)
-                {
-                    None => DepositOutcome::BalanceLimit,
-                    Some(balance) => {
-                        let reference = match &key {
-                            Some(key) => deposit_ref(&user, format!("key:{key}")),
-                            None => {
-                                deposit_ref(&user, format!("auto:{:016x}", self.entropy.next_u64()))
-                            }
-                        };
-                        let entry = LedgerEntry {
-                            reference,
-                            user: user.clone(),
-                            amount: amount.signed(),
-                            kind: EntryKind::Deposit,
-                            packet_id: None,
-                            at: batch.now,
-                        };
-                        self.set_balance(batch, entry);
-                        Self::remember(
-                            batch,
-                            &user,
-                            key,
-                            IdempotencyOp::Deposit,
-                            fingerprint,
-                            balance.fen().to_string(),
-                        );
-                        DepositOutcome::Deposited {
-                            balance,
-                            replayed: false,
-                        }
-                    }
-                },
-            };
+            },
+        };
         batch.pending.push(Pending::Deposit(reply, outcome));
     }
 
@@ -514,49 +413,23 @@ impl<S: Store> Writer<S> {
         batch: &mut Batch,
     ) {
         let fingerprint = spec.fingerprint();
-        let outcome =
-            match Self::remembered(batch, &sender, &key, IdempotencyOp::Send, &fingerprint) {
-                Some(Ok(record)) => {
-                    let id: PacketId = record
-                        .result
-                        .parse()
-                        .expect("stored send result is a packet id");
-                    let packet = self
-                        .state
-                        .packets
-                        .get(&id)
-                        .or_else(|| batch.settled.get(&id));
-                    let info = packet
-                        .expect("the packet of a remembered send exists")
-                        .info
-                        .clone();
-                    SendOutcome::Sent {
-                        packet: Box::new(info),
-                        replayed: true,
-                    }
-                }
-                Some(Err(())) => SendOutcome::KeyReused,
-                None if self.balance(&sender) < spec.total_amount => {
-                    SendOutcome::InsufficientBalance
-                }
-                None => {
-                    let packet = self.make_packet(&sender, &spec, batch);
-                    let info = packet.info.clone();
-                    let result = info.id.to_string();
-                    Self::remember(
-                        batch,
-                        &sender,
-                        key,
-                        IdempotencyOp::Send,
-                        fingerprint,
-                        result,
-                    );
-                    SendOutcome::Sent {
-                        packet: Box::new(info),
-                        replayed: false,
-                    }
-                }
-            };
+        let outcome = match Self::remembered(batch, &sender, &key, IdempotencyOp::Send, &fingerprint) {
+            Some(Ok(record)) => {
+                let id: PacketId = record.result.parse().expect("stored send result is a packet id");
+                let packet = self.state.packets.get(&id).or_else(|| batch.settled.get(&id));
+                let info = packet.expect("the packet of a remembered send exists").info.clone();
+                SendOutcome::Sent { packet: Box::new(info), replayed: true }
+            }
+            Some(Err(())) => SendOutcome::KeyReused,
+            None if self.balance(&sender) < spec.total_amount => SendOutcome::InsufficientBalance,
+            None => {
+                let packet = self.make_packet(&sender, &spec, batch);
+                let info = packet.info.clone();
+                let result = info.id.to_string();
+                Self::remember(batch, &sender, key, IdempotencyOp::Send, fingerprint, result);
+                SendOutcome::Sent { packet: Box::new(info), replayed: false }
+            }
+        };
         batch.pending.push(Pending::Send(reply, outcome));
     }
 
@@ -566,12 +439,7 @@ impl<S: Store> Writer<S> {
         let seq = self.state.next_seq;
         self.state.next_seq += 1;
         let nonce = self.entropy.next_u64() as u32;
-        let id = PacketId {
-            day: batch.now.civil_day(),
-            set: self.set,
-            seq,
-            nonce,
-        };
+        let id = PacketId { day: batch.now.civil_day(), set: self.set, seq, nonce };
         let packet = Packet::new(id, sender.clone(), spec, self.entropy.next_u64(), batch.now);
         let debit = LedgerEntry {
             reference: send_ref(id),
@@ -599,21 +467,14 @@ impl<S: Store> Writer<S> {
         let outcome = if let Some(packet) = self.state.packets.get_mut(&id) {
             let outcome = packet.open(&user, password.as_deref(), batch.now, limits);
             if let OpenOutcome::Opened { .. } = outcome {
-                let claim = packet
-                    .claims()
-                    .last()
-                    .expect("an open records its claim")
-                    .clone();
+                let claim = packet.claims().last().expect("an open records its claim").clone();
                 batch.effects.claims.push((id, claim.clone()));
                 self.credit_opener(id, claim, batch);
             }
             outcome
         } else if let Some(packet) = batch.settled.get_mut(&id) {
             let outcome = packet.open(&user, password.as_deref(), batch.now, limits);
-            assert!(
-                !matches!(outcome, OpenOutcome::Opened { .. }),
-                "a settled packet {id} was opened"
-            );
+            assert!(!matches!(outcome, OpenOutcome::Opened { .. }), "a settled packet {id} was opened");
             outcome
         } else {
             OpenOutcome::NotFound
@@ -622,12 +483,7 @@ impl<S: Store> Writer<S> {
     }
 
     fn grab(&self, id: PacketId, user: &UserId, batch: &Batch) -> GrabOutcome {
-        match self
-            .state
-            .packets
-            .get(&id)
-            .or_else(|| batch.settled.get(&id))
-        {
+        match self.state.packets.get(&id).or_else(|| batch.settled.get(&id)) {
             Some(packet) => packet.grab(user, batch.now),
             None => GrabOutcome::NotFound,
         }
@@ -649,18 +505,9 @@ impl<S: Store> Writer<S> {
             return;
         }
         batch.effects.outbox_added.push(credit.clone());
-        let outgoing = Outgoing {
-            credit: credit.clone(),
-            sent_at: None,
-        };
+        let outgoing = Outgoing { credit: credit.clone(), sent_at: None };
         self.state.outbox.insert(credit.reference.clone(), outgoing);
-        batch.mail.push((
-            target,
-            Mail::Credit {
-                credit,
-                from: self.set,
-            },
-        ));
+        batch.mail.push((target, Mail::Credit { credit, from: self.set }));
     }
 
     fn apply_credit(&mut self, credit: Credit, batch: &mut Batch) {
@@ -696,11 +543,7 @@ impl<S: Store> Writer<S> {
     /// At expiry a packet leaves memory; what is left goes back to the
     /// sender exactly once. Opens in this batch see it as settled.
     fn settle(&mut self, id: PacketId, batch: &mut Batch) {
-        let mut packet = self
-            .state
-            .packets
-            .remove(&id)
-            .expect("a due packet is in memory");
+        let mut packet = self.state.packets.remove(&id).expect("a due packet is in memory");
         self.state.expiries.remove(&(packet.info.expires_at, id));
         if let Some(amount) = packet.refund(batch.now) {
             batch.effects.refunds.push((id, amount));
@@ -727,17 +570,12 @@ impl<S: Store> Writer<S> {
         }
         self.last_resend_scan = now;
         for outgoing in self.state.outbox.values_mut() {
-            let stale = outgoing
-                .sent_at
-                .is_none_or(|sent_at| now.duration_since(sent_at) >= interval);
+            let stale = outgoing.sent_at.is_none_or(|sent_at| now.duration_since(sent_at) >= interval);
             if all || stale {
                 let credit = outgoing.credit.clone();
                 let target = SetId::of_user(&credit.user, self.sets);
                 outgoing.sent_at = Some(now);
-                let _ = self.peers[target.index()].try_send(Mail::Credit {
-                    credit,
-                    from: self.set,
-                });
+                let _ = self.peers[target.index()].try_send(Mail::Credit { credit, from: self.set });
             }
         }
     }

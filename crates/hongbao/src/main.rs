@@ -12,11 +12,7 @@ use tracing::info;
 use tracing_subscriber::filter::LevelFilter;
 
 #[derive(Parser)]
-#[command(
-    name = "hongbao",
-    version,
-    about = "A red packet service that is correct to the fen"
-)]
+#[command(name = "hongbao", version, about = "A red packet service that is correct to the fen")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -70,18 +66,18 @@ enum Command {
         /// HTTP connections.
         #[arg(long)]
         clients: Option<usize>,
+        /// Only these runs (comma-separated), e.g. `--only open-engine`.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// Sets of the bench server (default: the service's default).
+        #[arg(long)]
+        sets: Option<u16>,
     },
 }
 
 fn main() -> ExitCode {
-    let level = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|text| text.parse().ok())
-        .unwrap_or(LevelFilter::INFO);
-    tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .init();
+    let level = std::env::var("RUST_LOG").ok().and_then(|text| text.parse().ok()).unwrap_or(LevelFilter::INFO);
+    tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).init();
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(error) => {
@@ -95,50 +91,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Serve { data, listen, sets } => {
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            runtime.block_on(serve(ServeOptions {
-                sets,
-                ..ServeOptions::new(data, listen)
-            }))?;
+            runtime.block_on(serve(ServeOptions { sets, ..ServeOptions::new(data, listen) }))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Token { data, user } => {
             println!("{}", user_token(&data, &user)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench {
-            quick,
-            json,
-            chart,
-            redis,
-            pg,
-            duration_s,
-            clients,
-        } => {
-            let options = hongbao_bench::BenchOptions {
-                quick,
-                json,
-                chart,
-                redis,
-                pg,
-                duration_s,
-                clients,
-            };
+        Command::Bench { quick, json, chart, redis, pg, duration_s, clients, only, sets } => {
+            let options =
+                hongbao_bench::BenchOptions { quick, json, chart, redis, pg, duration_s, clients, only, sets };
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             let ok = runtime.block_on(hongbao_bench::run(options))?;
-            Ok(if ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Audit { data } => {
             let report = audit_dir(&data)?;
             println!("{report}");
-            Ok(if report.ok() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
     }
 }
@@ -164,9 +134,8 @@ async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("installing the SIGTERM handler");
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
         tokio::select! {
             _ = interrupt => {}
             _ = terminate.recv() => {}

@@ -57,21 +57,13 @@ impl Response {
     /// `{"error":{"code","message"}}` with nothing else in it.
     #[track_caller]
     fn error(&self, status: u16, code: &str) {
-        assert_eq!(
-            (self.status, self.code()),
-            (status, Some(code)),
-            "{}: {}",
-            self.what,
-            self.body
-        );
+        assert_eq!((self.status, self.code()), (status, Some(code)), "{}: {}", self.what, self.body);
         let outer = self.body.as_object().expect("an error body is an object");
         assert_eq!(outer.len(), 1, "{}: {}", self.what, self.body);
         let inner = self.body["error"].as_object().expect("error is an object");
         assert_eq!(inner.len(), 2, "{}: {}", self.what, self.body);
         assert!(
-            self.body["error"]["message"]
-                .as_str()
-                .is_some_and(|message| !message.is_empty()),
+            self.body["error"]["message"].as_str().is_some_and(|message| !message.is_empty()),
             "{}: an error needs a message: {}",
             self.what,
             self.body
@@ -97,25 +89,18 @@ impl Api {
         body: Option<Vec<u8>>,
     ) -> Response {
         let what = format!("{method} {path}");
-        let stream = TcpStream::connect(self.addr)
-            .await
-            .unwrap_or_else(|e| panic!("{what}: connecting: {e}"));
+        let stream = TcpStream::connect(self.addr).await.unwrap_or_else(|e| panic!("{what}: connecting: {e}"));
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .unwrap_or_else(|e| panic!("{what}: handshake: {e}"));
         tokio::spawn(async move {
             let _ = connection.await;
         });
-        let mut request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(HOST, self.addr.to_string());
+        let mut request = Request::builder().method(method).uri(path).header(HOST, self.addr.to_string());
         if let Some(token) = token {
             request = request.header(AUTHORIZATION, format!("Bearer {token}"));
         }
-        let typed = headers
-            .iter()
-            .any(|(name, _)| name.eq_ignore_ascii_case(CONTENT_TYPE.as_str()));
+        let typed = headers.iter().any(|(name, _)| name.eq_ignore_ascii_case(CONTENT_TYPE.as_str()));
         if body.is_some() && !typed {
             request = request.header(CONTENT_TYPE, "application/json");
         }
@@ -125,34 +110,19 @@ impl Api {
         let request = request
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .unwrap_or_else(|e| panic!("{what}: building the request: {e}"));
-        let response = sender
-            .send_request(request)
-            .await
-            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let response = sender.send_request(request).await.unwrap_or_else(|e| panic!("{what}: {e}"));
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .unwrap_or_else(|e| panic!("{what}: reading the body: {e}"))
-            .to_bytes();
+        let bytes =
+            response.into_body().collect().await.unwrap_or_else(|e| panic!("{what}: reading the body: {e}")).to_bytes();
         let body = if bytes.is_empty() {
             Value::Null
         } else {
             serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                panic!(
-                    "{what}: {status} with a body that is not JSON ({e}): {:?}",
-                    String::from_utf8_lossy(&bytes)
-                )
+                panic!("{what}: {status} with a body that is not JSON ({e}): {:?}", String::from_utf8_lossy(&bytes))
             })
         };
-        Response {
-            what,
-            status,
-            headers,
-            body,
-        }
+        Response { what, status, headers, body }
     }
 
     async fn get(&self, path: &str, token: &str) -> Response {
@@ -160,57 +130,35 @@ impl Api {
     }
 
     async fn post(&self, path: &str, token: &str, body: &Value) -> Response {
-        self.request("POST", path, Some(token), &[], Some(json_bytes(body)))
-            .await
+        self.request("POST", path, Some(token), &[], Some(json_bytes(body))).await
     }
 
     async fn post_raw(&self, path: &str, token: &str, body: &[u8]) -> Response {
-        self.request("POST", path, Some(token), &[], Some(body.to_vec()))
-            .await
+        self.request("POST", path, Some(token), &[], Some(body.to_vec())).await
     }
 
     async fn post_keyed(&self, path: &str, token: &str, key: &str, body: &Value) -> Response {
-        self.request(
-            "POST",
-            path,
-            Some(token),
-            &[("idempotency-key", key)],
-            Some(json_bytes(body)),
-        )
-        .await
+        self.request("POST", path, Some(token), &[("idempotency-key", key)], Some(json_bytes(body))).await
     }
 
     /// A user token from the admin route.
     async fn token(&self, user: &str) -> String {
-        let body = self
-            .post("/v1/admin/tokens", &self.admin, &json!({ "user": user }))
-            .await
-            .ok(200);
+        let body = self.post("/v1/admin/tokens", &self.admin, &json!({ "user": user })).await.ok(200);
         assert_eq!(body["user"], user, "{body}");
         body["token"].as_str().expect("a token").to_owned()
     }
 
     /// Deposits `amount` for `user`; answers the new balance.
     async fn deposit(&self, user: &str, amount: u64) -> u64 {
-        let body = self
-            .post(
-                "/v1/admin/deposits",
-                &self.admin,
-                &json!({ "user": user, "amount": amount }),
-            )
-            .await
-            .ok(200);
+        let body =
+            self.post("/v1/admin/deposits", &self.admin, &json!({ "user": user, "amount": amount })).await.ok(200);
         assert_eq!(body["user"], user, "{body}");
         body["balance"].as_u64().expect("a balance")
     }
 
     async fn balance(&self, token: &str) -> u64 {
         let body = self.get("/v1/account", token).await.ok(200);
-        assert_eq!(
-            body["user"],
-            user_of(token),
-            "the caller is the token's user"
-        );
+        assert_eq!(body["user"], user_of(token), "the caller is the token's user");
         body["balance"].as_u64().expect("a balance")
     }
 
@@ -248,8 +196,7 @@ impl Api {
     }
 
     async fn open_with(&self, token: &str, id: &str, body: &Value) -> Response {
-        self.post(&format!("/v1/packets/{id}/open"), token, body)
-            .await
+        self.post(&format!("/v1/packets/{id}/open"), token, body).await
     }
 
     /// Opens a packet that must open; answers the share.
@@ -319,9 +266,7 @@ fn share_of(opened: Value) -> u64 {
 }
 
 fn u64_of(value: &Value) -> u64 {
-    value
-        .as_u64()
-        .unwrap_or_else(|| panic!("{value} is not a u64"))
+    value.as_u64().unwrap_or_else(|| panic!("{value} is not a u64"))
 }
 
 /// A well-formed id that names no packet: `id` with one part changed.
@@ -350,10 +295,7 @@ async fn start() -> Result<Server> {
 async fn start_in(dir: TempDir) -> Result<Server> {
     let options = hongbao::ServeOptions::new(dir.path().join("data"), "127.0.0.1:0".parse()?);
     let running = hongbao::start(options).await?;
-    let api = Api {
-        addr: running.addr,
-        admin: running.admin_token.clone(),
-    };
+    let api = Api { addr: running.addr, admin: running.admin_token.clone() };
     Ok(Server { dir, running, api })
 }
 
@@ -387,22 +329,12 @@ async fn walkthrough() -> Result<()> {
     let carol = api.token("carol").await;
     let dave = api.token("dave").await;
     assert_eq!(api.deposit("alice", 10_000).await, 10_000);
-    assert_eq!(
-        api.get("/v1/account", &alice).await.ok(200),
-        json!({ "user": "alice", "balance": 10_000 })
-    );
-    assert_eq!(
-        api.get("/v1/account", &bob).await.ok(200),
-        json!({ "user": "bob", "balance": 0 })
-    );
+    assert_eq!(api.get("/v1/account", &alice).await.ok(200), json!({ "user": "alice", "balance": 10_000 }));
+    assert_eq!(api.get("/v1/account", &bob).await.ok(200), json!({ "user": "bob", "balance": 0 }));
 
     let greeting = "恭喜发财，大吉大利";
-    let packet = api
-        .send(
-            &alice,
-            &json!({ "kind": "lucky", "total_amount": 1000, "count": 3, "greeting": greeting }),
-        )
-        .await;
+    let packet =
+        api.send(&alice, &json!({ "kind": "lucky", "total_amount": 1000, "count": 3, "greeting": greeting })).await;
     let id = id_of(&packet);
     assert_eq!(packet["sender"], "alice");
     assert_eq!(packet["kind"], "lucky");
@@ -413,21 +345,13 @@ async fn walkthrough() -> Result<()> {
     assert!(packet.get("password").is_none(), "{packet}");
     let created_at = packet["created_at"].as_i64().expect("created_at");
     let expires_at = packet["expires_at"].as_i64().expect("expires_at");
-    assert_eq!(
-        expires_at - created_at,
-        86_400_000,
-        "the default expiry is a day"
-    );
+    assert_eq!(expires_at - created_at, 86_400_000, "the default expiry is a day");
     // The debit is part of the send: durable before the 201.
     assert_eq!(api.balance(&alice).await, 9_000);
 
     assert_eq!(api.grab_status(&bob, &id).await, "available");
     let bob_share = api.opened(&bob, &id).await;
-    assert_eq!(
-        api.opened(&bob, &id).await,
-        bob_share,
-        "a repeat open answers the same share"
-    );
+    assert_eq!(api.opened(&bob, &id).await, bob_share, "a repeat open answers the same share");
     assert_eq!(api.grab_status(&bob, &id).await, "opened");
     let carol_share = api.opened(&carol, &id).await;
     let alice_share = api.opened(&alice, &id).await;
@@ -444,17 +368,8 @@ async fn walkthrough() -> Result<()> {
     );
 
     let detail = api.detail(&dave, &id).await;
-    for field in [
-        "id",
-        "sender",
-        "kind",
-        "total_amount",
-        "count",
-        "greeting",
-        "recipient",
-        "created_at",
-        "expires_at",
-    ] {
+    for field in ["id", "sender", "kind", "total_amount", "count", "greeting", "recipient", "created_at", "expires_at"]
+    {
         assert_eq!(detail[field], packet[field], "{field}: {detail}");
     }
     assert_eq!(detail["has_password"], false);
@@ -463,32 +378,15 @@ async fn walkthrough() -> Result<()> {
     assert_eq!(detail["remaining_count"], 0);
     assert_eq!(detail["refunded_amount"], 0);
     let claims = detail["claims"].as_array().expect("claims");
-    let users: Vec<&str> = claims
-        .iter()
-        .map(|claim| claim["user"].as_str().expect("a user"))
-        .collect();
+    let users: Vec<&str> = claims.iter().map(|claim| claim["user"].as_str().expect("a user")).collect();
     assert_eq!(users, ["bob", "carol", "alice"], "claims in open order");
-    let amounts: Vec<u64> = claims
-        .iter()
-        .map(|claim| u64_of(&claim["amount"]))
-        .collect();
+    let amounts: Vec<u64> = claims.iter().map(|claim| u64_of(&claim["amount"])).collect();
     assert_eq!(amounts, shares);
-    let ats: Vec<i64> = claims
-        .iter()
-        .map(|claim| claim["at"].as_i64().expect("at"))
-        .collect();
+    let ats: Vec<i64> = claims.iter().map(|claim| claim["at"].as_i64().expect("at")).collect();
     assert!(ats.windows(2).all(|w| w[0] <= w[1]), "{ats:?}");
-    assert!(
-        ats.iter().all(|at| (created_at..expires_at).contains(at)),
-        "{ats:?}"
-    );
-    let best = (0..claims.len())
-        .min_by_key(|&i| (Reverse(amounts[i]), i))
-        .expect("claims");
-    assert_eq!(
-        detail["best_luck"], claims[best],
-        "best luck is the largest share, the earliest among equals"
-    );
+    assert!(ats.iter().all(|at| (created_at..expires_at).contains(at)), "{ats:?}");
+    let best = (0..claims.len()).min_by_key(|&i| (Reverse(amounts[i]), i)).expect("claims");
+    assert_eq!(detail["best_luck"], claims[best], "best luck is the largest share, the earliest among equals");
 
     api.wait_balance(&alice, 9_000 + alice_share).await;
     api.wait_balance(&bob, bob_share).await;
@@ -537,21 +435,12 @@ async fn auth_failures() -> Result<()> {
     let alice = api.token("alice").await;
     let bob = api.token("bob").await;
     api.deposit("alice", 5_000).await;
-    let id = api
-        .send_id(
-            &alice,
-            &json!({ "kind": "lucky", "total_amount": 100, "count": 2 }),
-        )
-        .await;
+    let id = api.send_id(&alice, &json!({ "kind": "lucky", "total_amount": 100, "count": 2 })).await;
 
     // Every user route needs a token.
     let user_routes = [
         ("GET", "/v1/account".to_owned(), None),
-        (
-            "POST",
-            "/v1/packets".to_owned(),
-            Some(json!({ "kind": "lucky", "total_amount": 100, "count": 1 })),
-        ),
+        ("POST", "/v1/packets".to_owned(), Some(json!({ "kind": "lucky", "total_amount": 100, "count": 1 }))),
         ("GET", "/v1/packets/sent".to_owned(), None),
         ("GET", "/v1/packets/received".to_owned(), None),
         ("GET", format!("/v1/packets/{id}"), None),
@@ -581,60 +470,31 @@ async fn auth_failures() -> Result<()> {
     ];
     for (method, path, body) in &user_routes {
         let body = body.as_ref().map(json_bytes);
-        api.request(method, path, None, &[], body.clone())
-            .await
-            .error(401, "missing_token");
+        api.request(method, path, None, &[], body.clone()).await.error(401, "missing_token");
         for (header, code) in &bad_headers {
-            api.request(
-                method,
-                path,
-                None,
-                &[("authorization", header.as_str())],
-                body.clone(),
-            )
-            .await
-            .error(401, code);
+            api.request(method, path, None, &[("authorization", header.as_str())], body.clone()).await.error(401, code);
         }
     }
 
     // Admin routes: no token, a bad token, a user token.
     let admin_routes = [
         ("/v1/admin/tokens", json!({ "user": "mallory" })),
-        (
-            "/v1/admin/deposits",
-            json!({ "user": "bob", "amount": 100 }),
-        ),
+        ("/v1/admin/deposits", json!({ "user": "bob", "amount": 100 })),
     ];
     for (path, body) in &admin_routes {
         let body = json_bytes(body);
-        api.request("POST", path, None, &[], Some(body.clone()))
-            .await
-            .error(401, "missing_token");
+        api.request("POST", path, None, &[], Some(body.clone())).await.error(401, "missing_token");
         for header in ["Bearer admin.nope", "Bearer alice.AAAA", "Basic x"] {
-            api.request(
-                "POST",
-                path,
-                None,
-                &[("authorization", header)],
-                Some(body.clone()),
-            )
-            .await
-            .error(401, "invalid_token");
+            api.request("POST", path, None, &[("authorization", header)], Some(body.clone()))
+                .await
+                .error(401, "invalid_token");
         }
         for token in [&alice, &bob] {
-            api.request("POST", path, Some(token), &[], Some(body.clone()))
-                .await
-                .error(403, "admin_only");
+            api.request("POST", path, Some(token), &[], Some(body.clone())).await.error(403, "admin_only");
         }
-        api.request("POST", path, Some(&forged), &[], Some(body.clone()))
-            .await
-            .error(401, "invalid_token");
+        api.request("POST", path, Some(&forged), &[], Some(body.clone())).await.error(401, "invalid_token");
     }
-    assert_eq!(
-        api.balance(&bob).await,
-        0,
-        "a refused deposit deposits nothing"
-    );
+    assert_eq!(api.balance(&bob).await, 0, "a refused deposit deposits nothing");
 
     // Nothing above changed anything.
     assert_eq!(api.balance(&alice).await, 4_900);
@@ -643,20 +503,11 @@ async fn auth_failures() -> Result<()> {
     assert_eq!(detail["remaining_count"], 2);
 
     // The caller is always the token's user: not a field of the body.
-    api.post(
-        "/v1/packets",
-        &bob,
-        &json!({ "kind": "lucky", "total_amount": 100, "count": 1, "sender": "alice" }),
-    )
-    .await
-    .error(400, "invalid_json");
+    api.post("/v1/packets", &bob, &json!({ "kind": "lucky", "total_amount": 100, "count": 1, "sender": "alice" }))
+        .await
+        .error(400, "invalid_json");
     assert_eq!(api.balance(&alice).await, 4_900);
-    let packet = api
-        .send(
-            &alice,
-            &json!({ "kind": "lucky", "total_amount": 100, "count": 1 }),
-        )
-        .await;
+    let packet = api.send(&alice, &json!({ "kind": "lucky", "total_amount": 100, "count": 1 })).await;
     assert_eq!(packet["sender"], "alice");
     let bob_share = api.opened(&bob, &id).await;
     let detail = api.detail(&alice, &id).await;
@@ -671,9 +522,7 @@ async fn auth_failures() -> Result<()> {
     let dotted = api.token("first.last").await;
     assert_eq!(api.balance(&dotted).await, 0);
     let swapped = format!("first.{}", dotted.rsplit_once('.').expect("a signature").1);
-    api.request("GET", "/v1/account", Some(&swapped), &[], None)
-        .await
-        .error(401, "invalid_token");
+    api.request("GET", "/v1/account", Some(&swapped), &[], None).await.error(401, "invalid_token");
 
     // A good admin token is accepted with any case of the scheme.
     let lower = format!("bearer {}", api.admin);
@@ -705,75 +554,39 @@ async fn idempotent_deposit_and_send() -> Result<()> {
     let admin = api.admin.as_str();
     let ten_thousand = json!({ "user": "alice", "amount": 10_000 });
 
-    let first = api
-        .post_keyed(deposits, admin, "dep-1", &ten_thousand)
-        .await
-        .ok(200);
+    let first = api.post_keyed(deposits, admin, "dep-1", &ten_thousand).await.ok(200);
     assert_eq!(first, json!({ "user": "alice", "balance": 10_000 }));
-    let again = api
-        .post_keyed(deposits, admin, "dep-1", &ten_thousand)
-        .await
-        .ok(200);
+    let again = api.post_keyed(deposits, admin, "dep-1", &ten_thousand).await.ok(200);
     assert_eq!(again, first, "a replay answers the same");
-    assert_eq!(
-        api.balance(&alice).await,
-        10_000,
-        "a replay deposits nothing"
-    );
+    assert_eq!(api.balance(&alice).await, 10_000, "a replay deposits nothing");
 
     assert_eq!(api.deposit("alice", 500).await, 10_500);
-    let later = api
-        .post_keyed(deposits, admin, "dep-1", &ten_thousand)
-        .await
-        .ok(200);
-    assert_eq!(
-        later, first,
-        "a replay answers what the first request answered"
-    );
+    let later = api.post_keyed(deposits, admin, "dep-1", &ten_thousand).await.ok(200);
+    assert_eq!(later, first, "a replay answers what the first request answered");
     assert_eq!(api.balance(&alice).await, 10_500);
 
-    api.post_keyed(
-        deposits,
-        admin,
-        "dep-1",
-        &json!({ "user": "alice", "amount": 2_000 }),
-    )
-    .await
-    .error(409, "idempotency_key_reused");
+    api.post_keyed(deposits, admin, "dep-1", &json!({ "user": "alice", "amount": 2_000 }))
+        .await
+        .error(409, "idempotency_key_reused");
     assert_eq!(api.balance(&alice).await, 10_500);
 
     let long_key = "k".repeat(65);
     for key in ["has space", "a/b", "a,b", long_key.as_str(), ""] {
-        api.post_keyed(deposits, admin, key, &ten_thousand)
-            .await
-            .error(400, "invalid_idempotency_key");
+        api.post_keyed(deposits, admin, key, &ten_thousand).await.error(400, "invalid_idempotency_key");
     }
     assert_eq!(api.balance(&alice).await, 10_500);
     let longest = "K".repeat(64);
     let allowed = format!("A-z_0.9:{}", &longest[..56]);
     assert_eq!(allowed.len(), 64);
     for key in [longest.as_str(), allowed.as_str()] {
-        api.post_keyed(
-            deposits,
-            admin,
-            key,
-            &json!({ "user": "alice", "amount": 1 }),
-        )
-        .await
-        .ok(200);
+        api.post_keyed(deposits, admin, key, &json!({ "user": "alice", "amount": 1 })).await.ok(200);
     }
     assert_eq!(api.balance(&alice).await, 10_502);
 
     // Sends.
     let spec = json!({ "kind": "fixed", "total_amount": 1000, "count": 2, "greeting": "once" });
-    let sent = api
-        .post_keyed("/v1/packets", &alice, "send-1", &spec)
-        .await
-        .ok(201);
-    let replay = api
-        .post_keyed("/v1/packets", &alice, "send-1", &spec)
-        .await
-        .ok(201);
+    let sent = api.post_keyed("/v1/packets", &alice, "send-1", &spec).await.ok(201);
+    let replay = api.post_keyed("/v1/packets", &alice, "send-1", &spec).await.ok(201);
     assert_eq!(replay, sent, "a replayed send answers the same packet");
     assert_eq!(api.balance(&alice).await, 9_502, "charged once");
 
@@ -787,13 +600,9 @@ async fn idempotent_deposit_and_send() -> Result<()> {
             "password": "secret",
         }),
     ] {
-        api.post_keyed("/v1/packets", &alice, "send-1", &other)
-            .await
-            .error(409, "idempotency_key_reused");
+        api.post_keyed("/v1/packets", &alice, "send-1", &other).await.error(409, "idempotency_key_reused");
     }
-    api.post_keyed("/v1/packets", &alice, "bad key", &spec)
-        .await
-        .error(400, "invalid_idempotency_key");
+    api.post_keyed("/v1/packets", &alice, "bad key", &spec).await.error(400, "invalid_idempotency_key");
     assert_eq!(api.balance(&alice).await, 9_502);
 
     // The same key sent many times at once still makes one packet.
@@ -803,9 +612,7 @@ async fn idempotent_deposit_and_send() -> Result<()> {
         let alice = alice.clone();
         tasks.spawn(async move {
             let spec = json!({ "kind": "lucky", "total_amount": 700, "count": 7 });
-            api.post_keyed("/v1/packets", &alice, "send-2", &spec)
-                .await
-                .ok(201)
+            api.post_keyed("/v1/packets", &alice, "send-2", &spec).await.ok(201)
         });
     }
     let answers = tasks.join_all().await;
@@ -815,17 +622,8 @@ async fn idempotent_deposit_and_send() -> Result<()> {
     assert_eq!(api.balance(&alice).await, 8_802, "charged once");
 
     let listed = api.get("/v1/packets/sent", &alice).await.ok(200);
-    let listed: Vec<String> = listed["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .map(id_of)
-        .collect();
-    assert_eq!(
-        listed,
-        [id_of(&answers[0]), id_of(&sent)],
-        "two packets in all"
-    );
+    let listed: Vec<String> = listed["items"].as_array().expect("items").iter().map(id_of).collect();
+    assert_eq!(listed, [id_of(&answers[0]), id_of(&sent)], "two packets in all");
 
     // A replayed packet is the same packet: opening it shows one set of shares.
     let bob = api.token("bob").await;
@@ -865,73 +663,25 @@ async fn send_deposit_and_token_validation() -> Result<()> {
         (lucky(json!(100), json!(0)), "invalid_count"),
         (lucky(json!(100), json!(-1)), "invalid_count"),
         (lucky(json!(1000), json!(101)), "invalid_count"),
-        (
-            json!({ "kind": "exclusive", "total_amount": 100, "count": 2, "recipient": "bob" }),
-            "invalid_count",
-        ),
-        (
-            json!({ "kind": "fixed", "total_amount": 1001, "count": 10 }),
-            "amount_not_divisible",
-        ),
+        (json!({ "kind": "exclusive", "total_amount": 100, "count": 2, "recipient": "bob" }), "invalid_count"),
+        (json!({ "kind": "fixed", "total_amount": 1001, "count": 10 }), "amount_not_divisible"),
         (lucky(json!(5), json!(10)), "share_too_small"),
-        (
-            with(base.clone(), "greeting", json!("恭".repeat(101))),
-            "invalid_greeting",
-        ),
-        (
-            with(base.clone(), "greeting", json!("bell\u{7}")),
-            "invalid_greeting",
-        ),
-        (
-            with(base.clone(), "password", json!("")),
-            "invalid_password",
-        ),
-        (
-            with(base.clone(), "password", json!("p".repeat(65))),
-            "invalid_password",
-        ),
-        (
-            with(base.clone(), "password", json!("tab\there")),
-            "invalid_password",
-        ),
-        (
-            json!({ "kind": "exclusive", "total_amount": 100, "count": 1 }),
-            "invalid_recipient",
-        ),
-        (
-            json!({ "kind": "exclusive", "total_amount": 100, "count": 1, "recipient": "alice" }),
-            "invalid_recipient",
-        ),
-        (
-            json!({ "kind": "exclusive", "total_amount": 100, "count": 1, "recipient": "a b" }),
-            "invalid_recipient",
-        ),
-        (
-            with(base.clone(), "recipient", json!("bob")),
-            "invalid_recipient",
-        ),
-        (
-            json!({ "kind": "fixed", "total_amount": 100, "count": 2, "recipient": "bob" }),
-            "invalid_recipient",
-        ),
-        (
-            with(base.clone(), "expires_in_s", json!(0)),
-            "invalid_expiry",
-        ),
-        (
-            with(base.clone(), "expires_in_s", json!(-1)),
-            "invalid_expiry",
-        ),
-        (
-            with(base.clone(), "expires_in_s", json!(604_801)),
-            "invalid_expiry",
-        ),
+        (with(base.clone(), "greeting", json!("恭".repeat(101))), "invalid_greeting"),
+        (with(base.clone(), "greeting", json!("bell\u{7}")), "invalid_greeting"),
+        (with(base.clone(), "password", json!("")), "invalid_password"),
+        (with(base.clone(), "password", json!("p".repeat(65))), "invalid_password"),
+        (with(base.clone(), "password", json!("tab\there")), "invalid_password"),
+        (json!({ "kind": "exclusive", "total_amount": 100, "count": 1 }), "invalid_recipient"),
+        (json!({ "kind": "exclusive", "total_amount": 100, "count": 1, "recipient": "alice" }), "invalid_recipient"),
+        (json!({ "kind": "exclusive", "total_amount": 100, "count": 1, "recipient": "a b" }), "invalid_recipient"),
+        (with(base.clone(), "recipient", json!("bob")), "invalid_recipient"),
+        (json!({ "kind": "fixed", "total_amount": 100, "count": 2, "recipient": "bob" }), "invalid_recipient"),
+        (with(base.clone(), "expires_in_s", json!(0)), "invalid_expiry"),
+        (with(base.clone(), "expires_in_s", json!(-1)), "invalid_expiry"),
+        (with(base.clone(), "expires_in_s", json!(604_801)), "invalid_expiry"),
         (with(base.clone(), "colour", json!("red")), "invalid_json"),
         (with(base.clone(), "sender", json!("bob")), "invalid_json"),
-        (
-            json!({ "kind": "lucky", "total_amount": 100 }),
-            "invalid_json",
-        ),
+        (json!({ "kind": "lucky", "total_amount": 100 }), "invalid_json"),
         (json!({ "total_amount": 100, "count": 1 }), "invalid_json"),
         (lucky(json!(1.5), json!(1)), "invalid_json"),
         (lucky(json!("100"), json!(1)), "invalid_json"),
@@ -945,26 +695,11 @@ async fn send_deposit_and_token_validation() -> Result<()> {
     ];
     for (spec, code) in &cases {
         let response = api.post("/v1/packets", &alice, spec).await;
-        assert_eq!(
-            response.code(),
-            Some(*code),
-            "{spec} answered {} {}",
-            response.status,
-            response.body
-        );
+        assert_eq!(response.code(), Some(*code), "{spec} answered {} {}", response.status, response.body);
         response.error(400, code);
     }
-    for raw in [
-        &b""[..],
-        b"{",
-        b"{\"kind\":",
-        b"not json",
-        b"{} {}",
-        b"\xff\xfe",
-    ] {
-        api.post_raw("/v1/packets", &alice, raw)
-            .await
-            .error(400, "invalid_json");
+    for raw in [&b""[..], b"{", b"{\"kind\":", b"not json", b"{} {}", b"\xff\xfe"] {
+        api.post_raw("/v1/packets", &alice, raw).await.error(400, "invalid_json");
     }
     assert_eq!(api.balance(&alice).await, 30_000, "no refused send charges");
     let sent = api.get("/v1/packets/sent", &alice).await.ok(200);
@@ -982,38 +717,22 @@ async fn send_deposit_and_token_validation() -> Result<()> {
         )
         .await;
     assert_eq!(
-        biggest["expires_at"].as_i64().expect("expires_at")
-            - biggest["created_at"].as_i64().expect("created_at"),
+        biggest["expires_at"].as_i64().expect("expires_at") - biggest["created_at"].as_i64().expect("created_at"),
         604_800_000
     );
     let smallest = api
-        .send(
-            &alice,
-            &json!({ "kind": "fixed", "total_amount": 1, "count": 1, "greeting": "", "expires_in_s": 1 }),
-        )
+        .send(&alice, &json!({ "kind": "fixed", "total_amount": 1, "count": 1, "greeting": "", "expires_in_s": 1 }))
         .await;
-    assert_eq!(
-        smallest["greeting"],
-        Value::Null,
-        "an empty greeting is none"
-    );
+    assert_eq!(smallest["greeting"], Value::Null, "an empty greeting is none");
     assert_eq!(api.balance(&alice).await, 9_999);
 
     // Money.
-    api.post(
-        "/v1/packets",
-        &alice,
-        &json!({ "kind": "lucky", "total_amount": 10_000, "count": 1 }),
-    )
-    .await
-    .error(409, "insufficient_balance");
-    api.post(
-        "/v1/packets",
-        &bob,
-        &json!({ "kind": "lucky", "total_amount": 1, "count": 1 }),
-    )
-    .await
-    .error(409, "insufficient_balance");
+    api.post("/v1/packets", &alice, &json!({ "kind": "lucky", "total_amount": 10_000, "count": 1 }))
+        .await
+        .error(409, "insufficient_balance");
+    api.post("/v1/packets", &bob, &json!({ "kind": "lucky", "total_amount": 1, "count": 1 }))
+        .await
+        .error(409, "insufficient_balance");
     assert_eq!(api.balance(&alice).await, 9_999);
     assert_eq!(api.balance(&bob).await, 0);
 
@@ -1022,34 +741,21 @@ async fn send_deposit_and_token_validation() -> Result<()> {
     let deposit_cases: Vec<(Value, &str)> = vec![
         (json!({ "user": "bob", "amount": 0 }), "invalid_amount"),
         (json!({ "user": "bob", "amount": -1 }), "invalid_amount"),
-        (
-            json!({ "user": "bob", "amount": 1_000_000_001 }),
-            "invalid_amount",
-        ),
+        (json!({ "user": "bob", "amount": 1_000_000_001 }), "invalid_amount"),
         (json!({ "user": "bob", "amount": 1.5 }), "invalid_json"),
         (json!({ "user": "bob", "amount": "100" }), "invalid_json"),
         (json!({ "user": "bob" }), "invalid_json"),
         (json!({ "amount": 100 }), "invalid_json"),
-        (
-            json!({ "user": "bob", "amount": 100, "note": "x" }),
-            "invalid_json",
-        ),
+        (json!({ "user": "bob", "amount": 100, "note": "x" }), "invalid_json"),
         (json!({ "user": "a b", "amount": 100 }), "invalid_user"),
         (json!({ "user": "", "amount": 100 }), "invalid_user"),
-        (
-            json!({ "user": "u".repeat(65), "amount": 100 }),
-            "invalid_user",
-        ),
+        (json!({ "user": "u".repeat(65), "amount": 100 }), "invalid_user"),
         (json!({ "user": "阿丽", "amount": 100 }), "invalid_user"),
     ];
     for (body, code) in &deposit_cases {
-        api.post("/v1/admin/deposits", admin, body)
-            .await
-            .error(400, code);
+        api.post("/v1/admin/deposits", admin, body).await.error(400, code);
     }
-    api.post_raw("/v1/admin/deposits", admin, b"{")
-        .await
-        .error(400, "invalid_json");
+    api.post_raw("/v1/admin/deposits", admin, b"{").await.error(400, "invalid_json");
     assert_eq!(api.balance(&bob).await, 0, "no refused deposit deposits");
 
     // Tokens.
@@ -1060,9 +766,7 @@ async fn send_deposit_and_token_validation() -> Result<()> {
         (json!({ "user": "bob", "admin": true }), "invalid_json"),
         (json!({}), "invalid_json"),
     ] {
-        api.post("/v1/admin/tokens", admin, &body)
-            .await
-            .error(400, code);
+        api.post("/v1/admin/tokens", admin, &body).await.error(400, code);
     }
 
     server.stop_and_audit().await
@@ -1081,17 +785,9 @@ async fn packet_rules_for_open_and_grab() -> Result<()> {
     let mut credited: HashMap<String, u64> = HashMap::new();
 
     // Ids that name no packet, malformed or not.
-    let real = api
-        .send_id(
-            &alice,
-            &json!({ "kind": "lucky", "total_amount": 100, "count": 1 }),
-        )
-        .await;
+    let real = api.send_id(&alice, &json!({ "kind": "lucky", "total_amount": 100, "count": 1 })).await;
     let nonce = real.rsplit('-').next().expect("a nonce");
-    let other_nonce = format!(
-        "{:08x}",
-        u32::from_str_radix(nonce, 16).expect("a hex nonce") ^ 1
-    );
+    let other_nonce = format!("{:08x}", u32::from_str_radix(nonce, 16).expect("a hex nonce") ^ 1);
     let set: u16 = real.split('-').nth(1).expect("a set").parse()?;
     let other_set = ((set + 1) % hongbao::SETS_DEFAULT).to_string();
     let unknown = [
@@ -1110,23 +806,13 @@ async fn packet_rules_for_open_and_grab() -> Result<()> {
     for id in &unknown {
         api.open(&bob, id).await.error(404, "packet_not_found");
         api.grab(&bob, id).await.error(404, "packet_not_found");
-        api.get(&format!("/v1/packets/{id}"), &bob)
-            .await
-            .error(404, "packet_not_found");
+        api.get(&format!("/v1/packets/{id}"), &bob).await.error(404, "packet_not_found");
     }
-    assert_eq!(
-        api.detail(&bob, &real).await["remaining_count"],
-        1,
-        "nothing was opened by the unknown ids"
-    );
+    assert_eq!(api.detail(&bob, &real).await["remaining_count"], 1, "nothing was opened by the unknown ids");
 
     // Exclusive: only the recipient may grab or open.
-    let exclusive = api
-        .send(
-            &alice,
-            &json!({ "kind": "exclusive", "total_amount": 888, "count": 1, "recipient": "bob" }),
-        )
-        .await;
+    let exclusive =
+        api.send(&alice, &json!({ "kind": "exclusive", "total_amount": 888, "count": 1, "recipient": "bob" })).await;
     assert_eq!(exclusive["recipient"], "bob");
     let id = id_of(&exclusive);
     for token in [&carol, &alice] {
@@ -1141,21 +827,14 @@ async fn packet_rules_for_open_and_grab() -> Result<()> {
     let detail = api.detail(&carol, &id).await;
     assert_eq!(detail["kind"], "exclusive");
     assert_eq!(detail["status"], "empty");
-    assert_eq!(
-        detail["claims"],
-        json!([{ "user": "bob", "amount": 888, "at": detail["claims"][0]["at"] }])
-    );
+    assert_eq!(detail["claims"], json!([{ "user": "bob", "amount": 888, "at": detail["claims"][0]["at"] }]));
     assert_eq!(detail["best_luck"], detail["claims"][0]);
     *credited.entry(bob.clone()).or_default() += 888;
 
     // Password: wrong or missing is 403 until the right one.
     let password = "芝麻开门";
-    let locked = api
-        .send(
-            &alice,
-            &json!({ "kind": "lucky", "total_amount": 300, "count": 2, "password": password }),
-        )
-        .await;
+    let locked =
+        api.send(&alice, &json!({ "kind": "lucky", "total_amount": 300, "count": 2, "password": password })).await;
     assert!(locked.get("password").is_none(), "{locked}");
     let id = id_of(&locked);
     let detail = api.detail(&bob, &id).await;
@@ -1169,53 +848,24 @@ async fn packet_rules_for_open_and_grab() -> Result<()> {
         json!({ "password": "芝麻" }),
         json!({ "password": format!("{password} ") }),
     ] {
-        api.open_with(&bob, &id, &body)
-            .await
-            .error(403, "wrong_password");
+        api.open_with(&bob, &id, &body).await.error(403, "wrong_password");
     }
-    api.open_with(&bob, &id, &json!({ "password": password, "extra": 1 }))
-        .await
-        .error(400, "invalid_json");
-    api.post_raw(&format!("/v1/packets/{id}/open"), &bob, b"{")
-        .await
-        .error(400, "invalid_json");
-    api.open_with(&bob, &id, &json!({ "password": 1234 }))
-        .await
-        .error(400, "invalid_json");
+    api.open_with(&bob, &id, &json!({ "password": password, "extra": 1 })).await.error(400, "invalid_json");
+    api.post_raw(&format!("/v1/packets/{id}/open"), &bob, b"{").await.error(400, "invalid_json");
+    api.open_with(&bob, &id, &json!({ "password": 1234 })).await.error(400, "invalid_json");
     assert_eq!(api.grab_status(&bob, &id).await, "available");
-    let bob_share = share_of(
-        api.open_with(&bob, &id, &json!({ "password": password }))
-            .await
-            .ok(200),
-    );
-    assert_eq!(
-        api.opened(&bob, &id).await,
-        bob_share,
-        "a repeat open needs no password"
-    );
-    let carol_share = share_of(
-        api.open_with(&carol, &id, &json!({ "password": password }))
-            .await
-            .ok(200),
-    );
+    let bob_share = share_of(api.open_with(&bob, &id, &json!({ "password": password })).await.ok(200));
+    assert_eq!(api.opened(&bob, &id).await, bob_share, "a repeat open needs no password");
+    let carol_share = share_of(api.open_with(&carol, &id, &json!({ "password": password })).await.ok(200));
     assert_eq!(bob_share + carol_share, 300);
     // The password is checked before whether anything is left.
-    api.open_with(&dave, &id, &json!({ "password": "nope" }))
-        .await
-        .error(403, "wrong_password");
-    api.open_with(&dave, &id, &json!({ "password": password }))
-        .await
-        .error(409, "packet_empty");
+    api.open_with(&dave, &id, &json!({ "password": "nope" })).await.error(403, "wrong_password");
+    api.open_with(&dave, &id, &json!({ "password": password })).await.error(409, "packet_empty");
     *credited.entry(bob.clone()).or_default() += bob_share;
     *credited.entry(carol.clone()).or_default() += carol_share;
 
     // Fixed: even shares; ties for best luck go to the earliest.
-    let id = api
-        .send_id(
-            &alice,
-            &json!({ "kind": "fixed", "total_amount": 1000, "count": 4 }),
-        )
-        .await;
+    let id = api.send_id(&alice, &json!({ "kind": "fixed", "total_amount": 1000, "count": 4 })).await;
     for token in [&carol, &bob, &dave, &erin] {
         assert_eq!(api.opened(token, &id).await, 250);
         *credited.entry(token.clone()).or_default() += 250;
@@ -1228,12 +878,7 @@ async fn packet_rules_for_open_and_grab() -> Result<()> {
     assert_eq!(detail["best_luck"]["user"], "carol");
 
     // Best luck is only set once every share is opened.
-    let id = api
-        .send_id(
-            &alice,
-            &json!({ "kind": "lucky", "total_amount": 500, "count": 3 }),
-        )
-        .await;
+    let id = api.send_id(&alice, &json!({ "kind": "lucky", "total_amount": 500, "count": 3 })).await;
     let share = api.opened(&erin, &id).await;
     *credited.entry(erin.clone()).or_default() += share;
     let detail = api.detail(&alice, &id).await;
@@ -1245,10 +890,7 @@ async fn packet_rules_for_open_and_grab() -> Result<()> {
     for (token, amount) in &credited {
         api.wait_balance(token, *amount).await;
     }
-    assert_eq!(
-        api.balance(&alice).await,
-        10_000 - 100 - 888 - 300 - 1000 - 500
-    );
+    assert_eq!(api.balance(&alice).await, 10_000 - 100 - 888 - 300 - 1000 - 500);
 
     server.stop_and_audit().await
 }
@@ -1266,14 +908,10 @@ async fn expired_packet_refunds_the_sender() -> Result<()> {
         "kind": "lucky", "total_amount": 1000, "count": 4,
         "greeting": "快", "expires_in_s": 1,
     });
-    let packet = api
-        .post_keyed("/v1/packets", &alice, "expiring", &spec)
-        .await
-        .ok(201);
+    let packet = api.post_keyed("/v1/packets", &alice, "expiring", &spec).await.ok(201);
     let id = id_of(&packet);
     assert_eq!(
-        packet["expires_at"].as_i64().expect("expires_at")
-            - packet["created_at"].as_i64().expect("created_at"),
+        packet["expires_at"].as_i64().expect("expires_at") - packet["created_at"].as_i64().expect("created_at"),
         1000
     );
     let locked = api
@@ -1305,10 +943,7 @@ async fn expired_packet_refunds_the_sender() -> Result<()> {
             break;
         }
         assert_eq!(status, "available");
-        assert!(
-            Instant::now() < deadline,
-            "the packet did not expire in {POLL_BOUND:?}"
-        );
+        assert!(Instant::now() < deadline, "the packet did not expire in {POLL_BOUND:?}");
         tokio::time::sleep(POLL_EVERY).await;
     }
     api.open(&carol, &id).await.error(410, "packet_expired");
@@ -1316,25 +951,14 @@ async fn expired_packet_refunds_the_sender() -> Result<()> {
     // The password is judged before expiry.
     let deadline = Instant::now() + POLL_BOUND;
     while api.grab_status(&carol, &locked).await != "expired" {
-        assert!(
-            Instant::now() < deadline,
-            "the locked packet did not expire"
-        );
+        assert!(Instant::now() < deadline, "the locked packet did not expire");
         tokio::time::sleep(POLL_EVERY).await;
     }
-    api.open_with(&carol, &locked, &json!({ "password": "nope" }))
-        .await
-        .error(403, "wrong_password");
-    api.open_with(&carol, &locked, &json!({ "password": "open sesame" }))
-        .await
-        .error(410, "packet_expired");
+    api.open_with(&carol, &locked, &json!({ "password": "nope" })).await.error(403, "wrong_password");
+    api.open_with(&carol, &locked, &json!({ "password": "open sesame" })).await.error(410, "packet_expired");
     assert_eq!(api.grab_status(&carol, &id).await, "expired");
     if bob_share > 0 {
-        assert_eq!(
-            api.opened(&bob, &id).await,
-            bob_share,
-            "an opened share stays opened after expiry"
-        );
+        assert_eq!(api.opened(&bob, &id).await, bob_share, "an opened share stays opened after expiry");
         assert_eq!(api.grab_status(&bob, &id).await, "opened");
     }
 
@@ -1359,18 +983,12 @@ async fn expired_packet_refunds_the_sender() -> Result<()> {
     assert_eq!(detail["remaining_amount"], 0);
     let claimed = u64::from(bob_share > 0);
     assert_eq!(u64_of(&detail["remaining_count"]), 4 - claimed);
-    assert_eq!(
-        detail["claims"].as_array().map(Vec::len),
-        Some(claimed as usize)
-    );
+    assert_eq!(detail["claims"].as_array().map(Vec::len), Some(claimed as usize));
     assert_eq!(detail["best_luck"], Value::Null);
 
     // A replay of the send after its packet settled answers the same packet
     // and charges nothing.
-    let replay = api
-        .post_keyed("/v1/packets", &alice, "expiring", &spec)
-        .await
-        .ok(201);
+    let replay = api.post_keyed("/v1/packets", &alice, "expiring", &spec).await.ok(201);
     assert_eq!(replay, packet);
     assert_eq!(api.balance(&alice).await, 4_000 + refund);
 
@@ -1386,10 +1004,7 @@ async fn expired_packet_refunds_the_sender() -> Result<()> {
 
     // A fully opened packet leaves nothing to refund.
     let fixed = api
-        .send_id(
-            &alice,
-            &json!({ "kind": "fixed", "total_amount": 200, "count": 1, "expires_in_s": 604_800 }),
-        )
+        .send_id(&alice, &json!({ "kind": "fixed", "total_amount": 200, "count": 1, "expires_in_s": 604_800 }))
         .await;
     assert_eq!(api.opened(&carol, &fixed).await, 200);
     api.wait_balance(&carol, 200).await;
@@ -1406,41 +1021,21 @@ async fn list_body_route_and_method_errors() -> Result<()> {
     let api = &server.api;
     let alice = api.token("alice").await;
     api.deposit("alice", 1_000).await;
-    let id = api
-        .send_id(
-            &alice,
-            &json!({ "kind": "lucky", "total_amount": 100, "count": 1 }),
-        )
-        .await;
+    let id = api.send_id(&alice, &json!({ "kind": "lucky", "total_amount": 100, "count": 1 })).await;
 
     for list in ["sent", "received"] {
         for limit in ["0", "101", "x", "-1", "", "1.5", "99999999999999999999"] {
-            api.get(&format!("/v1/packets/{list}?limit={limit}"), &alice)
-                .await
-                .error(400, "invalid_limit");
+            api.get(&format!("/v1/packets/{list}?limit={limit}"), &alice).await.error(400, "invalid_limit");
         }
         for limit in ["1", "100"] {
-            api.get(&format!("/v1/packets/{list}?limit={limit}"), &alice)
-                .await
-                .ok(200);
+            api.get(&format!("/v1/packets/{list}?limit={limit}"), &alice).await.ok(200);
         }
     }
     for cursor in ["abc", "-1", "1.5", "", "0x10"] {
-        api.get(&format!("/v1/packets/sent?cursor={cursor}"), &alice)
-            .await
-            .error(400, "invalid_cursor");
+        api.get(&format!("/v1/packets/sent?cursor={cursor}"), &alice).await.error(400, "invalid_cursor");
     }
-    for cursor in [
-        "abc",
-        "",
-        "1.nope",
-        "x.20270128-0-1-00000000",
-        "12345",
-        "12.20270128-0-1",
-    ] {
-        api.get(&format!("/v1/packets/received?cursor={cursor}"), &alice)
-            .await
-            .error(400, "invalid_cursor");
+    for cursor in ["abc", "", "1.nope", "x.20270128-0-1-00000000", "12345", "12.20270128-0-1"] {
+        api.get(&format!("/v1/packets/received?cursor={cursor}"), &alice).await.error(400, "invalid_cursor");
     }
 
     // Bodies over 16 KiB are refused before they are read.
@@ -1450,32 +1045,16 @@ async fn list_body_route_and_method_errors() -> Result<()> {
         body.push_str("\"}");
         body.into_bytes()
     };
-    api.post_raw(
-        "/v1/packets",
-        &alice,
-        &too_big(r#"{"kind":"lucky","total_amount":100,"count":1,"greeting":"#),
-    )
-    .await
-    .error(413, "body_too_large");
-    api.post_raw(
-        "/v1/admin/deposits",
-        &api.admin,
-        &too_big(r#"{"amount":100,"user":"#),
-    )
-    .await
-    .error(413, "body_too_large");
-    api.post_raw(
-        &format!("/v1/packets/{id}/open"),
-        &alice,
-        &too_big(r#"{"password":"#),
-    )
-    .await
-    .error(413, "body_too_large");
-    assert_eq!(
-        api.balance(&alice).await,
-        900,
-        "nothing was sent or deposited"
-    );
+    api.post_raw("/v1/packets", &alice, &too_big(r#"{"kind":"lucky","total_amount":100,"count":1,"greeting":"#))
+        .await
+        .error(413, "body_too_large");
+    api.post_raw("/v1/admin/deposits", &api.admin, &too_big(r#"{"amount":100,"user":"#))
+        .await
+        .error(413, "body_too_large");
+    api.post_raw(&format!("/v1/packets/{id}/open"), &alice, &too_big(r#"{"password":"#))
+        .await
+        .error(413, "body_too_large");
+    assert_eq!(api.balance(&alice).await, 900, "nothing was sent or deposited");
     assert_eq!(api.detail(&alice, &id).await["remaining_count"], 1);
 
     // Exactly 16 KiB is still accepted; one byte more is not.
@@ -1484,33 +1063,18 @@ async fn list_body_route_and_method_errors() -> Result<()> {
         body.resize(len, b' ');
         body
     };
-    api.post_raw("/v1/packets", &alice, &padded(BODY_BYTES_MAX + 1))
-        .await
-        .error(413, "body_too_large");
-    api.post_raw("/v1/packets", &alice, &padded(BODY_BYTES_MAX))
-        .await
-        .ok(201);
+    api.post_raw("/v1/packets", &alice, &padded(BODY_BYTES_MAX + 1)).await.error(413, "body_too_large");
+    api.post_raw("/v1/packets", &alice, &padded(BODY_BYTES_MAX)).await.ok(201);
     assert_eq!(api.balance(&alice).await, 800);
 
     // Bodies are JSON whatever the content type says; an open's body may be
     // blank.
     let body = json_bytes(&json!({ "kind": "lucky", "total_amount": 100, "count": 1 }));
-    let plain = api
-        .request(
-            "POST",
-            "/v1/packets",
-            Some(&alice),
-            &[("content-type", "text/plain")],
-            Some(body),
-        )
-        .await
-        .ok(201);
+    let plain =
+        api.request("POST", "/v1/packets", Some(&alice), &[("content-type", "text/plain")], Some(body)).await.ok(201);
     assert_eq!(plain["total_amount"], 100);
     let bob = api.token("bob").await;
-    let opened = api
-        .post_raw(&format!("/v1/packets/{id}/open"), &bob, b" \n ")
-        .await
-        .ok(200);
+    let opened = api.post_raw(&format!("/v1/packets/{id}/open"), &bob, b" \n ").await.ok(200);
     assert_eq!(share_of(opened), 100);
 
     // Unknown routes.
@@ -1527,9 +1091,7 @@ async fn list_body_route_and_method_errors() -> Result<()> {
         "/V1/account",
     ] {
         for method in ["GET", "POST"] {
-            api.request(method, path, Some(&alice), &[], None)
-                .await
-                .error(404, "not_found");
+            api.request(method, path, Some(&alice), &[], None).await.error(404, "not_found");
         }
     }
     // Known routes, wrong methods (answered before authentication).
@@ -1549,9 +1111,7 @@ async fn list_body_route_and_method_errors() -> Result<()> {
     ];
     for (method, path) in &wrong_methods {
         for token in [Some(alice.as_str()), None] {
-            api.request(method, path, token, &[], None)
-                .await
-                .error(405, "method_not_allowed");
+            api.request(method, path, token, &[], None).await.error(405, "method_not_allowed");
         }
     }
 
@@ -1564,30 +1124,15 @@ async fn unavailable_engine_answers_503_with_retry_after() -> Result<()> {
     let api = server.api.clone();
     let alice = api.token("alice").await;
     api.deposit("alice", 1_000).await;
-    let id = api
-        .send_id(
-            &alice,
-            &json!({ "kind": "lucky", "total_amount": 100, "count": 1 }),
-        )
-        .await;
+    let id = api.send_id(&alice, &json!({ "kind": "lucky", "total_amount": 100, "count": 1 })).await;
 
     // Stop the sets behind a server that still answers HTTP.
     let engine = server.running.engine.clone();
     tokio::task::spawn_blocking(move || engine.shutdown()).await?;
 
     let refused = [
-        api.post(
-            "/v1/admin/deposits",
-            &api.admin,
-            &json!({ "user": "alice", "amount": 1 }),
-        )
-        .await,
-        api.post(
-            "/v1/packets",
-            &alice,
-            &json!({ "kind": "lucky", "total_amount": 100, "count": 1 }),
-        )
-        .await,
+        api.post("/v1/admin/deposits", &api.admin, &json!({ "user": "alice", "amount": 1 })).await,
+        api.post("/v1/packets", &alice, &json!({ "kind": "lucky", "total_amount": 100, "count": 1 })).await,
         api.open(&alice, &id).await,
         api.grab(&alice, &id).await,
     ];
@@ -1640,10 +1185,7 @@ async fn paging_sent_and_received() -> Result<()> {
     let sizes: Vec<usize> = pages.iter().map(Vec::len).collect();
     assert_eq!(sizes, [2, 2, 1], "{pages:?}");
     let listed: Vec<String> = pages.iter().flatten().map(id_of).collect();
-    assert_eq!(
-        listed, newest_first,
-        "sent pages newest first, no duplicates"
-    );
+    assert_eq!(listed, newest_first, "sent pages newest first, no duplicates");
     for item in pages.iter().flatten() {
         assert_eq!(item["sender"], "alice");
         assert_eq!(item["status"], "available");
@@ -1654,33 +1196,19 @@ async fn paging_sent_and_received() -> Result<()> {
     let whole = api.get("/v1/packets/sent", &alice).await.ok(200);
     assert_eq!(whole["next_cursor"], Value::Null);
     assert_eq!(
-        whole["items"]
-            .as_array()
-            .map(|items| items.iter().map(id_of).collect::<Vec<_>>()),
+        whole["items"].as_array().map(|items| items.iter().map(id_of).collect::<Vec<_>>()),
         Some(newest_first.clone()),
         "the default page holds all five"
     );
-    let singles: Vec<String> = api
-        .pages(&alice, "sent", 1)
-        .await
-        .iter()
-        .flatten()
-        .map(id_of)
-        .collect();
+    let singles: Vec<String> = api.pages(&alice, "sent", 1).await.iter().flatten().map(id_of).collect();
     assert_eq!(singles, newest_first);
 
     let pages = api.pages(&bob, "received", 2).await;
     let sizes: Vec<usize> = pages.iter().map(Vec::len).collect();
     assert_eq!(sizes, [2, 2, 1], "{pages:?}");
-    let listed: Vec<String> = pages
-        .iter()
-        .flatten()
-        .map(|item| item["packet_id"].as_str().expect("packet_id").to_owned())
-        .collect();
-    assert_eq!(
-        listed, newest_first,
-        "received pages newest first, no duplicates"
-    );
+    let listed: Vec<String> =
+        pages.iter().flatten().map(|item| item["packet_id"].as_str().expect("packet_id").to_owned()).collect();
+    assert_eq!(listed, newest_first, "received pages newest first, no duplicates");
     for (item, n) in pages.iter().flatten().zip((0..5).rev()) {
         assert_eq!(item["sender"], "alice");
         assert_eq!(item["amount"], 100);
@@ -1694,35 +1222,19 @@ async fn paging_sent_and_received() -> Result<()> {
         let token = api.token(sender).await;
         api.deposit(sender, 1_000).await;
         for _ in 0..2 {
-            let id = api
-                .send_id(
-                    &token,
-                    &json!({ "kind": "lucky", "total_amount": 50, "count": 1 }),
-                )
-                .await;
+            let id = api.send_id(&token, &json!({ "kind": "lucky", "total_amount": 50, "count": 1 })).await;
             api.opened(&carol, &id).await;
             carol_ids.insert(id);
         }
     }
-    let whole = api
-        .get("/v1/packets/received?limit=100", &carol)
-        .await
-        .ok(200);
+    let whole = api.get("/v1/packets/received?limit=100", &carol).await.ok(200);
     assert_eq!(whole["next_cursor"], Value::Null);
     let whole = whole["items"].as_array().expect("items").clone();
     assert_eq!(whole.len(), 12);
-    let ats: Vec<i64> = whole
-        .iter()
-        .map(|item| item["at"].as_i64().expect("at"))
-        .collect();
-    assert!(
-        ats.windows(2).all(|w| w[0] >= w[1]),
-        "newest first: {ats:?}"
-    );
-    let listed: BTreeSet<String> = whole
-        .iter()
-        .map(|item| item["packet_id"].as_str().expect("packet_id").to_owned())
-        .collect();
+    let ats: Vec<i64> = whole.iter().map(|item| item["at"].as_i64().expect("at")).collect();
+    assert!(ats.windows(2).all(|w| w[0] >= w[1]), "newest first: {ats:?}");
+    let listed: BTreeSet<String> =
+        whole.iter().map(|item| item["packet_id"].as_str().expect("packet_id").to_owned()).collect();
     assert_eq!(listed, carol_ids);
     for limit in [1, 2, 5] {
         let pages = api.pages(&carol, "received", limit).await;
@@ -1748,12 +1260,7 @@ async fn concurrent_opens_over_http() -> Result<()> {
     let api = server.api.clone();
     let alice = api.token("alice").await;
     api.deposit("alice", TOTAL).await;
-    let id = api
-        .send_id(
-            &alice,
-            &json!({ "kind": "lucky", "total_amount": TOTAL, "count": SHARES }),
-        )
-        .await;
+    let id = api.send_id(&alice, &json!({ "kind": "lucky", "total_amount": TOTAL, "count": SHARES })).await;
     assert_eq!(api.balance(&alice).await, 0);
 
     let mut tasks = JoinSet::new();
@@ -1801,18 +1308,11 @@ async fn concurrent_opens_over_http() -> Result<()> {
     assert_eq!(claims.len(), SHARES);
     for claim in claims {
         let user = claim["user"].as_str().expect("a user");
-        let (_, share) = winners
-            .get(user)
-            .unwrap_or_else(|| panic!("{user} has a claim but was not answered 200"));
+        let (_, share) = winners.get(user).unwrap_or_else(|| panic!("{user} has a claim but was not answered 200"));
         assert_eq!(u64_of(&claim["amount"]), *share, "{user}");
     }
-    let amounts: Vec<u64> = claims
-        .iter()
-        .map(|claim| u64_of(&claim["amount"]))
-        .collect();
-    let best = (0..amounts.len())
-        .min_by_key(|&i| (Reverse(amounts[i]), i))
-        .expect("claims");
+    let amounts: Vec<u64> = claims.iter().map(|claim| u64_of(&claim["amount"])).collect();
+    let best = (0..amounts.len()).min_by_key(|&i| (Reverse(amounts[i]), i)).expect("claims");
     assert_eq!(detail["best_luck"], claims[best]);
 
     for (token, share) in winners.values() {
@@ -1826,12 +1326,7 @@ async fn concurrent_opens_over_http() -> Result<()> {
 
     // One user opening one packet many times at once gets one share.
     api.deposit("alice", 300).await;
-    let id = api
-        .send_id(
-            &alice,
-            &json!({ "kind": "lucky", "total_amount": 300, "count": 3 }),
-        )
-        .await;
+    let id = api.send_id(&alice, &json!({ "kind": "lucky", "total_amount": 300, "count": 3 })).await;
     let twin = api.token("twin").await;
     let mut tasks = JoinSet::new();
     for _ in 0..20 {
@@ -1842,11 +1337,7 @@ async fn concurrent_opens_over_http() -> Result<()> {
     let shares = tasks.join_all().await;
     assert!(shares.iter().all(|share| *share == shares[0]), "{shares:?}");
     let detail = api.detail(&twin, &id).await;
-    assert_eq!(
-        detail["claims"].as_array().map(Vec::len),
-        Some(1),
-        "{detail}"
-    );
+    assert_eq!(detail["claims"].as_array().map(Vec::len), Some(1), "{detail}");
     assert_eq!(detail["remaining_count"], 2);
     api.wait_balance(&twin, shares[0]).await;
 
@@ -1865,24 +1356,14 @@ async fn restart_keeps_state_keys_and_idempotency() -> Result<()> {
     let bob = api.token("bob").await;
     let carol = api.token("carol").await;
     let deposit = json!({ "user": "alice", "amount": 5_000 });
-    let deposited = api
-        .post_keyed("/v1/admin/deposits", &api.admin, "dep-r", &deposit)
-        .await
-        .ok(200);
+    let deposited = api.post_keyed("/v1/admin/deposits", &api.admin, "dep-r", &deposit).await.ok(200);
     let spec = json!({ "kind": "lucky", "total_amount": 1000, "count": 4 });
-    let packet = api
-        .post_keyed("/v1/packets", &alice, "send-r", &spec)
-        .await
-        .ok(201);
+    let packet = api.post_keyed("/v1/packets", &alice, "send-r", &spec).await.ok(201);
     let id = id_of(&packet);
     let bob_share = api.opened(&bob, &id).await;
     // A packet that expires around the restart is refunded after it.
-    let expiring = api
-        .send_id(
-            &alice,
-            &json!({ "kind": "fixed", "total_amount": 400, "count": 4, "expires_in_s": 1 }),
-        )
-        .await;
+    let expiring =
+        api.send_id(&alice, &json!({ "kind": "fixed", "total_amount": 400, "count": 4, "expires_in_s": 1 })).await;
 
     let Server { dir, running, .. } = server;
     let path = running.data.path.clone();
@@ -1895,22 +1376,13 @@ async fn restart_keeps_state_keys_and_idempotency() -> Result<()> {
     assert_eq!(api.admin, server.running.admin_token);
     // A served data directory is locked against a second server.
     let second = hongbao::ServeOptions::new(path.clone(), "127.0.0.1:0".parse()?);
-    assert!(
-        hongbao::start(second).await.is_err(),
-        "two servers on one data directory"
-    );
+    assert!(hongbao::start(second).await.is_err(), "two servers on one data directory");
     // The keys survive: old tokens still work.
     assert_eq!(api.token("alice").await, alice);
     api.wait_balance(&bob, bob_share).await;
-    let replayed = api
-        .post_keyed("/v1/admin/deposits", &api.admin, "dep-r", &deposit)
-        .await
-        .ok(200);
+    let replayed = api.post_keyed("/v1/admin/deposits", &api.admin, "dep-r", &deposit).await.ok(200);
     assert_eq!(replayed, deposited);
-    let replayed = api
-        .post_keyed("/v1/packets", &alice, "send-r", &spec)
-        .await
-        .ok(201);
+    let replayed = api.post_keyed("/v1/packets", &alice, "send-r", &spec).await.ok(201);
     assert_eq!(replayed, packet);
     assert_eq!(api.opened(&bob, &id).await, bob_share);
     let carol_share = api.opened(&carol, &id).await;
@@ -1922,10 +1394,7 @@ async fn restart_keeps_state_keys_and_idempotency() -> Result<()> {
         .map(|claim| claim["user"].as_str().expect("a user"))
         .collect();
     assert_eq!(users, ["bob", "carol"]);
-    assert_eq!(
-        u64_of(&detail["remaining_amount"]),
-        1000 - bob_share - carol_share
-    );
+    assert_eq!(u64_of(&detail["remaining_amount"]), 1000 - bob_share - carol_share);
     api.wait_balance(&carol, carol_share).await;
 
     let deadline = Instant::now() + POLL_BOUND;
@@ -1933,18 +1402,11 @@ async fn restart_keeps_state_keys_and_idempotency() -> Result<()> {
         assert!(Instant::now() < deadline, "the packet did not expire");
         tokio::time::sleep(POLL_EVERY).await;
     }
-    api.open(&carol, &expiring)
-        .await
-        .error(410, "packet_expired");
+    api.open(&carol, &expiring).await.error(410, "packet_expired");
     api.wait_balance(&alice, 5_000 - 1000).await;
 
     let sent = api.get("/v1/packets/sent", &alice).await.ok(200);
-    let sent: Vec<String> = sent["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .map(id_of)
-        .collect();
+    let sent: Vec<String> = sent["items"].as_array().expect("items").iter().map(id_of).collect();
     assert_eq!(sent, [expiring, id.clone()]);
     let received = api.get("/v1/packets/received", &bob).await.ok(200);
     assert_eq!(received["items"][0]["packet_id"], id.as_str(), "{received}");
@@ -1974,28 +1436,16 @@ async fn deposits_stop_at_the_balance_limit_but_credits_do_not() -> Result<()> {
         tasks.spawn(async move { api.deposit("bob", DEPOSIT_MAX).await });
     }
     let balances: BTreeSet<u64> = tasks.join_all().await.into_iter().collect();
-    assert_eq!(
-        balances.len() as u64,
-        BALANCE_MAX / DEPOSIT_MAX,
-        "{balances:?}"
-    );
+    assert_eq!(balances.len() as u64, BALANCE_MAX / DEPOSIT_MAX, "{balances:?}");
     assert_eq!(balances.last(), Some(&BALANCE_MAX));
-    api.post(
-        "/v1/admin/deposits",
-        &api.admin,
-        &json!({ "user": "bob", "amount": 1 }),
-    )
-    .await
-    .error(409, "balance_limit_exceeded");
+    api.post("/v1/admin/deposits", &api.admin, &json!({ "user": "bob", "amount": 1 }))
+        .await
+        .error(409, "balance_limit_exceeded");
     assert_eq!(api.balance(&bob).await, BALANCE_MAX);
 
     // A share is money already in flight: it lands even above the limit.
-    let id = api
-        .send_id(
-            &alice,
-            &json!({ "kind": "exclusive", "total_amount": 300, "count": 1, "recipient": "bob" }),
-        )
-        .await;
+    let id =
+        api.send_id(&alice, &json!({ "kind": "exclusive", "total_amount": 300, "count": 1, "recipient": "bob" })).await;
     assert_eq!(api.opened(&bob, &id).await, 300);
     api.wait_balance(&bob, BALANCE_MAX + 300).await;
 

@@ -10,14 +10,8 @@ use hongbao_domain::{Amount, Limits, OpenOutcome, PacketSpec, SendOutcome, SetId
 use hongbao_store_sqlite::set_path;
 
 fn audit(data: &Path) -> (bool, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_hongbao"))
-        .arg("audit")
-        .arg("--data")
-        .arg(data)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout).into_owned()
-        + &String::from_utf8_lossy(&output.stderr);
+    let output = Command::new(env!("CARGO_BIN_EXE_hongbao")).arg("audit").arg("--data").arg(data).output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
     (output.status.success(), text)
 }
 
@@ -27,26 +21,12 @@ fn user(name: &str) -> UserId {
 
 /// Serves some real traffic on a fresh data directory and stops.
 async fn traffic(data: &Path) -> String {
-    let running = start(ServeOptions::new(
-        data.to_owned(),
-        "127.0.0.1:0".parse().unwrap(),
-    ))
-    .await
-    .unwrap();
+    let running = start(ServeOptions::new(data.to_owned(), "127.0.0.1:0".parse().unwrap())).await.unwrap();
     let engine = running.engine.clone();
-    engine
-        .deposit(user("alice"), Amount::from_fen(5_000).unwrap(), None)
-        .await
-        .unwrap();
-    let input = SpecInput {
-        kind: "lucky".into(),
-        total_amount: 3_000,
-        count: 5,
-        ..SpecInput::default()
-    };
+    engine.deposit(user("alice"), Amount::from_fen(5_000).unwrap(), None).await.unwrap();
+    let input = SpecInput { kind: "lucky".into(), total_amount: 3_000, count: 5, ..SpecInput::default() };
     let spec = PacketSpec::parse(&input, &user("alice"), &Limits::default()).unwrap();
-    let SendOutcome::Sent { packet, .. } = engine.send(user("alice"), spec, None).await.unwrap()
-    else {
+    let SendOutcome::Sent { packet, .. } = engine.send(user("alice"), spec, None).await.unwrap() else {
         panic!("send failed")
     };
     for name in ["bob", "carol", "dave"] {
@@ -79,10 +59,7 @@ async fn audit_fails_when_a_balance_is_bent() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     traffic(&data).await;
-    execute(
-        &data,
-        "UPDATE accounts SET balance = balance + 1 WHERE user = 'alice'",
-    );
+    execute(&data, "UPDATE accounts SET balance = balance + 1 WHERE user = 'alice'");
     let (ok, text) = audit(&data);
     assert!(!ok, "{text}");
     assert!(text.contains("balance of alice is"), "{text}");
@@ -99,8 +76,8 @@ async fn audit_fails_when_a_share_is_not_its_draw() {
         &data,
         &format!(
             "DROP TRIGGER claims_no_update;
-             UPDATE claims SET amount = amount + 1 WHERE packet_id = '{id}' AND idx = 0;
-             UPDATE claims SET amount = amount - 1 WHERE packet_id = '{id}' AND idx = 1;"
+             UPDATE claims SET amount = amount + 1 WHERE packet_seq = (SELECT seq FROM packets WHERE id = '{id}') AND idx = 0;
+             UPDATE claims SET amount = amount - 1 WHERE packet_seq = (SELECT seq FROM packets WHERE id = '{id}') AND idx = 1;"
         ),
     );
     let (ok, text) = audit(&data);

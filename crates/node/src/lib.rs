@@ -31,13 +31,7 @@ pub struct ServeOptions {
 
 impl ServeOptions {
     pub fn new(data: PathBuf, listen: SocketAddr) -> ServeOptions {
-        ServeOptions {
-            data,
-            listen,
-            sets: None,
-            engine: EngineConfig::default(),
-            clock: Arc::new(SystemClock),
-        }
+        ServeOptions { data, listen, sets: None, engine: EngineConfig::default(), clock: Arc::new(SystemClock) }
     }
 }
 
@@ -54,10 +48,7 @@ pub struct Running {
 
 impl std::fmt::Debug for Running {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Running")
-            .field("addr", &self.addr)
-            .field("data", &self.data)
-            .finish()
+        f.debug_struct("Running").field("addr", &self.addr).field("data", &self.data).finish()
     }
 }
 
@@ -83,38 +74,24 @@ pub async fn start(options: ServeOptions) -> Result<Running> {
     let data = DataDir::open_or_create(&options.data, options.sets, SETS_DEFAULT)
         .with_context(|| format!("opening data directory {}", options.data.display()))?;
     let lock = lock(&data.path)?;
-    let auth = Auth::load_or_create(&data.path)
-        .with_context(|| format!("loading keys from {}", data.path.display()))?;
+    let auth =
+        Auth::load_or_create(&data.path).with_context(|| format!("loading keys from {}", data.path.display()))?;
     let stores = (0..data.sets)
         .map(|set| open_set(&data.path, SetId(set)))
         .collect::<Result<Vec<_>, _>>()
         .context("opening the sets' databases")?;
-    let engine = Engine::start(options.engine, stores, options.clock, |_| {
-        Box::new(OsEntropy)
-    })
-    .context("recovering the sets")?;
-    let listener = TcpListener::bind(options.listen)
-        .await
-        .with_context(|| format!("listening on {}", options.listen))?;
+    let engine =
+        Engine::start(options.engine, stores, options.clock, |_| Box::new(OsEntropy)).context("recovering the sets")?;
+    let listener =
+        TcpListener::bind(options.listen).await.with_context(|| format!("listening on {}", options.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
     let admin_token = auth.admin_token().to_owned();
-    let state = AppState {
-        engine: engine.clone(),
-        auth: Arc::new(auth),
-    };
+    let state = AppState { engine: engine.clone(), auth: Arc::new(auth) };
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(hongbao_server::serve(listener, state, async move {
         let _ = stopped.await;
     }));
-    Ok(Running {
-        addr,
-        data,
-        admin_token,
-        engine,
-        stop,
-        server,
-        _lock: lock,
-    })
+    Ok(Running { addr, data, admin_token, engine, stop, server, _lock: lock })
 }
 
 impl Running {
@@ -122,14 +99,9 @@ impl Running {
     /// queue, commits, and returns once all is durable.
     pub async fn stop(self) -> Result<()> {
         let _ = self.stop.send(());
-        self.server
-            .await
-            .context("server task")?
-            .context("serving")?;
+        self.server.await.context("server task")?.context("serving")?;
         let engine = self.engine.clone();
-        tokio::task::spawn_blocking(move || engine.shutdown())
-            .await
-            .context("engine shutdown")?;
+        tokio::task::spawn_blocking(move || engine.shutdown()).await.context("engine shutdown")?;
         Ok(())
     }
 }
@@ -148,8 +120,7 @@ pub fn audit_dir(dir: &Path) -> Result<AuditReport> {
 
 /// A user token for `user`, signed with the data directory's secret.
 pub fn user_token(dir: &Path, user: &str) -> Result<String> {
-    let user = hongbao_domain::UserId::parse(user)
-        .map_err(|_| anyhow::anyhow!("{user:?} is not a valid user name"))?;
+    let user = hongbao_domain::UserId::parse(user).map_err(|_| anyhow::anyhow!("{user:?} is not a valid user name"))?;
     let auth = Auth::load(dir).with_context(|| format!("loading keys from {}", dir.display()))?;
     Ok(auth.token_for(&user))
 }

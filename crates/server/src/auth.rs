@@ -57,10 +57,7 @@ fn read_trimmed(path: &Path) -> std::io::Result<String> {
     let text = fs::read_to_string(path)?;
     let text = text.trim();
     if text.is_empty() {
-        return Err(std::io::Error::other(format!(
-            "{} is empty",
-            path.display()
-        )));
+        return Err(std::io::Error::other(format!("{} is empty", path.display())));
     }
     Ok(text.to_owned())
 }
@@ -85,10 +82,7 @@ impl Auth {
     pub fn load(dir: &Path) -> std::io::Result<Auth> {
         let secret = read_trimmed(&dir.join(SECRET_FILE))?.into_bytes();
         let admin_token = read_trimmed(&dir.join(ADMIN_TOKEN_FILE))?;
-        Ok(Auth {
-            secret,
-            admin_token,
-        })
+        Ok(Auth { secret, admin_token })
     }
 
     pub fn admin_token(&self) -> &str {
@@ -96,8 +90,7 @@ impl Auth {
     }
 
     fn signature(&self, user: &str) -> Vec<u8> {
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC takes any key length");
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC takes any key length");
         mac.update(SIGNATURE_CONTEXT);
         mac.update(user.as_bytes());
         mac.finalize().into_bytes().to_vec()
@@ -105,10 +98,7 @@ impl Auth {
 
     /// A token that names `user`.
     pub fn token_for(&self, user: &UserId) -> String {
-        format!(
-            "{user}.{}",
-            URL_SAFE_NO_PAD.encode(self.signature(user.as_str()))
-        )
+        format!("{user}.{}", URL_SAFE_NO_PAD.encode(self.signature(user.as_str())))
     }
 
     /// The user a token names, if its signature is ours.
@@ -128,17 +118,9 @@ impl Auth {
 /// The bearer token of a request: missing → 401 `missing_token`.
 fn bearer(parts: &Parts) -> Result<&str, ApiError> {
     let Some(value) = parts.headers.get(AUTHORIZATION) else {
-        return Err(ApiError::unauthorized(
-            "missing_token",
-            "send Authorization: Bearer <token>",
-        ));
+        return Err(ApiError::unauthorized("missing_token", "send Authorization: Bearer <token>"));
     };
-    let malformed = || {
-        ApiError::unauthorized(
-            "invalid_token",
-            "the Authorization header must be Bearer <token>",
-        )
-    };
+    let malformed = || ApiError::unauthorized("invalid_token", "the Authorization header must be Bearer <token>");
     let text = value.to_str().map_err(|_| malformed())?;
     let (scheme, token) = text.split_once(' ').ok_or_else(malformed)?;
     if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
@@ -156,9 +138,11 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
         let token = bearer(parts)?;
-        state.auth.verify(token).map(Caller).ok_or_else(|| {
-            ApiError::unauthorized("invalid_token", "the token is not a valid user token")
-        })
+        state
+            .auth
+            .verify(token)
+            .map(Caller)
+            .ok_or_else(|| ApiError::unauthorized("invalid_token", "the token is not a valid user token"))
     }
 }
 
@@ -174,15 +158,9 @@ impl FromRequestParts<AppState> for Admin {
         if state.auth.is_admin(token) {
             Ok(Admin)
         } else if state.auth.verify(token).is_some() {
-            Err(ApiError::forbidden(
-                "admin_only",
-                "this route needs the admin token",
-            ))
+            Err(ApiError::forbidden("admin_only", "this route needs the admin token"))
         } else {
-            Err(ApiError::unauthorized(
-                "invalid_token",
-                "the token is not valid",
-            ))
+            Err(ApiError::unauthorized("invalid_token", "the token is not valid"))
         }
     }
 }

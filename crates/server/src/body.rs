@@ -16,21 +16,18 @@ const IDEMPOTENCY_KEY_LEN_MAX: usize = 64;
 pub struct JsonBody<T>(pub T);
 
 async fn read_bytes<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, ApiError> {
-    Bytes::from_request(request, state)
-        .await
-        .map_err(|rejection| match rejection.status() {
-            StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!("request bodies are at most {} bytes", crate::BODY_BYTES_MAX),
-            ),
-            _ => ApiError::bad_request("invalid_body", rejection.body_text()),
-        })
+    Bytes::from_request(request, state).await.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request bodies are at most {} bytes", crate::BODY_BYTES_MAX),
+        ),
+        _ => ApiError::bad_request("invalid_body", rejection.body_text()),
+    })
 }
 
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes)
-        .map_err(|error| ApiError::bad_request("invalid_json", error.to_string()))
+    serde_json::from_slice(bytes).map_err(|error| ApiError::bad_request("invalid_json", error.to_string()))
 }
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
@@ -64,18 +61,12 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> 
     };
     let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-');
     match value.to_str() {
-        Ok(key)
-            if !key.is_empty()
-                && key.len() <= IDEMPOTENCY_KEY_LEN_MAX
-                && key.chars().all(allowed) =>
-        {
+        Ok(key) if !key.is_empty() && key.len() <= IDEMPOTENCY_KEY_LEN_MAX && key.chars().all(allowed) => {
             Ok(Some(key.to_owned()))
         }
         _ => Err(ApiError::bad_request(
             "invalid_idempotency_key",
-            format!(
-                "Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_LEN_MAX} characters from A-Z a-z 0-9 _ . : -"
-            ),
+            format!("Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_LEN_MAX} characters from A-Z a-z 0-9 _ . : -"),
         )),
     }
 }

@@ -17,11 +17,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
+        ApiError { status, code, message: message.into() }
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
@@ -41,11 +37,7 @@ impl ApiError {
     }
 
     pub fn packet_not_found() -> ApiError {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "packet_not_found",
-            "no packet has this id",
-        )
+        ApiError::new(StatusCode::NOT_FOUND, "packet_not_found", "no packet has this id")
     }
 }
 
@@ -62,18 +54,12 @@ impl From<EngineError> for ApiError {
                 "set_unavailable",
                 "this part of the service is recovering from a storage failure; retry shortly",
             ),
-            EngineError::ShuttingDown => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "shutting_down",
-                "the service is shutting down",
-            ),
+            EngineError::ShuttingDown => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the service is shutting down")
+            }
             EngineError::Storage(detail) => {
                 tracing::error!(%detail, "storage read failed");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "internal error",
-                )
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
             }
         }
     }
@@ -84,9 +70,7 @@ impl IntoResponse for ApiError {
         let body = Json(json!({ "error": { "code": self.code, "message": self.message } }));
         let mut response = (self.status, body).into_response();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }

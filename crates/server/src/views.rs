@@ -44,11 +44,7 @@ pub struct ClaimView {
 
 impl From<&Claim> for ClaimView {
     fn from(claim: &Claim) -> ClaimView {
-        ClaimView {
-            user: claim.user.to_string(),
-            amount: claim.amount.fen(),
-            at: claim.at.0,
-        }
+        ClaimView { user: claim.user.to_string(), amount: claim.amount.fen(), at: claim.at.0 }
     }
 }
 

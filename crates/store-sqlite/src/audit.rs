@@ -32,23 +32,11 @@ pub fn snapshot(dir: &Path, set: SetId) -> Result<SetSnapshot, StoreError> {
     Ok(SetSnapshot {
         set: set.0,
         accounts: rows(&connection, "SELECT user, balance FROM accounts", |row| {
-            Ok(AccountRow {
-                user: row.get(0)?,
-                balance: row.get(1)?,
-            })
+            Ok(AccountRow { user: row.get(0)?, balance: row.get(1)? })
         })?,
-        ledger: rows(
-            &connection,
-            "SELECT reference, user, amount, kind FROM ledger",
-            |row| {
-                Ok(LedgerRow {
-                    reference: row.get(0)?,
-                    user: row.get(1)?,
-                    amount: row.get(2)?,
-                    kind: row.get(3)?,
-                })
-            },
-        )?,
+        ledger: rows(&connection, "SELECT reference, user, amount, kind FROM ledger", |row| {
+            Ok(LedgerRow { reference: row.get(0)?, user: row.get(1)?, amount: row.get(2)?, kind: row.get(3)? })
+        })?,
         packets: rows(
             &connection,
             "SELECT id, sender, kind, total_amount, count, remaining_amount, remaining_count, refunded_amount, \
@@ -71,26 +59,12 @@ pub fn snapshot(dir: &Path, set: SetId) -> Result<SetSnapshot, StoreError> {
         )?,
         claims: rows(
             &connection,
-            "SELECT packet_id, user, idx, amount FROM claims",
-            |row| {
-                Ok(ClaimRow {
-                    packet_id: row.get(0)?,
-                    user: row.get(1)?,
-                    index: row.get(2)?,
-                    amount: row.get(3)?,
-                })
-            },
+            "SELECT COALESCE(p.id, 'missing packet seq ' || c.packet_seq), c.user, c.idx, c.amount \
+             FROM claims c LEFT JOIN packets p ON p.seq = c.packet_seq",
+            |row| Ok(ClaimRow { packet_id: row.get(0)?, user: row.get(1)?, index: row.get(2)?, amount: row.get(3)? }),
         )?,
-        outbox: rows(
-            &connection,
-            "SELECT reference, user, amount FROM outbox",
-            |row| {
-                Ok(OutboxRow {
-                    reference: row.get(0)?,
-                    user: row.get(1)?,
-                    amount: row.get(2)?,
-                })
-            },
-        )?,
+        outbox: rows(&connection, "SELECT reference, user, amount FROM outbox", |row| {
+            Ok(OutboxRow { reference: row.get(0)?, user: row.get(1)?, amount: row.get(2)? })
+        })?,
     })
 }

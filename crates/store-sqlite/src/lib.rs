@@ -7,6 +7,7 @@
 //! instead of moving money.
 
 mod audit;
+mod checkpoint;
 mod layout;
 mod reader;
 mod rows;
@@ -30,10 +31,7 @@ pub fn open_set(dir: &Path, set: SetId) -> Result<SetStores<SqliteStore>, StoreE
     let path = set_path(dir, set);
     let store = SqliteStore::open(&path, set)?;
     let reader = SqliteReader::new(path, set);
-    Ok(SetStores {
-        store,
-        reader: Arc::new(reader),
-    })
+    Ok(SetStores { store, reader: Arc::new(reader) })
 }
 
 pub(crate) fn failed(context: &str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {

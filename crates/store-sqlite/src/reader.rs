@@ -23,28 +23,18 @@ pub struct SqliteReader {
 
 impl SqliteReader {
     pub fn new(path: PathBuf, set: SetId) -> SqliteReader {
-        SqliteReader {
-            path,
-            set,
-            idle: Mutex::new(Vec::new()),
-        }
+        SqliteReader { path, set, idle: Mutex::new(Vec::new()) }
     }
 
-    fn with<T>(
-        &self,
-        read: impl FnOnce(&Connection) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
+    fn with<T>(&self, read: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let pooled = self.idle.lock().expect("reader pool lock").pop();
         let connection = match pooled {
             Some(connection) => connection,
             None => {
                 let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-                let connection = Connection::open_with_flags(&self.path, flags).map_err(|e| {
-                    StoreError::new(format!("cannot open {} to read: {e}", self.path.display()))
-                })?;
-                connection
-                    .busy_timeout(std::time::Duration::from_secs(5))
-                    .map_err(failed("configuring a reader"))?;
+                let connection = Connection::open_with_flags(&self.path, flags)
+                    .map_err(|e| StoreError::new(format!("cannot open {} to read: {e}", self.path.display())))?;
+                connection.busy_timeout(std::time::Duration::from_secs(5)).map_err(failed("configuring a reader"))?;
                 connection
             }
         };
@@ -59,9 +49,7 @@ impl SqliteReader {
 
 impl std::fmt::Debug for SqliteReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteReader")
-            .field("set", &self.set)
-            .finish()
+        f.debug_struct("SqliteReader").field("set", &self.set).finish()
     }
 }
 
@@ -74,12 +62,7 @@ impl StoreReader for SqliteReader {
         self.with(|connection| load_packet(connection, id))
     }
 
-    fn sent(
-        &self,
-        user: &UserId,
-        before_seq: Option<u64>,
-        limit: usize,
-    ) -> Result<Vec<SentItem>, StoreError> {
+    fn sent(&self, user: &UserId, before_seq: Option<u64>, limit: usize) -> Result<Vec<SentItem>, StoreError> {
         let before = before_seq.map_or(i64::MAX, |seq| seq.min(i64::MAX as u64) as i64);
         self.with(|connection| {
             let sql = format!(
@@ -120,42 +103,25 @@ impl StoreReader for SqliteReader {
         self.with(|connection| {
             let mut statement = connection
                 .prepare_cached(
-                    "SELECT c.packet_id, p.sender, p.greeting, c.amount, c.at FROM claims c \
-                     JOIN packets p ON p.id = c.packet_id \
+                    "SELECT p.id, p.sender, p.greeting, c.amount, c.at FROM claims c \
+                     JOIN packets p ON p.seq = c.packet_seq \
                      WHERE c.user = ?1 AND (?5 OR c.at < ?2 OR (c.at = ?2 AND p.seq < ?3)) \
                      ORDER BY c.at DESC, p.seq DESC LIMIT ?4",
                 )
                 .map_err(failed("preparing the received list"))?;
             let rows = statement
-                .query_map(
-                    params![user.as_str(), at, seq, limit as i64, open_ended],
-                    |row| {
-                        let sender: String = row.get(1)?;
-                        let amount: i64 = row.get(3)?;
-                        Ok((
-                            packet_id(row, 0)?,
-                            sender,
-                            row.get::<_, Option<String>>(2)?,
-                            amount,
-                            Millis(row.get(4)?),
-                        ))
-                    },
-                )
+                .query_map(params![user.as_str(), at, seq, limit as i64, open_ended], |row| {
+                    let sender: String = row.get(1)?;
+                    let amount: i64 = row.get(3)?;
+                    Ok((packet_id(row, 0)?, sender, row.get::<_, Option<String>>(2)?, amount, Millis(row.get(4)?)))
+                })
                 .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
                 .map_err(failed("reading the received list"))?;
             rows.into_iter()
                 .map(|(packet_id, sender, greeting, amount, at)| {
-                    let sender =
-                        UserId::parse(&sender).map_err(|_| StoreError::new("corrupt sender"))?;
-                    let amount = Amount::from_signed(amount)
-                        .ok_or_else(|| StoreError::new("corrupt claim amount"))?;
-                    Ok(ReceivedItem {
-                        packet_id,
-                        sender,
-                        greeting,
-                        amount,
-                        at,
-                    })
+                    let sender = UserId::parse(&sender).map_err(|_| StoreError::new("corrupt sender"))?;
+                    let amount = Amount::from_signed(amount).ok_or_else(|| StoreError::new("corrupt claim amount"))?;
+                    Ok(ReceivedItem { packet_id, sender, greeting, amount, at })
                 })
                 .collect()
         })

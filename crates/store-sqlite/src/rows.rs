@@ -14,6 +14,10 @@ use crate::failed;
 pub(crate) const PACKET_COLUMNS: &str = "id, sender, kind, total_amount, count, remaining_amount, remaining_count, \
      refunded_amount, seed, greeting, password_digest, recipient, created_at, expires_at";
 
+/// The columns `claim_from_row` reads, in order, from `claims c` joined
+/// with `packets p`.
+pub(crate) const CLAIM_COLUMNS: &str = "p.id, c.user, c.idx, c.amount, c.at";
+
 /// A packet row as stored, before its claims are attached.
 pub(crate) struct PacketRow {
     pub info: PacketInfo,
@@ -50,11 +54,7 @@ pub(crate) fn packet_from_row(row: &Row<'_>) -> rusqlite::Result<PacketRow> {
     let digest: Option<Vec<u8>> = row.get(10)?;
     let password = match digest {
         None => None,
-        Some(bytes) => Some(PasswordDigest(
-            bytes
-                .try_into()
-                .map_err(|_| corrupt("password digest", "length"))?,
-        )),
+        Some(bytes) => Some(PasswordDigest(bytes.try_into().map_err(|_| corrupt("password digest", "length"))?)),
     };
     let recipient: Option<String> = row.get(11)?;
     let info = PacketInfo {
@@ -64,9 +64,7 @@ pub(crate) fn packet_from_row(row: &Row<'_>) -> rusqlite::Result<PacketRow> {
         total_amount: amount(row, 3)?,
         count: u32::try_from(count).map_err(|_| corrupt("count", count))?,
         greeting: row.get(9)?,
-        recipient: recipient
-            .map(|name| UserId::parse(&name).map_err(|_| corrupt("recipient", name)))
-            .transpose()?,
+        recipient: recipient.map(|name| UserId::parse(&name).map_err(|_| corrupt("recipient", name))).transpose()?,
         created_at: Millis(row.get(12)?),
         expires_at: Millis(row.get(13)?),
     };
@@ -75,8 +73,7 @@ pub(crate) fn packet_from_row(row: &Row<'_>) -> rusqlite::Result<PacketRow> {
         seed: row.get::<_, i64>(8)? as u64,
         password,
         remaining_amount: amount(row, 5)?,
-        remaining_count: u32::try_from(remaining_count)
-            .map_err(|_| corrupt("remaining count", remaining_count))?,
+        remaining_count: u32::try_from(remaining_count).map_err(|_| corrupt("remaining count", remaining_count))?,
         refunded_amount: amount(row, 7)?,
     })
 }
@@ -94,10 +91,7 @@ pub(crate) fn claim_from_row(row: &Row<'_>) -> rusqlite::Result<(PacketId, Claim
 
 /// Joins rows and claims into packets, and checks that the stored remaining
 /// amount and count agree with the claims and the refund.
-pub(crate) fn assemble(
-    rows: Vec<PacketRow>,
-    claims: Vec<(PacketId, Claim)>,
-) -> Result<Vec<Packet>, StoreError> {
+pub(crate) fn assemble(rows: Vec<PacketRow>, claims: Vec<(PacketId, Claim)>) -> Result<Vec<Packet>, StoreError> {
     let mut by_packet: HashMap<PacketId, Vec<Claim>> = HashMap::new();
     for (id, claim) in claims {
         by_packet.entry(id).or_default().push(claim);
@@ -105,42 +99,25 @@ pub(crate) fn assemble(
     rows.into_iter()
         .map(|row| {
             let claims = by_packet.remove(&row.info.id).unwrap_or_default();
-            let claimed = claims
-                .iter()
-                .try_fold(Amount::ZERO, |sum, claim| sum.checked_add(claim.amount));
+            let claimed = claims.iter().try_fold(Amount::ZERO, |sum, claim| sum.checked_add(claim.amount));
             let consistent = claimed
                 .and_then(|sum| sum.checked_add(row.remaining_amount))
                 .and_then(|sum| sum.checked_add(row.refunded_amount))
                 == Some(row.info.total_amount)
-                && claims.len() as u64 + u64::from(row.remaining_count)
-                    == u64::from(row.info.count);
+                && claims.len() as u64 + u64::from(row.remaining_count) == u64::from(row.info.count);
             if !consistent {
-                return Err(StoreError::new(format!(
-                    "packet {} disagrees with its claims",
-                    row.info.id
-                )));
+                return Err(StoreError::new(format!("packet {} disagrees with its claims", row.info.id)));
             }
-            Ok(Packet::restore(
-                row.info,
-                row.seed,
-                row.password,
-                row.refunded_amount,
-                claims,
-            ))
+            Ok(Packet::restore(row.info, row.seed, row.password, row.refunded_amount, claims))
         })
         .collect()
 }
 
 /// One packet with all its claims, if it exists.
-pub(crate) fn load_packet(
-    connection: &Connection,
-    id: &PacketId,
-) -> Result<Option<Packet>, StoreError> {
+pub(crate) fn load_packet(connection: &Connection, id: &PacketId) -> Result<Option<Packet>, StoreError> {
     let text = id.to_string();
     let sql = format!("SELECT {PACKET_COLUMNS} FROM packets WHERE id = ?1");
-    let mut statement = connection
-        .prepare_cached(&sql)
-        .map_err(failed("preparing a packet read"))?;
+    let mut statement = connection.prepare_cached(&sql).map_err(failed("preparing a packet read"))?;
     let rows: Vec<PacketRow> = statement
         .query_map(params![text], packet_from_row)
         .and_then(|rows| rows.collect())
@@ -149,7 +126,9 @@ pub(crate) fn load_packet(
         return Ok(None);
     }
     let mut statement = connection
-        .prepare_cached("SELECT packet_id, user, idx, amount, at FROM claims WHERE packet_id = ?1")
+        .prepare_cached(&format!(
+            "SELECT {CLAIM_COLUMNS} FROM claims c JOIN packets p ON p.seq = c.packet_seq WHERE p.id = ?1"
+        ))
         .map_err(failed("preparing a claims read"))?;
     let claims = statement
         .query_map(params![text], claim_from_row)
@@ -162,9 +141,7 @@ pub(crate) fn balance(connection: &Connection, user: &UserId) -> Result<Amount, 
     let mut statement = connection
         .prepare_cached("SELECT balance FROM accounts WHERE user = ?1")
         .map_err(failed("preparing a balance read"))?;
-    let mut rows = statement
-        .query(params![user.as_str()])
-        .map_err(failed("reading a balance"))?;
+    let mut rows = statement.query(params![user.as_str()]).map_err(failed("reading a balance"))?;
     match rows.next().map_err(failed("reading a balance"))? {
         None => Ok(Amount::ZERO),
         Some(row) => amount(row, 0).map_err(failed("reading a balance")),

@@ -8,6 +8,10 @@ use crate::failed;
 use hongbao_engine::StoreError;
 
 /// Each migration, in order; `user_version` counts those applied.
+///
+/// Writes use `OR ROLLBACK` and the triggers `RAISE(ROLLBACK)`: a broken
+/// invariant aborts the whole batch (the engine then recovers), and SQLite
+/// needs no statement journal for the partial undo of one statement.
 const MIGRATIONS: &[&str] = &[r#"
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
@@ -19,11 +23,11 @@ CREATE TABLE accounts (
     balance INTEGER NOT NULL CHECK (balance >= 0)
 ) WITHOUT ROWID;
 
--- Every balance change, under a unique reference. Balances change only here:
--- the trigger below applies each entry, and entries are immutable.
+-- Every balance change, under a unique reference (the table is keyed by it).
+-- Balances change only here: the trigger below applies each entry, and
+-- entries are immutable.
 CREATE TABLE ledger (
-    seq       INTEGER PRIMARY KEY,
-    reference TEXT NOT NULL UNIQUE,
+    reference TEXT PRIMARY KEY,
     user      TEXT NOT NULL,
     amount    INTEGER NOT NULL CHECK (amount <> 0),
     kind      TEXT NOT NULL CHECK (kind IN ('deposit', 'send', 'credit', 'refund')),
@@ -31,18 +35,19 @@ CREATE TABLE ledger (
     at        INTEGER NOT NULL,
     CHECK ((kind = 'send') = (amount < 0)),
     CHECK ((kind = 'deposit') = (packet_id IS NULL))
-);
-CREATE INDEX ledger_by_user ON ledger (user, seq);
+) WITHOUT ROWID;
 
+-- An upsert clause, not INSERT OR IGNORE: the writer's OR ROLLBACK would
+-- override a trigger statement's own conflict algorithm.
 CREATE TRIGGER ledger_applies AFTER INSERT ON ledger BEGIN
-    INSERT OR IGNORE INTO accounts (user, balance) VALUES (NEW.user, 0);
+    INSERT INTO accounts (user, balance) VALUES (NEW.user, 0) ON CONFLICT (user) DO NOTHING;
     UPDATE accounts SET balance = balance + NEW.amount WHERE user = NEW.user;
 END;
 CREATE TRIGGER ledger_no_update BEFORE UPDATE ON ledger BEGIN
-    SELECT RAISE(ABORT, 'ledger entries are immutable');
+    SELECT RAISE(ROLLBACK, 'ledger entries are immutable');
 END;
 CREATE TRIGGER ledger_no_delete BEFORE DELETE ON ledger BEGIN
-    SELECT RAISE(ABORT, 'ledger entries are immutable');
+    SELECT RAISE(ROLLBACK, 'ledger entries are immutable');
 END;
 
 CREATE TABLE packets (
@@ -70,70 +75,70 @@ CREATE TABLE packets (
     CHECK (kind <> 'fixed' OR total_amount % count = 0)
 );
 CREATE INDEX packets_by_sender ON packets (sender, seq);
-CREATE INDEX packets_unsettled ON packets (expires_at) WHERE remaining_amount > 0;
 
 -- A packet starts whole, and only after its sender paid for it.
 CREATE TRIGGER packets_start_whole BEFORE INSERT ON packets BEGIN
-    SELECT RAISE(ABORT, 'a new packet must start whole')
+    SELECT RAISE(ROLLBACK, 'a new packet must start whole')
     WHERE NEW.remaining_amount <> NEW.total_amount OR NEW.remaining_count <> NEW.count
        OR NEW.refunded_amount <> 0;
-    SELECT RAISE(ABORT, 'a packet needs its send debit')
+    SELECT RAISE(ROLLBACK, 'a packet needs its send debit')
     WHERE NOT EXISTS (SELECT 1 FROM ledger WHERE reference = 'send:' || NEW.id
                       AND user = NEW.sender AND amount = -NEW.total_amount);
 END;
 -- A refund happens once, after expiry, for exactly what was left, with its
 -- ledger entry.
 CREATE TRIGGER packets_refund_once BEFORE UPDATE OF refunded_amount ON packets BEGIN
-    SELECT RAISE(ABORT, 'a packet is refunded once, for what is left, with its entry')
+    SELECT RAISE(ROLLBACK, 'a packet is refunded once, for what is left, with its entry')
     WHERE OLD.refunded_amount <> 0 OR NEW.remaining_amount <> 0
        OR NEW.refunded_amount <> OLD.remaining_amount
        OR NOT EXISTS (SELECT 1 FROM ledger WHERE reference = 'refund:' || NEW.id
                       AND user = NEW.sender AND amount = NEW.refunded_amount);
 END;
 
--- One claim per packet and user, and per share index.
+-- One claim per packet and user (the key); share indexes follow each other
+-- (the trigger), so one per index too.
 CREATE TABLE claims (
-    packet_id TEXT NOT NULL REFERENCES packets (id),
-    user      TEXT NOT NULL,
-    idx       INTEGER NOT NULL CHECK (idx >= 0),
-    amount    INTEGER NOT NULL CHECK (amount >= 1),
-    at        INTEGER NOT NULL,
-    PRIMARY KEY (packet_id, user),
-    UNIQUE (packet_id, idx)
+    packet_seq INTEGER NOT NULL,
+    user       TEXT NOT NULL,
+    idx        INTEGER NOT NULL CHECK (idx >= 0),
+    amount     INTEGER NOT NULL CHECK (amount >= 1),
+    at         INTEGER NOT NULL,
+    PRIMARY KEY (packet_seq, user)
 ) WITHOUT ROWID;
 CREATE INDEX claims_by_user ON claims (user, at);
 
 CREATE TRIGGER claims_allowed BEFORE INSERT ON claims BEGIN
-    SELECT RAISE(ABORT, 'claim on an unknown packet')
-    WHERE NOT EXISTS (SELECT 1 FROM packets WHERE id = NEW.packet_id);
-    SELECT RAISE(ABORT, 'claim by someone other than the recipient')
-    FROM packets WHERE id = NEW.packet_id AND recipient IS NOT NULL AND recipient <> NEW.user;
-    SELECT RAISE(ABORT, 'claim at or after expiry, or after the refund')
-    FROM packets WHERE id = NEW.packet_id AND (NEW.at >= expires_at OR refunded_amount <> 0);
-    SELECT RAISE(ABORT, 'claim out of share order')
-    FROM packets WHERE id = NEW.packet_id AND NEW.idx <> count - remaining_count;
+    SELECT CASE
+        WHEN p.seq IS NULL THEN RAISE(ROLLBACK, 'claim on an unknown packet')
+        WHEN p.recipient IS NOT NULL AND p.recipient <> NEW.user
+            THEN RAISE(ROLLBACK, 'claim by someone other than the recipient')
+        WHEN NEW.at >= p.expires_at OR p.refunded_amount <> 0
+            THEN RAISE(ROLLBACK, 'claim at or after expiry, or after the refund')
+        WHEN NEW.idx <> p.count - p.remaining_count THEN RAISE(ROLLBACK, 'claim out of share order')
+    END
+    FROM (SELECT NEW.packet_seq AS wanted) LEFT JOIN packets p ON p.seq = wanted;
 END;
 CREATE TRIGGER claims_take AFTER INSERT ON claims BEGIN
     UPDATE packets
     SET remaining_amount = remaining_amount - NEW.amount, remaining_count = remaining_count - 1
-    WHERE id = NEW.packet_id;
+    WHERE seq = NEW.packet_seq;
 END;
 CREATE TRIGGER claims_no_update BEFORE UPDATE ON claims BEGIN
-    SELECT RAISE(ABORT, 'claims are immutable');
+    SELECT RAISE(ROLLBACK, 'claims are immutable');
 END;
 
 -- Credits for openers whose wallets live in other sets, until acknowledged.
 CREATE TABLE outbox (
-    reference TEXT PRIMARY KEY,
-    user      TEXT NOT NULL,
-    amount    INTEGER NOT NULL CHECK (amount > 0),
-    packet_id TEXT NOT NULL REFERENCES packets (id),
-    at        INTEGER NOT NULL
+    reference  TEXT PRIMARY KEY,
+    user       TEXT NOT NULL,
+    amount     INTEGER NOT NULL CHECK (amount > 0),
+    packet_seq INTEGER NOT NULL,
+    at         INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE TRIGGER outbox_of_a_claim BEFORE INSERT ON outbox BEGIN
-    SELECT RAISE(ABORT, 'an outbox credit must match its claim')
-    WHERE NOT EXISTS (SELECT 1 FROM claims WHERE packet_id = NEW.packet_id AND user = NEW.user
-                      AND amount = NEW.amount AND 'claim:' || packet_id || ':' || user = NEW.reference);
+    SELECT RAISE(ROLLBACK, 'an outbox credit must match its claim')
+    WHERE NOT EXISTS (SELECT 1 FROM claims WHERE packet_seq = NEW.packet_seq AND user = NEW.user
+                      AND amount = NEW.amount);
 END;
 
 CREATE TABLE idempotency (
@@ -147,20 +152,24 @@ CREATE TABLE idempotency (
 "#];
 
 /// Sets the connection up for durability and brings the schema up to date.
+/// The page cache (64 MiB) holds a large batch without spilling it into the
+/// WAL before commit; statement journals stay in memory; reads map the file.
 pub(crate) fn prepare(connection: &mut Connection) -> Result<(), StoreError> {
     connection
         .execute_batch(
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;
              PRAGMA foreign_keys = ON;
-             PRAGMA busy_timeout = 5000;",
+             PRAGMA busy_timeout = 5000;
+             PRAGMA cache_size = -65536;
+             PRAGMA temp_store = MEMORY;
+             PRAGMA mmap_size = 268435456;",
         )
         .map_err(failed("configuring SQLite"))?;
     let version: i64 = connection
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .map_err(failed("reading the schema version"))?;
-    let version =
-        usize::try_from(version).map_err(|_| StoreError::new("negative schema version"))?;
+    let version = usize::try_from(version).map_err(|_| StoreError::new("negative schema version"))?;
     if version > MIGRATIONS.len() {
         return Err(StoreError::new(format!(
             "the database has schema version {version}, newer than this build knows ({})",
@@ -168,18 +177,12 @@ pub(crate) fn prepare(connection: &mut Connection) -> Result<(), StoreError> {
         )));
     }
     for (index, migration) in MIGRATIONS.iter().enumerate().skip(version) {
-        let transaction = connection
-            .transaction()
-            .map_err(failed("starting a migration"))?;
-        transaction
-            .execute_batch(migration)
-            .map_err(failed("migrating"))?;
+        let transaction = connection.transaction().map_err(failed("starting a migration"))?;
+        transaction.execute_batch(migration).map_err(failed("migrating"))?;
         transaction
             .pragma_update(None, "user_version", (index + 1) as i64)
             .map_err(failed("recording the migration"))?;
-        transaction
-            .commit()
-            .map_err(failed("committing a migration"))?;
+        transaction.commit().map_err(failed("committing a migration"))?;
     }
     Ok(())
 }

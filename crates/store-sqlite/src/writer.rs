@@ -4,44 +4,42 @@
 use std::path::Path;
 
 use hongbao_domain::{Millis, SetId, UserId};
-use hongbao_engine::{
-    Credit, Effects, Fetched, IdempotencyOp, IdempotencyRecord, Recovered, Store, StoreError, Wants,
-};
+use hongbao_engine::{Credit, Effects, Fetched, IdempotencyOp, IdempotencyRecord, Recovered, Store, StoreError, Wants};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
+use crate::checkpoint::Checkpointer;
 use crate::failed;
 use crate::rows::{
-    PACKET_COLUMNS, assemble, balance, claim_from_row, load_packet, packet_from_row, packet_id,
+    CLAIM_COLUMNS, PACKET_COLUMNS, assemble, balance, claim_from_row, load_packet, packet_from_row, packet_id,
 };
 use crate::schema::prepare;
 
 pub struct SqliteStore {
     connection: Connection,
     set: SetId,
+    _checkpointer: Checkpointer,
 }
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore")
-            .field("set", &self.set)
-            .finish()
+        f.debug_struct("SqliteStore").field("set", &self.set).finish()
     }
 }
 
 impl SqliteStore {
     pub fn open(path: &Path, set: SetId) -> Result<SqliteStore, StoreError> {
-        let mut connection = Connection::open(path)
-            .map_err(|e| StoreError::new(format!("cannot open {}: {e}", path.display())))?;
+        let mut connection =
+            Connection::open(path).map_err(|e| StoreError::new(format!("cannot open {}: {e}", path.display())))?;
         prepare(&mut connection)?;
-        Ok(SqliteStore { connection, set })
+        // Checkpoints run on their own thread, never inside a batch commit.
+        connection.execute_batch("PRAGMA wal_autocheckpoint = 0").map_err(failed("configuring checkpoints"))?;
+        Ok(SqliteStore { connection, set, _checkpointer: Checkpointer::start(path.to_owned()) })
     }
 
     fn next_seq(&self) -> Result<u64, StoreError> {
         let stored: Option<i64> = self
             .connection
-            .query_row("SELECT value FROM meta WHERE key = 'next_seq'", [], |row| {
-                row.get(0)
-            })
+            .query_row("SELECT value FROM meta WHERE key = 'next_seq'", [], |row| row.get(0))
             .optional()
             .map_err(failed("reading next_seq"))?;
         let highest: Option<i64> = self
@@ -55,35 +53,25 @@ impl SqliteStore {
     fn outbox(&self) -> Result<Vec<Credit>, StoreError> {
         let mut statement = self
             .connection
-            .prepare_cached("SELECT reference, user, amount, packet_id, at FROM outbox")
+            .prepare_cached(
+                "SELECT o.reference, o.user, o.amount, p.id, o.at FROM outbox o JOIN packets p ON p.seq = o.packet_seq",
+            )
             .map_err(failed("preparing the outbox read"))?;
         let rows = statement
             .query_map([], |row| {
                 let user: String = row.get(1)?;
                 let amount: i64 = row.get(2)?;
-                Ok((
-                    row.get::<_, String>(0)?,
-                    user,
-                    amount,
-                    packet_id(row, 3)?,
-                    Millis(row.get(4)?),
-                ))
+                Ok((row.get::<_, String>(0)?, user, amount, packet_id(row, 3)?, Millis(row.get(4)?)))
             })
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
             .map_err(failed("reading the outbox"))?;
         rows.into_iter()
             .map(|(reference, user, amount, packet_id, at)| {
-                let user = UserId::parse(&user)
-                    .map_err(|_| StoreError::new(format!("outbox user {user} is invalid")))?;
+                let user =
+                    UserId::parse(&user).map_err(|_| StoreError::new(format!("outbox user {user} is invalid")))?;
                 let amount = hongbao_domain::Amount::from_signed(amount)
                     .ok_or_else(|| StoreError::new(format!("outbox amount {amount} is invalid")))?;
-                Ok(Credit {
-                    reference,
-                    user,
-                    amount,
-                    packet_id,
-                    at,
-                })
+                Ok(Credit { reference, user, amount, packet_id, at })
             })
             .collect()
     }
@@ -96,14 +84,10 @@ impl SqliteStore {
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
         let mut statement = self
             .connection
-            .prepare_cached(
-                "SELECT fingerprint, result FROM idempotency WHERE user = ?1 AND op = ?2 AND key = ?3",
-            )
+            .prepare_cached("SELECT fingerprint, result FROM idempotency WHERE user = ?1 AND op = ?2 AND key = ?3")
             .map_err(failed("preparing an idempotency read"))?;
         let row: Option<(String, String)> = statement
-            .query_row(params![user.as_str(), op.as_str(), key], |row| {
-                Ok((row.get(0)?, row.get(1)?))
-            })
+            .query_row(params![user.as_str(), op.as_str(), key], |row| Ok((row.get(0)?, row.get(1)?)))
             .optional()
             .map_err(failed("reading an idempotency key"))?;
         Ok(row.map(|(fingerprint, result)| IdempotencyRecord {
@@ -123,46 +107,27 @@ impl Store for SqliteStore {
         let rows = self
             .connection
             .prepare(&sql)
-            .and_then(|mut statement| {
-                statement
-                    .query_map(params![now.0], packet_from_row)?
-                    .collect()
-            })
+            .and_then(|mut statement| statement.query_map(params![now.0], packet_from_row)?.collect())
             .map_err(failed("loading live packets"))?;
-        let sql = format!(
-            "SELECT packet_id, user, idx, amount, at FROM claims WHERE packet_id IN \
-             (SELECT id FROM packets WHERE {unsettled})"
-        );
+        let sql =
+            format!("SELECT {CLAIM_COLUMNS} FROM claims c JOIN packets p ON p.seq = c.packet_seq WHERE {unsettled}");
         let claims = self
             .connection
             .prepare(&sql)
-            .and_then(|mut statement| {
-                statement
-                    .query_map(params![now.0], claim_from_row)?
-                    .collect()
-            })
+            .and_then(|mut statement| statement.query_map(params![now.0], claim_from_row)?.collect())
             .map_err(failed("loading live claims"))?;
-        Ok(Recovered {
-            next_seq: self.next_seq()?,
-            packets: assemble(rows, claims)?,
-            outbox: self.outbox()?,
-        })
+        Ok(Recovered { next_seq: self.next_seq()?, packets: assemble(rows, claims)?, outbox: self.outbox()? })
     }
 
     fn prefetch(&mut self, wants: &Wants) -> Result<Fetched, StoreError> {
         let mut fetched = Fetched::default();
         for user in &wants.accounts {
-            fetched
-                .accounts
-                .push((user.clone(), balance(&self.connection, user)?));
+            fetched.accounts.push((user.clone(), balance(&self.connection, user)?));
         }
         for (user, op, key) in &wants.idempotency {
             if let Some(record) = self.idempotency(user, *op, key)? {
                 if record.op == IdempotencyOp::Send {
-                    let id = record
-                        .result
-                        .parse()
-                        .map_err(|_| StoreError::new("stored send result is not an id"))?;
+                    let id = record.result.parse().map_err(|_| StoreError::new("stored send result is not an id"))?;
                     fetched.packets.extend(load_packet(&self.connection, &id)?);
                 }
                 fetched.idempotency.push(record);
@@ -176,9 +141,7 @@ impl Store for SqliteStore {
             .prepare_cached("SELECT 1 FROM ledger WHERE reference = ?1")
             .map_err(failed("preparing a reference read"))?;
         for reference in &wants.references {
-            let present = statement
-                .exists(params![reference])
-                .map_err(failed("reading a reference"))?;
+            let present = statement.exists(params![reference]).map_err(failed("reading a reference"))?;
             if present {
                 fetched.references_present.push(reference.clone());
             }
@@ -187,10 +150,7 @@ impl Store for SqliteStore {
     }
 
     fn commit(&mut self, effects: &Effects) -> Result<(), StoreError> {
-        let transaction = self
-            .connection
-            .transaction()
-            .map_err(failed("starting a batch"))?;
+        let transaction = self.connection.transaction().map_err(failed("starting a batch"))?;
         write_effects(&transaction, effects)?;
         transaction.commit().map_err(failed("committing a batch"))
     }
@@ -198,7 +158,9 @@ impl Store for SqliteStore {
 
 fn write_effects(tx: &Transaction<'_>, effects: &Effects) -> Result<(), StoreError> {
     let mut ledger = tx
-        .prepare_cached("INSERT INTO ledger (reference, user, amount, kind, packet_id, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+        .prepare_cached(
+            "INSERT OR ROLLBACK INTO ledger (reference, user, amount, kind, packet_id, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
         .map_err(failed("preparing ledger writes"))?;
     for entry in &effects.ledger {
         let packet = entry.packet_id.map(|id| id.to_string());
@@ -215,7 +177,7 @@ fn write_effects(tx: &Transaction<'_>, effects: &Effects) -> Result<(), StoreErr
     }
     let mut packets = tx
         .prepare_cached(
-            "INSERT INTO packets (seq, id, sender, kind, total_amount, count, remaining_amount, remaining_count, \
+            "INSERT OR ROLLBACK INTO packets (seq, id, sender, kind, total_amount, count, remaining_amount, remaining_count, \
              seed, greeting, password_digest, recipient, created_at, expires_at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )
@@ -241,32 +203,21 @@ fn write_effects(tx: &Transaction<'_>, effects: &Effects) -> Result<(), StoreErr
     }
     let mut claims = tx
         .prepare_cached(
-            "INSERT INTO claims (packet_id, user, idx, amount, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT OR ROLLBACK INTO claims (packet_seq, user, idx, amount, at) VALUES (?1, ?2, ?3, ?4, ?5)",
         )
         .map_err(failed("preparing claim writes"))?;
     for (id, claim) in &effects.claims {
         claims
-            .execute(params![
-                id.to_string(),
-                claim.user.as_str(),
-                claim.index,
-                claim.amount.signed(),
-                claim.at.0
-            ])
+            .execute(params![id.seq as i64, claim.user.as_str(), claim.index, claim.amount.signed(), claim.at.0])
             .map_err(failed("writing a claim"))?;
     }
     let mut refunds = tx
-        .prepare_cached("UPDATE packets SET refunded_amount = remaining_amount, remaining_amount = 0 WHERE id = ?1 AND remaining_amount = ?2")
+        .prepare_cached("UPDATE OR ROLLBACK packets SET refunded_amount = remaining_amount, remaining_amount = 0 WHERE seq = ?1 AND remaining_amount = ?2")
         .map_err(failed("preparing refunds"))?;
     for (id, amount) in &effects.refunds {
-        let changed = refunds
-            .execute(params![id.to_string(), amount.signed()])
-            .map_err(failed("writing a refund"))?;
+        let changed = refunds.execute(params![id.seq as i64, amount.signed()]).map_err(failed("writing a refund"))?;
         if changed != 1 {
-            return Err(StoreError::new(format!(
-                "refund of {id} for {} matched no packet",
-                amount.fen()
-            )));
+            return Err(StoreError::new(format!("refund of {id} for {} matched no packet", amount.fen())));
         }
     }
     write_outbox_and_keys(tx, effects)
@@ -274,7 +225,9 @@ fn write_effects(tx: &Transaction<'_>, effects: &Effects) -> Result<(), StoreErr
 
 fn write_outbox_and_keys(tx: &Transaction<'_>, effects: &Effects) -> Result<(), StoreError> {
     let mut added = tx
-        .prepare_cached("INSERT INTO outbox (reference, user, amount, packet_id, at) VALUES (?1, ?2, ?3, ?4, ?5)")
+        .prepare_cached(
+            "INSERT OR ROLLBACK INTO outbox (reference, user, amount, packet_seq, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
         .map_err(failed("preparing outbox writes"))?;
     for credit in &effects.outbox_added {
         added
@@ -282,31 +235,24 @@ fn write_outbox_and_keys(tx: &Transaction<'_>, effects: &Effects) -> Result<(), 
                 credit.reference,
                 credit.user.as_str(),
                 credit.amount.signed(),
-                credit.packet_id.to_string(),
+                credit.packet_id.seq as i64,
                 credit.at.0
             ])
             .map_err(failed("writing an outbox credit"))?;
     }
-    let mut removed = tx
-        .prepare_cached("DELETE FROM outbox WHERE reference = ?1")
-        .map_err(failed("preparing outbox deletes"))?;
+    let mut removed =
+        tx.prepare_cached("DELETE FROM outbox WHERE reference = ?1").map_err(failed("preparing outbox deletes"))?;
     for reference in &effects.outbox_removed {
-        removed
-            .execute(params![reference])
-            .map_err(failed("deleting an outbox credit"))?;
+        removed.execute(params![reference]).map_err(failed("deleting an outbox credit"))?;
     }
     let mut keys = tx
-        .prepare_cached("INSERT INTO idempotency (user, key, op, fingerprint, result) VALUES (?1, ?2, ?3, ?4, ?5)")
+        .prepare_cached(
+            "INSERT OR ROLLBACK INTO idempotency (user, key, op, fingerprint, result) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
         .map_err(failed("preparing idempotency writes"))?;
     for record in &effects.idempotency {
-        keys.execute(params![
-            record.user.as_str(),
-            record.key,
-            record.op.as_str(),
-            record.fingerprint,
-            record.result
-        ])
-        .map_err(failed("writing an idempotency key"))?;
+        keys.execute(params![record.user.as_str(), record.key, record.op.as_str(), record.fingerprint, record.result])
+            .map_err(failed("writing an idempotency key"))?;
     }
     tx.execute(
         "INSERT INTO meta (key, value) VALUES ('next_seq', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",

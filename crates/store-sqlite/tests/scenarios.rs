@@ -10,12 +10,11 @@ use std::time::{Duration, Instant};
 use hongbao_domain::audit::{AuditReport, audit};
 use hongbao_domain::packet::SpecInput;
 use hongbao_domain::{
-    Amount, DepositOutcome, Limits, Millis, OpenOutcome, PacketId, PacketSpec, SendOutcome, SetId,
-    UserId,
+    Amount, DepositOutcome, Limits, Millis, OpenOutcome, PacketId, PacketSpec, SendOutcome, SetId, UserId,
 };
 use hongbao_engine::{
-    Clock, Effects, Engine, EngineConfig, EngineError, Fetched, ManualClock, Recovered,
-    SeededEntropy, SetStores, Store, StoreError, Wants,
+    Clock, Effects, Engine, EngineConfig, EngineError, Fetched, ManualClock, Recovered, SeededEntropy, SetStores,
+    Store, StoreError, Wants,
 };
 use hongbao_store_sqlite::{SqliteStore, open_set, set_path, snapshot};
 
@@ -49,27 +48,16 @@ struct Node {
 }
 
 fn start(dir: &Path, sets: u16, clock: &ManualClock) -> Node {
-    let failing: Vec<_> = (0..sets)
-        .map(|_| Arc::new(AtomicBool::new(false)))
-        .collect();
+    let failing: Vec<_> = (0..sets).map(|_| Arc::new(AtomicBool::new(false))).collect();
     let stores = (0..sets)
         .map(|set| {
             let SetStores { store, reader } = open_set(dir, SetId(set)).unwrap();
-            SetStores {
-                store: Switchable {
-                    inner: store,
-                    failing: failing[usize::from(set)].clone(),
-                },
-                reader,
-            }
+            SetStores { store: Switchable { inner: store, failing: failing[usize::from(set)].clone() }, reader }
         })
         .collect();
-    let engine = Engine::start(
-        EngineConfig::default(),
-        stores,
-        Arc::new(clock.clone()),
-        |set| Box::new(SeededEntropy::new(u64::from(set.0) + 1)),
-    )
+    let engine = Engine::start(EngineConfig::default(), stores, Arc::new(clock.clone()), |set| {
+        Box::new(SeededEntropy::new(u64::from(set.0) + 1))
+    })
     .unwrap();
     Node { engine, failing }
 }
@@ -79,9 +67,7 @@ fn stop(node: Node) {
 }
 
 fn audit_dir(dir: &Path, sets: u16, now: Millis) -> AuditReport {
-    let snapshots: Vec<_> = (0..sets)
-        .map(|set| snapshot(dir, SetId(set)).unwrap())
-        .collect();
+    let snapshots: Vec<_> = (0..sets).map(|set| snapshot(dir, SetId(set)).unwrap()).collect();
     audit(&snapshots, Limits::default().share_min, now.0)
 }
 
@@ -97,32 +83,17 @@ fn user(name: &str) -> UserId {
 
 /// The first user named `<prefix><n>` whose wallet lives in `set`.
 fn user_in(set: u16, sets: u16, prefix: &str) -> UserId {
-    (0..)
-        .map(|n| user(&format!("{prefix}{n}")))
-        .find(|u| SetId::of_user(u, sets).0 == set)
-        .unwrap()
+    (0..).map(|n| user(&format!("{prefix}{n}"))).find(|u| SetId::of_user(u, sets).0 == set).unwrap()
 }
 
 fn spec(kind: &str, total: i64, count: i64, expires_in_s: Option<i64>) -> PacketSpec {
-    let input = SpecInput {
-        kind: kind.into(),
-        total_amount: total,
-        count,
-        expires_in_s,
-        ..SpecInput::default()
-    };
+    let input = SpecInput { kind: kind.into(), total_amount: total, count, expires_in_s, ..SpecInput::default() };
     PacketSpec::parse(&input, &user("sender"), &Limits::default()).unwrap()
 }
 
 async fn fund(engine: &Engine, who: &UserId, amount: u64) {
-    let outcome = engine
-        .deposit(who.clone(), Amount::from_fen(amount).unwrap(), None)
-        .await
-        .unwrap();
-    assert!(
-        matches!(outcome, DepositOutcome::Deposited { .. }),
-        "{outcome:?}"
-    );
+    let outcome = engine.deposit(who.clone(), Amount::from_fen(amount).unwrap(), None).await.unwrap();
+    assert!(matches!(outcome, DepositOutcome::Deposited { .. }), "{outcome:?}");
 }
 
 async fn send(engine: &Engine, sender: &UserId, spec: PacketSpec) -> PacketId {
@@ -159,12 +130,7 @@ async fn a_thousand_users_race_for_a_hundred_shares() {
     let racers: Vec<_> = (0..1000)
         .map(|n| {
             let engine = node.engine.clone();
-            tokio::spawn(async move {
-                engine
-                    .open(id, user(&format!("racer{n}")), None)
-                    .await
-                    .unwrap()
-            })
+            tokio::spawn(async move { engine.open(id, user(&format!("racer{n}")), None).await.unwrap() })
         })
         .collect();
     let mut won = Vec::new();
@@ -178,11 +144,7 @@ async fn a_thousand_users_race_for_a_hundred_shares() {
     }
     assert_eq!(won.len(), 100, "exactly one winner per share");
     assert_eq!(empty, 900, "everyone else finds the packet empty");
-    assert_eq!(
-        won.iter().sum::<u64>(),
-        20_000,
-        "the shares add up to the total"
-    );
+    assert_eq!(won.iter().sum::<u64>(), 20_000, "the shares add up to the total");
     let packet = node.engine.packet(id).await.unwrap().unwrap();
     assert_eq!(packet.claims().len(), 100);
     assert_eq!(packet.remaining_amount, Amount::ZERO);
@@ -218,10 +180,7 @@ async fn one_user_opening_fifty_times_at_once_gets_one_share() {
         }
     }
     assert_eq!(opened, 1, "one open is binding");
-    assert!(
-        amounts.iter().all(|amount| *amount == amounts[0]),
-        "every answer names the same share"
-    );
+    assert!(amounts.iter().all(|amount| *amount == amounts[0]), "every answer names the same share");
     let packet = node.engine.packet(id).await.unwrap().unwrap();
     assert_eq!(packet.claims().len(), 1);
     assert_eq!(packet.remaining_count, 9);
@@ -246,13 +205,7 @@ async fn opens_racing_the_expiry_never_share_money_with_the_refund() {
                 if n == 150 {
                     clock.advance_ms(1_000);
                 }
-                (
-                    user(&format!("opener{n}")),
-                    engine
-                        .open(id, user(&format!("opener{n}")), None)
-                        .await
-                        .unwrap(),
-                )
+                (user(&format!("opener{n}")), engine.open(id, user(&format!("opener{n}")), None).await.unwrap())
             })
         })
         .collect();
@@ -272,36 +225,16 @@ async fn opens_racing_the_expiry_never_share_money_with_the_refund() {
     })
     .await;
     let packet = node.engine.packet(id).await.unwrap().unwrap();
-    assert_eq!(
-        packet.claims().len(),
-        opened.len(),
-        "every acknowledged open is a claim, and only those"
-    );
+    assert_eq!(packet.claims().len(), opened.len(), "every acknowledged open is a claim, and only those");
     for (who, amount) in &opened {
-        assert_eq!(
-            packet.claim_of(who).map(|claim| claim.amount),
-            Some(*amount)
-        );
+        assert_eq!(packet.claim_of(who).map(|claim| claim.amount), Some(*amount));
     }
     let claimed: u64 = opened.iter().map(|(_, amount)| fen(*amount)).sum();
-    assert_eq!(
-        claimed + fen(packet.refunded_amount),
-        10_000,
-        "claims + refund == total"
-    );
-    assert!(
-        packet
-            .claims()
-            .iter()
-            .all(|claim| claim.at < packet.info.expires_at)
-    );
+    assert_eq!(claimed + fen(packet.refunded_amount), 10_000, "claims + refund == total");
+    assert!(packet.claims().iter().all(|claim| claim.at < packet.info.expires_at));
     let expected_balance = fen(packet.refunded_amount);
     let sender_balance = node.engine.balance(sender.clone()).await.unwrap();
-    assert_eq!(
-        fen(sender_balance),
-        expected_balance,
-        "the refund reached the sender once"
-    );
+    assert_eq!(fen(sender_balance), expected_balance, "the refund reached the sender once");
     stop(node);
     let report = assert_audit_ok(dir.path(), 8, clock.now());
     assert_eq!(report.refunds_pending, 0);
@@ -320,27 +253,17 @@ async fn a_share_is_credited_to_a_wallet_in_another_set() {
         let outcome = node.engine.open(id, opener.clone(), None).await.unwrap();
         assert_eq!(
             outcome,
-            OpenOutcome::Opened {
-                amount: Amount::from_fen(300).unwrap(),
-                index: outcome_index(&outcome)
-            }
+            OpenOutcome::Opened { amount: Amount::from_fen(300).unwrap(), index: outcome_index(&outcome) }
         );
     }
     for opener in &openers {
         let engine = node.engine.clone();
         let opener = opener.clone();
-        eventually("the credit lands", async || {
-            fen(engine.balance(opener.clone()).await.unwrap()) == 300
-        })
-        .await;
+        eventually("the credit lands", async || fen(engine.balance(opener.clone()).await.unwrap()) == 300).await;
     }
     let outbox = set_path(dir.path(), SetId(0));
     eventually("the outbox drains", async || outbox_len(&outbox) == 0).await;
-    let received = node
-        .engine
-        .received(openers[0].clone(), None, 10)
-        .await
-        .unwrap();
+    let received = node.engine.received(openers[0].clone(), None, 10).await.unwrap();
     assert_eq!(received.items.len(), 1);
     assert_eq!(received.items[0].packet_id, id);
     stop(node);
@@ -357,9 +280,7 @@ fn outcome_index(outcome: &OpenOutcome) -> u32 {
 
 fn outbox_len(path: &Path) -> i64 {
     let connection = rusqlite::Connection::open(path).unwrap();
-    connection
-        .query_row("SELECT COUNT(*) FROM outbox", [], |row| row.get(0))
-        .unwrap()
+    connection.query_row("SELECT COUNT(*) FROM outbox", [], |row| row.get(0)).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -368,9 +289,7 @@ async fn a_restart_with_credits_in_the_outbox_delivers_them_once() {
     let clock = ManualClock::new(START);
     let node = start(dir.path(), 2, &clock);
     let sender = user_in(0, 2, "sender");
-    let openers: Vec<_> = (0..5)
-        .map(|n| user_in(1, 2, &format!("opener{n}x")))
-        .collect();
+    let openers: Vec<_> = (0..5).map(|n| user_in(1, 2, &format!("opener{n}x"))).collect();
     fund(&node.engine, &sender, 5_000).await;
     let id = send(&node.engine, &sender, spec("lucky", 5_000, 5, None)).await;
 
@@ -384,17 +303,10 @@ async fn a_restart_with_credits_in_the_outbox_delivers_them_once() {
         }
     }
     // A set whose commit failed refuses writes until it has recovered.
-    let refused = node
-        .engine
-        .deposit(openers[0].clone(), Amount::from_fen(1).unwrap(), None)
-        .await;
+    let refused = node.engine.deposit(openers[0].clone(), Amount::from_fen(1).unwrap(), None).await;
     assert_eq!(refused, Err(EngineError::Unavailable));
     stop(node);
-    assert_eq!(
-        outbox_len(&set_path(dir.path(), SetId(0))),
-        5,
-        "every credit waits in the outbox"
-    );
+    assert_eq!(outbox_len(&set_path(dir.path(), SetId(0))), 5, "every credit waits in the outbox");
     assert_audit_ok(dir.path(), 2, clock.now());
 
     // Restart with a healthy disk: the outbox is replayed before serving.
@@ -403,19 +315,13 @@ async fn a_restart_with_credits_in_the_outbox_delivers_them_once() {
         let engine = node.engine.clone();
         let opener = opener.clone();
         let want = fen(*share);
-        eventually("the replayed credit lands", async || {
-            fen(engine.balance(opener.clone()).await.unwrap()) == want
-        })
-        .await;
+        eventually("the replayed credit lands", async || fen(engine.balance(opener.clone()).await.unwrap()) == want)
+            .await;
     }
     let outbox = set_path(dir.path(), SetId(0));
     eventually("the outbox drains", async || outbox_len(&outbox) == 0).await;
     // An open repeated after the restart answers the same share.
-    let again = node
-        .engine
-        .open(id, openers[0].clone(), None)
-        .await
-        .unwrap();
+    let again = node.engine.open(id, openers[0].clone(), None).await.unwrap();
     assert_eq!(again, OpenOutcome::AlreadyOpened { amount: shares[0] });
     stop(node);
     let report = assert_audit_ok(dir.path(), 2, clock.now());
@@ -431,41 +337,18 @@ async fn settled_packets_answer_from_the_store_after_a_restart() {
     fund(&node.engine, &sender, 1_000).await;
     let id = send(&node.engine, &sender, spec("lucky", 1_000, 4, Some(60))).await;
     let first = node.engine.open(id, user("early"), None).await.unwrap();
-    let OpenOutcome::Opened { amount, .. } = first else {
-        panic!("{first:?}")
-    };
+    let OpenOutcome::Opened { amount, .. } = first else { panic!("{first:?}") };
     clock.advance_ms(60_000);
     let engine = node.engine.clone();
-    eventually("the refund", async || {
-        !engine
-            .packet(id)
-            .await
-            .unwrap()
-            .unwrap()
-            .refunded_amount
-            .is_zero()
-    })
-    .await;
+    eventually("the refund", async || !engine.packet(id).await.unwrap().unwrap().refunded_amount.is_zero()).await;
     stop(node);
 
     let node = start(dir.path(), 3, &clock);
-    assert_eq!(
-        node.engine.open(id, user("early"), None).await.unwrap(),
-        OpenOutcome::AlreadyOpened { amount }
-    );
-    assert_eq!(
-        node.engine.open(id, user("late"), None).await.unwrap(),
-        OpenOutcome::Expired
-    );
-    assert_eq!(
-        fen(node.engine.balance(sender.clone()).await.unwrap()),
-        1_000 - fen(amount)
-    );
+    assert_eq!(node.engine.open(id, user("early"), None).await.unwrap(), OpenOutcome::AlreadyOpened { amount });
+    assert_eq!(node.engine.open(id, user("late"), None).await.unwrap(), OpenOutcome::Expired);
+    assert_eq!(fen(node.engine.balance(sender.clone()).await.unwrap()), 1_000 - fen(amount));
     let unknown = PacketId { seq: 999, ..id };
-    assert_eq!(
-        node.engine.open(unknown, user("late"), None).await.unwrap(),
-        OpenOutcome::NotFound
-    );
+    assert_eq!(node.engine.open(unknown, user("late"), None).await.unwrap(), OpenOutcome::NotFound);
     stop(node);
     assert_audit_ok(dir.path(), 3, clock.now());
 }
@@ -478,72 +361,20 @@ async fn idempotency_keys_are_scoped_by_user_and_operation() {
     let alice = user("alice");
     let key = Some("k1".to_owned());
     let amount = Amount::from_fen(500).unwrap();
-    let first = node
-        .engine
-        .deposit(alice.clone(), amount, key.clone())
-        .await
-        .unwrap();
-    let again = node
-        .engine
-        .deposit(alice.clone(), amount, key.clone())
-        .await
-        .unwrap();
-    assert_eq!(
-        first,
-        DepositOutcome::Deposited {
-            balance: amount,
-            replayed: false
-        }
-    );
-    assert_eq!(
-        again,
-        DepositOutcome::Deposited {
-            balance: amount,
-            replayed: true
-        }
-    );
-    let other = node
-        .engine
-        .deposit(alice.clone(), Amount::from_fen(1).unwrap(), key.clone())
-        .await
-        .unwrap();
+    let first = node.engine.deposit(alice.clone(), amount, key.clone()).await.unwrap();
+    let again = node.engine.deposit(alice.clone(), amount, key.clone()).await.unwrap();
+    assert_eq!(first, DepositOutcome::Deposited { balance: amount, replayed: false });
+    assert_eq!(again, DepositOutcome::Deposited { balance: amount, replayed: true });
+    let other = node.engine.deposit(alice.clone(), Amount::from_fen(1).unwrap(), key.clone()).await.unwrap();
     assert_eq!(other, DepositOutcome::KeyReused);
     // The same key on alice's own send is another operation, not a reuse.
-    let sent = node
-        .engine
-        .send(alice.clone(), spec("fixed", 300, 3, None), key.clone())
-        .await
-        .unwrap();
-    assert!(
-        matches!(
-            sent,
-            SendOutcome::Sent {
-                replayed: false,
-                ..
-            }
-        ),
-        "{sent:?}"
-    );
-    let replayed = node
-        .engine
-        .send(alice.clone(), spec("fixed", 300, 3, None), key.clone())
-        .await
-        .unwrap();
-    assert!(
-        matches!(replayed, SendOutcome::Sent { replayed: true, .. }),
-        "{replayed:?}"
-    );
-    let reused = node
-        .engine
-        .send(alice.clone(), spec("fixed", 600, 3, None), key)
-        .await
-        .unwrap();
+    let sent = node.engine.send(alice.clone(), spec("fixed", 300, 3, None), key.clone()).await.unwrap();
+    assert!(matches!(sent, SendOutcome::Sent { replayed: false, .. }), "{sent:?}");
+    let replayed = node.engine.send(alice.clone(), spec("fixed", 300, 3, None), key.clone()).await.unwrap();
+    assert!(matches!(replayed, SendOutcome::Sent { replayed: true, .. }), "{replayed:?}");
+    let reused = node.engine.send(alice.clone(), spec("fixed", 600, 3, None), key).await.unwrap();
     assert_eq!(reused, SendOutcome::KeyReused);
-    assert_eq!(
-        fen(node.engine.balance(alice).await.unwrap()),
-        200,
-        "charged once"
-    );
+    assert_eq!(fen(node.engine.balance(alice).await.unwrap()), 200, "charged once");
     stop(node);
     assert_audit_ok(dir.path(), 4, clock.now());
 }

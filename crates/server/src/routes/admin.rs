@@ -20,12 +20,8 @@ pub struct TokenRequest {
 }
 
 fn parse_user(name: &str) -> Result<UserId, ApiError> {
-    UserId::parse(name).map_err(|_| {
-        ApiError::bad_request(
-            "invalid_user",
-            "user must be 1 to 64 characters from A-Z a-z 0-9 _ . -",
-        )
-    })
+    UserId::parse(name)
+        .map_err(|_| ApiError::bad_request("invalid_user", "user must be 1 to 64 characters from A-Z a-z 0-9 _ . -"))
 }
 
 pub async fn token(
@@ -34,9 +30,7 @@ pub async fn token(
     JsonBody(request): JsonBody<TokenRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let user = parse_user(&request.user)?;
-    Ok(Json(
-        json!({ "user": user.as_str(), "token": state.auth.token_for(&user) }),
-    ))
+    Ok(Json(json!({ "user": user.as_str(), "token": state.auth.token_for(&user) })))
 }
 
 #[derive(Deserialize)]
@@ -58,30 +52,21 @@ pub async fn deposit(
         .filter(|amount| !amount.is_zero() && *amount <= limits.deposit_max)
         .ok_or_else(|| {
             let max = limits.deposit_max.fen();
-            ApiError::bad_request(
-                "invalid_amount",
-                format!("amount must be an integer number of fen from 1 to {max}"),
-            )
+            ApiError::bad_request("invalid_amount", format!("amount must be an integer number of fen from 1 to {max}"))
         })?;
     let key = idempotency_key(&headers)?;
     match state.engine.deposit(user.clone(), amount, key).await? {
-        DepositOutcome::Deposited { balance, .. } => Ok(Json(
-            json!({ "user": user.as_str(), "balance": balance.fen() }),
-        )),
+        DepositOutcome::Deposited { balance, .. } => {
+            Ok(Json(json!({ "user": user.as_str(), "balance": balance.fen() })))
+        }
         DepositOutcome::KeyReused => Err(key_reused()),
         DepositOutcome::BalanceLimit => Err(ApiError::conflict(
             "balance_limit_exceeded",
-            format!(
-                "the balance may not exceed {} fen",
-                limits.balance_max.fen()
-            ),
+            format!("the balance may not exceed {} fen", limits.balance_max.fen()),
         )),
     }
 }
 
 pub fn key_reused() -> ApiError {
-    ApiError::conflict(
-        "idempotency_key_reused",
-        "this Idempotency-Key was used for a different request",
-    )
+    ApiError::conflict("idempotency_key_reused", "this Idempotency-Key was used for a different request")
 }

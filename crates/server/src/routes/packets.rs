@@ -54,13 +54,10 @@ pub async fn send(
         .map_err(|error| ApiError::bad_request(error.code(), error.message(limits)))?;
     let key = idempotency_key(&headers)?;
     match state.engine.send(sender, spec, key).await? {
-        SendOutcome::Sent { packet, .. } => {
-            Ok((StatusCode::CREATED, Json(PacketView::from(&*packet))))
+        SendOutcome::Sent { packet, .. } => Ok((StatusCode::CREATED, Json(PacketView::from(&*packet)))),
+        SendOutcome::InsufficientBalance => {
+            Err(ApiError::conflict("insufficient_balance", "the balance does not cover total_amount"))
         }
-        SendOutcome::InsufficientBalance => Err(ApiError::conflict(
-            "insufficient_balance",
-            "the balance does not cover total_amount",
-        )),
         SendOutcome::KeyReused => Err(key_reused()),
     }
 }
@@ -95,20 +92,12 @@ pub async fn open(
         OpenOutcome::Opened { amount, .. } | OpenOutcome::AlreadyOpened { amount } => {
             Ok(Json(json!({ "status": "opened", "amount": amount.fen() })))
         }
-        OpenOutcome::Empty => Err(ApiError::conflict(
-            "packet_empty",
-            "every share of this packet has been opened",
-        )),
-        OpenOutcome::Expired => Err(ApiError::new(
-            StatusCode::GONE,
-            "packet_expired",
-            "this packet has expired",
-        )),
+        OpenOutcome::Empty => Err(ApiError::conflict("packet_empty", "every share of this packet has been opened")),
+        OpenOutcome::Expired => Err(ApiError::new(StatusCode::GONE, "packet_expired", "this packet has expired")),
         OpenOutcome::NotRecipient => Err(not_recipient()),
-        OpenOutcome::WrongPassword => Err(ApiError::forbidden(
-            "wrong_password",
-            "this packet needs its password, and that is not it",
-        )),
+        OpenOutcome::WrongPassword => {
+            Err(ApiError::forbidden("wrong_password", "this packet needs its password, and that is not it"))
+        }
         OpenOutcome::NotFound => Err(ApiError::packet_not_found()),
     }
 }
@@ -123,10 +112,6 @@ pub async fn detail(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<PacketDetail>, ApiError> {
     let id = packet_id(path)?;
-    let packet = state
-        .engine
-        .packet(id)
-        .await?
-        .ok_or_else(ApiError::packet_not_found)?;
+    let packet = state.engine.packet(id).await?.ok_or_else(ApiError::packet_not_found)?;
     Ok(Json(PacketDetail::of(&packet, state.engine.now())))
 }
