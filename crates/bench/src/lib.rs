@@ -40,7 +40,8 @@ pub struct BenchOptions {
     pub pg: String,
     /// Seconds per run (default 4 with `--quick`, else 15).
     pub duration_s: Option<u64>,
-    /// HTTP connections (default 64).
+    /// HTTP connections (default 256: enough in flight for group commit to
+    /// batch, as a peak minute has).
     pub clients: Option<usize>,
     /// Only these runs (all when empty), e.g. to profile one of them.
     pub only: Vec<String>,
@@ -65,7 +66,7 @@ impl Sizes {
         let quick = options.quick;
         Sizes {
             duration: Duration::from_secs(options.duration_s.unwrap_or(if quick { 4 } else { 15 })),
-            clients: options.clients.unwrap_or(64),
+            clients: options.clients.unwrap_or(256),
             engine_clients: 1024,
             pg_clients: 16,
             spread_packets: 1000,

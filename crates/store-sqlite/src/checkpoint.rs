@@ -15,6 +15,14 @@ use tracing::warn;
 /// (reads stay fast), rarely enough that it costs little.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
 
+/// The WAL size past which the checkpointer also rewinds the WAL. Passive
+/// checkpoints copy pages but, under steady writes, never find the WAL fully
+/// copied at the moment the writer starts its next batch, so the WAL would
+/// grow without bound (and every read would search it). A TRUNCATE
+/// checkpoint holds the writer back only while it copies the few frames
+/// the last passive run missed.
+const WAL_BYTES_MAX: u64 = 64 * 1024 * 1024;
+
 pub(crate) struct Checkpointer {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -34,17 +42,27 @@ impl Checkpointer {
 }
 
 fn run(path: &PathBuf, stop: &AtomicBool) {
-    let mut connection = None;
+    let mut connection: Option<Connection> = None;
+    let wal_path = PathBuf::from(format!("{}-wal", path.display()));
     while !stop.load(Ordering::Acquire) {
         std::thread::park_timeout(CHECKPOINT_INTERVAL);
         if connection.is_none() {
             connection = Connection::open(path).ok();
+            if let Some(connection) = &connection {
+                let _ = connection.busy_timeout(Duration::from_secs(5));
+            }
         }
         if let Some(connection) = &connection {
             // PASSIVE never blocks the writer or readers; what it cannot copy
             // now it copies next time.
             if let Err(error) = connection.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
                 warn!(%error, path = %path.display(), "checkpoint failed; retrying");
+            }
+            let wal = wal_path.metadata().map_or(0, |metadata| metadata.len());
+            if wal > WAL_BYTES_MAX
+                && let Err(error) = connection.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            {
+                warn!(%error, path = %path.display(), "WAL rewind failed; retrying");
             }
         }
     }
