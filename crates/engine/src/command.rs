@@ -41,7 +41,12 @@ pub(crate) enum Command {
 
 pub(crate) enum Mail {
     /// Apply this credit (idempotently) and acknowledge it to `from`.
-    Credit { credit: Credit, from: SetId },
+    /// `first` marks the delivery sent right after the claim's commit: the
+    /// mailbox from one set is FIFO and every resend comes later, so a first
+    /// delivery cannot find its credit applied already, and the target skips
+    /// the ledger lookup. Resends are always checked (and the ledger's unique
+    /// reference refuses a duplicate whatever the engine believed).
+    Credit { credit: Credit, from: SetId, first: bool },
     /// The credit with this reference is durable in its target set.
     CreditAck { reference: String },
 }

@@ -276,9 +276,11 @@ impl<S: Store> Writer<S> {
             }
         }
         for message in mail {
-            if let Mail::Credit { credit, .. } = message {
+            if let Mail::Credit { credit, first, .. } = message {
                 accounts.insert(&credit.user);
-                wants.references.push(credit.reference.clone());
+                if !first {
+                    wants.references.push(credit.reference.clone());
+                }
             }
         }
         accounts.extend(due.iter().map(|id| &self.state.packets[id].info.sender));
@@ -507,7 +509,7 @@ impl<S: Store> Writer<S> {
         batch.effects.outbox_added.push(credit.clone());
         let outgoing = Outgoing { credit: credit.clone(), sent_at: None };
         self.state.outbox.insert(credit.reference.clone(), outgoing);
-        batch.mail.push((target, Mail::Credit { credit, from: self.set }));
+        batch.mail.push((target, Mail::Credit { credit, from: self.set, first: true }));
     }
 
     fn apply_credit(&mut self, credit: Credit, batch: &mut Batch) {
@@ -524,7 +526,7 @@ impl<S: Store> Writer<S> {
 
     fn apply_mail(&mut self, message: Mail, batch: &mut Batch) {
         match message {
-            Mail::Credit { credit, from } => {
+            Mail::Credit { credit, from, .. } => {
                 let reference = credit.reference.clone();
                 // The reference is the claim: a credit that already landed is only acknowledged.
                 if batch.references_present.insert(reference.clone()) {
@@ -575,7 +577,7 @@ impl<S: Store> Writer<S> {
                 let credit = outgoing.credit.clone();
                 let target = SetId::of_user(&credit.user, self.sets);
                 outgoing.sent_at = Some(now);
-                let _ = self.peers[target.index()].try_send(Mail::Credit { credit, from: self.set });
+                let _ = self.peers[target.index()].try_send(Mail::Credit { credit, from: self.set, first: false });
             }
         }
     }
