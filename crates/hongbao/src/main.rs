@@ -77,7 +77,8 @@ enum Command {
 
 fn main() -> ExitCode {
     let level = std::env::var("RUST_LOG").ok().and_then(|text| text.parse().ok()).unwrap_or(LevelFilter::INFO);
-    tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_max_level(level).with_ansi(ansi).with_writer(std::io::stderr).init();
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(error) => {
@@ -115,6 +116,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
 
 async fn serve(options: ServeOptions) -> Result<()> {
     let running = start(options).await?;
+    // One plain line on stdout, for people and for scripts that pass port 0.
+    println!("hongbao listening on http://{}", running.addr);
     info!(
         addr = %running.addr,
         data = %running.data.path.display(),
