@@ -19,6 +19,7 @@ use serde_json::Value;
 
 use crate::client::Connection;
 use crate::load::Client;
+use crate::target::Tokens;
 
 /// The bench server's own limits: a packet as large as a run needs. The
 /// service's defaults are WeChat's and stay untouched.
@@ -106,6 +107,11 @@ pub struct Plan {
 }
 
 impl Plan {
+    pub fn new(packets: Vec<PacketId>) -> Plan {
+        let paths = packets.iter().map(|id| format!("/v1/packets/{id}/open")).collect();
+        Plan { packets, paths }
+    }
+
     pub fn target(&self, n: u64) -> (usize, String) {
         let count = self.packets.len() as u64;
         ((n % count) as usize, format!("u{}", n / count))
@@ -127,8 +133,7 @@ pub async fn prepare(engine: &Engine, packets: usize, count: u32) -> Result<Plan
     for send in sends {
         ids.push(send.await.context("a setup task failed")??);
     }
-    let paths = ids.iter().map(|id| format!("/v1/packets/{id}/open")).collect();
-    Ok(Plan { packets: ids, paths })
+    Ok(Plan::new(ids))
 }
 
 async fn send_one(engine: &Engine, packet: usize, count: u32, total: u64) -> Result<PacketId> {
@@ -159,7 +164,7 @@ impl Client for Floor {
 pub struct OpenHttp {
     pub connection: Connection,
     pub plan: Arc<Plan>,
-    pub auth: Arc<Auth>,
+    pub tokens: Arc<Tokens>,
     pub acked: Vec<Ack>,
 }
 
@@ -167,7 +172,7 @@ impl Client for OpenHttp {
     async fn call(&mut self, n: u64) -> bool {
         let (packet, name) = self.plan.target(n);
         let user = UserId::parse(&name).expect("valid user");
-        let token = self.auth.token_for(&user);
+        let token = self.tokens.of(&user);
         let answer = self.connection.request(Method::POST, &self.plan.paths[packet], Some(&token), None).await;
         let Ok((status, body)) = answer else {
             return false;
@@ -212,4 +217,22 @@ pub async fn connections(addr: SocketAddr, clients: usize) -> Result<Vec<Connect
         connections.push(Connection::open(addr).await?);
     }
     Ok(connections)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn a_plan_never_sends_one_user_to_one_packet_twice() {
+        let ids =
+            (0..7).map(|seq| PacketId { day: 20_270_128, set: hongbao_domain::SetId(0), seq, nonce: 1 }).collect();
+        let plan = Plan::new(ids);
+        let mut seen = HashSet::new();
+        for n in 0..7_000 {
+            assert!(seen.insert(plan.target(n)), "request {n} repeats a (packet, user) pair");
+        }
+        assert_eq!(plan.paths[3], format!("/v1/packets/{}/open", plan.packets[3]));
+    }
 }

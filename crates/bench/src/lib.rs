@@ -6,27 +6,32 @@
 //! (opens spread over many packets), `open-http-hot` (one packet, every
 //! client opening it), `open-engine` (the same opens without HTTP),
 //! `open-http-open-loop` (open-http offered at half its measured maximum,
-//! for latency), `redis-lua` and `redis-lua-durable` (the Redis script,
+//! for latency), `nye-http` (the new-year-eve profile: Zipf-busy groups,
+//! each burst a send then every member grabbing and opening), `redis-lua` and `redis-lua-durable` (the Redis script,
 //! without and with `appendfsync always`), `pg-row-lock` and
 //! `pg-row-lock-hot` (a PostgreSQL transaction per open, row-locked).
 
 mod client;
 mod hongbao;
 mod load;
+mod new_year_eve;
 mod pg_row_lock;
 mod redis_lua;
 mod report;
+mod target;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use indicatif::{MultiProgress, ProgressBar};
 
 use crate::hongbao::{Ack, AuditResult, Floor, Node, OpenEngine, OpenHttp, connections, prepare};
 use crate::load::{Mode, drive};
 pub use crate::report::{Machine, RunResult};
+use crate::target::{Target, Tokens};
 
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
@@ -47,6 +52,10 @@ pub struct BenchOptions {
     pub only: Vec<String>,
     /// Sets of the bench server's data directory (default: the service's).
     pub sets: Option<u16>,
+    /// Drive this running server (`http://host:port`) instead of starting one.
+    pub target: Option<String>,
+    /// The target's admin token (its `<data>/admin.token`).
+    pub admin_token: Option<String>,
 }
 
 /// How big each run is. Packets hold more shares than a run can open, so a
@@ -59,6 +68,7 @@ struct Sizes {
     spread_packets: usize,
     spread_count: u32,
     hot_count: u32,
+    groups: usize,
 }
 
 impl Sizes {
@@ -72,12 +82,18 @@ impl Sizes {
             spread_packets: 1000,
             spread_count: if quick { 1_000 } else { 4_000 },
             hot_count: if quick { 1_000_000 } else { 4_000_000 },
+            groups: if quick { 1_000 } else { 5_000 },
         }
     }
 }
 
+/// Shares per packet on a target server: its limits are its own (WeChat's
+/// 100 by default), not the bench's.
+const TARGET_COUNT_MAX: u32 = 100;
+
 struct Suite {
     sizes: Sizes,
+    target: Option<Target>,
     only: Vec<String>,
     sets: Option<u16>,
     bars: MultiProgress,
@@ -105,33 +121,100 @@ impl Suite {
         eprintln!("{name:>18} skipped: {why:#}");
     }
 
-    async fn floor_http(&mut self) -> Result<()> {
-        let node = Node::start(self.sets).await?;
-        let clients = connections(node.running.addr, self.sizes.clients).await?;
-        let clients = clients.into_iter().map(|connection| Floor { connection }).collect();
-        let (measured, _) =
-            drive(Mode::Closed { clients: self.sizes.clients }, self.sizes.duration, clients, &self.bar("floor-http"))
-                .await;
-        self.record("floor-http", self.sizes.clients, &measured);
-        let audit = node.stop_and_audit(&[]).await?;
-        self.audits.push(("floor-http".into(), audit));
+    /// The server a run drives: a fresh in-process one, or the target.
+    async fn server(&self) -> Result<(SocketAddr, Option<Node>)> {
+        match &self.target {
+            Some(target) => Ok((target.addr, None)),
+            None => {
+                let node = Node::start(self.sets).await?;
+                Ok((node.running.addr, Some(node)))
+            }
+        }
+    }
+
+    /// Audits after a run: the whole data directory of an in-process server,
+    /// or the acknowledged opens through the target's API.
+    async fn audit(&mut self, name: &str, node: Option<Node>, acked: &[Ack], tokens: &Tokens) -> Result<()> {
+        let audit = match (node, &self.target) {
+            (Some(node), _) => node.stop_and_audit(acked).await?,
+            (None, Some(target)) => target.verify(acked, tokens).await?,
+            (None, None) => unreachable!("a run has a server"),
+        };
+        self.audits.push((name.into(), audit));
         Ok(())
     }
 
+    async fn floor_http(&mut self) -> Result<()> {
+        let (addr, node) = self.server().await?;
+        let clients = connections(addr, self.sizes.clients).await?;
+        let clients = clients.into_iter().map(|connection| Floor { connection }).collect();
+        let mode = Mode::Closed { clients: self.sizes.clients };
+        let (measured, _) = drive(mode, self.sizes.duration, clients, &self.bar("floor-http")).await;
+        self.record("floor-http", self.sizes.clients, &measured);
+        self.audit("floor-http", node, &[], &Tokens::Issued(Default::default())).await
+    }
+
     async fn open_http(&mut self, name: &str, packets: usize, count: u32, mode: Mode) -> Result<f64> {
-        let node = Node::start(self.sets).await?;
-        let plan = Arc::new(prepare(&node.running.engine, packets, count).await?);
-        let clients = connections(node.running.addr, mode.clients()).await?;
+        let (addr, node) = self.server().await?;
+        let (plan, tokens) = match (&node, &self.target) {
+            (Some(node), _) => {
+                (prepare(&node.running.engine, packets, count).await?, Tokens::Signed(node.auth.clone()))
+            }
+            (None, Some(target)) => {
+                // A target keeps its own limits: packets of at most 100 shares,
+                // enough of them for the run.
+                let count = count.min(TARGET_COUNT_MAX);
+                let packets = (packets * self.sizes.spread_count as usize).div_ceil(count as usize);
+                target.prepare(packets, count).await?
+            }
+            (None, None) => unreachable!("a run has a server"),
+        };
+        let (plan, tokens) = (Arc::new(plan), Arc::new(tokens));
+        let clients = connections(addr, mode.clients()).await?;
         let clients = clients
             .into_iter()
-            .map(|connection| OpenHttp { connection, plan: plan.clone(), auth: node.auth.clone(), acked: Vec::new() })
+            .map(|connection| OpenHttp { connection, plan: plan.clone(), tokens: tokens.clone(), acked: Vec::new() })
             .collect();
         let (measured, clients) = drive(mode, self.sizes.duration, clients, &self.bar(name)).await;
         self.record(name, mode.clients(), &measured);
         let acked: Vec<Ack> = clients.into_iter().flat_map(|client| client.acked).collect();
-        let audit = node.stop_and_audit(&acked).await?;
-        self.audits.push((name.into(), audit));
+        self.audit(name, node, &acked, &tokens).await?;
         Ok(measured.ops_per_s())
+    }
+
+    /// The `new-year-eve` profile over HTTP: sends, grabs and opens, all counted.
+    async fn new_year_eve(&mut self) -> Result<()> {
+        let name = "nye-http";
+        let (addr, node) = self.server().await?;
+        let groups = Arc::new(new_year_eve::Groups::new(self.sizes.groups));
+        let senders: Vec<_> = (0..groups.count()).map(new_year_eve::Groups::sender).collect();
+        let funds = 1_000_000_000;
+        let tokens = match (&node, &self.target) {
+            (Some(node), _) => {
+                for sender in &senders {
+                    let amount = hongbao_domain::Amount::from_fen(funds).expect("fits");
+                    node.running.engine.deposit(sender.clone(), amount, None).await?;
+                }
+                Tokens::Signed(node.auth.clone())
+            }
+            (None, Some(target)) => {
+                target.fund(&senders, funds).await?;
+                target.tokens(groups.users()).await?
+            }
+            (None, None) => unreachable!("a run has a server"),
+        };
+        let tokens = Arc::new(tokens);
+        let clients = connections(addr, self.sizes.clients).await?;
+        let clients = clients
+            .into_iter()
+            .enumerate()
+            .map(|(n, connection)| new_year_eve::Burst::new(connection, tokens.clone(), groups.clone(), n as u64))
+            .collect();
+        let mode = Mode::Closed { clients: self.sizes.clients };
+        let (measured, clients) = drive(mode, self.sizes.duration, clients, &self.bar(name)).await;
+        self.record(name, self.sizes.clients, &measured);
+        let acked: Vec<Ack> = clients.into_iter().flat_map(|client| client.acked).collect();
+        self.audit(name, node, &acked, &tokens).await
     }
 
     async fn open_engine(&mut self) -> Result<()> {
@@ -214,8 +297,15 @@ impl Suite {
 pub async fn run(options: BenchOptions) -> Result<bool> {
     let sizes = Sizes::of(&options);
     let only = options.only.clone();
-    let mut suite =
-        Suite { sizes, only, sets: options.sets, bars: MultiProgress::new(), runs: Vec::new(), audits: Vec::new() };
+    let target = match &options.target {
+        None => None,
+        Some(url) => {
+            let admin = options.admin_token.clone().context("--target needs --admin-token")?;
+            Some(Target::connect(url, admin).await?)
+        }
+    };
+    let bars = MultiProgress::new();
+    let mut suite = Suite { sizes, target, only, sets: options.sets, bars, runs: Vec::new(), audits: Vec::new() };
     if suite.wants("floor-http") {
         suite.floor_http().await?;
     }
@@ -224,16 +314,29 @@ pub async fn run(options: BenchOptions) -> Result<bool> {
     if suite.wants("open-http") || suite.wants("open-http-open-loop") {
         spread = Some(suite.open_http("open-http", packets, count, Mode::Closed { clients }).await?);
     }
-    if suite.wants("open-http-hot") {
+    let local = suite.target.is_none();
+    if !local {
+        let why = [
+            ("open-http-hot", "needs an in-process server: a hot packet is past a target's share limit"),
+            ("open-engine", "needs the engine in-process"),
+        ];
+        for (name, why) in why.into_iter().filter(|(name, _)| suite.wants(name)) {
+            suite.skip(name, &anyhow::anyhow!(why));
+        }
+    }
+    if local && suite.wants("open-http-hot") {
         suite.open_http("open-http-hot", 1, suite.sizes.hot_count, Mode::Closed { clients }).await?;
     }
-    if suite.wants("open-engine") {
+    if local && suite.wants("open-engine") {
         suite.open_engine().await?;
     }
     if let Some(spread) = spread.filter(|_| suite.wants("open-http-open-loop")) {
         let rate = (spread / 2.0).max(1.0) as u64;
         eprintln!("open-http-open-loop offers {rate} opens/s (half of open-http's maximum)");
         suite.open_http("open-http-open-loop", packets, count, Mode::Open { rate, clients: clients * 4 }).await?;
+    }
+    if suite.wants("nye-http") {
+        suite.new_year_eve().await?;
     }
     for (name, durable) in [("redis-lua", false), ("redis-lua-durable", true)] {
         if suite.wants(name)

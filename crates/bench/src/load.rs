@@ -170,3 +170,39 @@ pub async fn drive<C: Client>(
     let timeline = per_second.iter().map(|h| (h.len(), h.value_at_quantile(0.99))).collect();
     (Measured { ops, errors, elapsed, latency_us, timeline }, finished)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Answers after a fixed service time; fails every tenth request.
+    struct Fixed(Duration);
+
+    impl Client for Fixed {
+        async fn call(&mut self, n: u64) -> bool {
+            tokio::time::sleep(self.0).await;
+            n % 10 != 0
+        }
+    }
+
+    #[tokio::test]
+    async fn open_loop_counts_latency_from_the_intended_send_time() {
+        // 4 clients, 20 ms each, offered 1000/s: the clients can serve 200/s,
+        // so requests queue and their latency grows far past the 20 ms of
+        // service time, as a stalled server's would.
+        let clients = (0..4).map(|_| Fixed(Duration::from_millis(20))).collect();
+        let mode = Mode::Open { rate: 1000, clients: 4 };
+        let (measured, _) = drive(mode, Duration::from_millis(500), clients, &ProgressBar::hidden()).await;
+        assert!(
+            measured.latency_us.value_at_quantile(0.99) > 100_000,
+            "{}",
+            measured.latency_us.value_at_quantile(0.99)
+        );
+        assert!(measured.errors > 0 && measured.ops > 0);
+
+        let clients = (0..4).map(|_| Fixed(Duration::from_millis(20))).collect();
+        let (closed, _) =
+            drive(Mode::Closed { clients: 4 }, Duration::from_millis(500), clients, &ProgressBar::hidden()).await;
+        assert!(closed.latency_us.value_at_quantile(0.99) < 100_000, "closed loop measures service time");
+    }
+}

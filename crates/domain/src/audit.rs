@@ -77,6 +77,7 @@ pub struct AuditReport {
     pub packets: usize,
     pub claims: usize,
     pub credits_pending: usize,
+    pub refunds: usize,
     pub refunds_pending: usize,
     pub deposits: i128,
     pub balances: i128,
@@ -96,7 +97,7 @@ impl fmt::Display for AuditReport {
         write!(
             f,
             "{}: {} sets, {} accounts, {} ledger entries, {} packets, {} claims, \
-             {} credits pending, {} refunds pending; deposits {} fen = balances {} + locked {} + in flight {}",
+             {} credits pending, {} refunds done, {} pending; deposits {} fen = balances {} + locked {} + in flight {}",
             if self.ok() { "audit ok" } else { "audit FAILED" },
             self.sets,
             self.accounts,
@@ -104,6 +105,7 @@ impl fmt::Display for AuditReport {
             self.packets,
             self.claims,
             self.credits_pending,
+            self.refunds,
             self.refunds_pending,
             self.deposits,
             self.balances,
@@ -341,6 +343,7 @@ fn check_packet_money(
     }
     let refund = refund_ref(id);
     if packet.refunded_amount > 0 {
+        report.refunds += 1;
         if !expect_entry(refund.clone(), &packet.sender, packet.refunded_amount, report) {
             report.violations.push(format!("packet {id} is marked refunded but has no refund entry"));
         }

@@ -72,6 +72,12 @@ enum Command {
         /// Sets of the bench server (default: the service's default).
         #[arg(long)]
         sets: Option<u16>,
+        /// Drive this running server (http://host:port) instead of starting one.
+        #[arg(long)]
+        target: Option<String>,
+        /// The target's admin token (its <data>/admin.token).
+        #[arg(long)]
+        admin_token: Option<String>,
     },
 }
 
@@ -99,9 +105,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}", user_token(&data, &user)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench { quick, json, chart, redis, pg, duration_s, clients, only, sets } => {
-            let options =
-                hongbao_bench::BenchOptions { quick, json, chart, redis, pg, duration_s, clients, only, sets };
+        Command::Bench { quick, json, chart, redis, pg, duration_s, clients, only, sets, target, admin_token } => {
+            let options = hongbao_bench::BenchOptions {
+                quick,
+                json,
+                chart,
+                redis,
+                pg,
+                duration_s,
+                clients,
+                only,
+                sets,
+                target,
+                admin_token,
+            };
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             let ok = runtime.block_on(hongbao_bench::run(options))?;
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
