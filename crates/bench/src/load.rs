@@ -181,7 +181,7 @@ mod tests {
     impl Client for Fixed {
         async fn call(&mut self, n: u64) -> bool {
             tokio::time::sleep(self.0).await;
-            n % 10 != 0
+            !n.is_multiple_of(10)
         }
     }
 
