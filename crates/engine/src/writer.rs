@@ -164,7 +164,7 @@ impl<S: Store> Writer<S> {
         }
         let now = self.clock.now();
         let due = self.due_packets(now);
-        let wants = self.wants(&commands, &mail, &due);
+        let wants = self.wants(&commands, &mail);
         let fetched = match wants.is_empty() {
             true => Fetched::default(),
             false => match self.store.prefetch(&wants) {
@@ -249,7 +249,10 @@ impl<S: Store> Writer<S> {
             .collect()
     }
 
-    fn wants(&self, commands: &[Command], mail: &[Mail], due: &[PacketId]) -> Wants {
+    /// Balances are loaded only for the commands that decide on them
+    /// (deposits, sends); credits and refunds never fail, so they are applied
+    /// blind (see `credit_balance`) and cost no read.
+    fn wants(&self, commands: &[Command], mail: &[Mail]) -> Wants {
         let mut accounts = HashSet::new();
         let mut packets = HashSet::new();
         let mut wants = Wants::default();
@@ -263,11 +266,8 @@ impl<S: Store> Writer<S> {
                     accounts.insert(sender);
                     wants.idempotency.extend(key.clone().map(|key| (sender.clone(), IdempotencyOp::Send, key)));
                 }
-                Command::Open { id, user, .. } => {
+                Command::Open { id, .. } => {
                     packets.insert(*id);
-                    if SetId::of_user(user, self.sets) == self.set {
-                        accounts.insert(user);
-                    }
                 }
                 Command::Grab { id, .. } => {
                     packets.insert(*id);
@@ -277,13 +277,11 @@ impl<S: Store> Writer<S> {
         }
         for message in mail {
             if let Mail::Credit { credit, first, .. } = message {
-                accounts.insert(&credit.user);
                 if !first {
                     wants.references.push(credit.reference.clone());
                 }
             }
         }
-        accounts.extend(due.iter().map(|id| &self.state.packets[id].info.sender));
         let cached = |user: &&UserId| !self.state.accounts.contains_key(*user);
         wants.accounts = accounts.into_iter().filter(cached).cloned().collect();
         wants.packets = packets.into_iter().filter(|id| !self.state.packets.contains_key(id)).collect();
@@ -320,6 +318,17 @@ impl<S: Store> Writer<S> {
         };
         let after = after.expect("a ledger entry took a balance out of range");
         self.state.accounts.insert(entry.user.clone(), after);
+        batch.effects.ledger.push(entry);
+    }
+
+    /// Adds money that is never refused (a credit, a refund): the store adds
+    /// it to the balance; memory follows only if it holds that balance, and
+    /// otherwise reads the sum from the store when it next needs it.
+    fn credit_balance(&mut self, batch: &mut Batch, entry: LedgerEntry) {
+        let amount = Amount::from_signed(entry.amount).expect("a credit is positive");
+        if let Some(balance) = self.state.accounts.get_mut(&entry.user) {
+            *balance = balance.checked_add(amount).expect("a credit took a balance out of range");
+        }
         batch.effects.ledger.push(entry);
     }
 
@@ -521,7 +530,7 @@ impl<S: Store> Writer<S> {
             packet_id: Some(credit.packet_id),
             at: credit.at,
         };
-        self.set_balance(batch, entry);
+        self.credit_balance(batch, entry);
     }
 
     fn apply_mail(&mut self, message: Mail, batch: &mut Batch) {
@@ -557,7 +566,7 @@ impl<S: Store> Writer<S> {
                 packet_id: Some(id),
                 at: batch.now,
             };
-            self.set_balance(batch, entry);
+            self.credit_balance(batch, entry);
         }
         batch.settled.insert(id, packet);
     }

@@ -37,10 +37,16 @@ CREATE TABLE ledger (
     CHECK ((kind = 'deposit') = (packet_id IS NULL))
 ) WITHOUT ROWID;
 
--- An upsert clause, not INSERT OR IGNORE: the writer's OR ROLLBACK would
--- override a trigger statement's own conflict algorithm.
-CREATE TRIGGER ledger_applies AFTER INSERT ON ledger BEGIN
-    INSERT INTO accounts (user, balance) VALUES (NEW.user, 0) ON CONFLICT (user) DO NOTHING;
+-- Credits are one upsert (an upsert clause, not INSERT OR IGNORE: the
+-- writer's OR ROLLBACK would override a trigger statement's own conflict
+-- algorithm). Debits need an account, and the CHECK refuses an overdraft.
+CREATE TRIGGER ledger_credits AFTER INSERT ON ledger WHEN NEW.amount > 0 BEGIN
+    INSERT INTO accounts (user, balance) VALUES (NEW.user, NEW.amount)
+    ON CONFLICT (user) DO UPDATE SET balance = balance + excluded.balance;
+END;
+CREATE TRIGGER ledger_debits AFTER INSERT ON ledger WHEN NEW.amount < 0 BEGIN
+    SELECT RAISE(ROLLBACK, 'a debit of an account that does not exist')
+    WHERE NOT EXISTS (SELECT 1 FROM accounts WHERE user = NEW.user);
     UPDATE accounts SET balance = balance + NEW.amount WHERE user = NEW.user;
 END;
 CREATE TRIGGER ledger_no_update BEFORE UPDATE ON ledger BEGIN

@@ -75,7 +75,9 @@ fn overdrafts_duplicate_references_and_changed_entries_are_refused() {
     let overdraft = entry("deposit:alice:key:x".into(), "alice", -1, EntryKind::Deposit, None);
     refused(&mut store, Effects { next_seq: 2, ledger: vec![overdraft], ..Effects::default() }, "CHECK");
     let debit = entry(send_ref(PacketId { seq: 5, ..id }), "bob", -1, EntryKind::Send, Some(id));
-    refused(&mut store, Effects { next_seq: 2, ledger: vec![debit], ..Effects::default() }, "CHECK constraint failed");
+    refused(&mut store, Effects { next_seq: 2, ledger: vec![debit], ..Effects::default() }, "does not exist");
+    let overdraft = entry(send_ref(PacketId { seq: 6, ..id }), "alice", -701, EntryKind::Send, Some(id));
+    refused(&mut store, Effects { next_seq: 2, ledger: vec![overdraft], ..Effects::default() }, "balance >= 0");
     let twice = entry("deposit:alice:key:1".into(), "alice", 5, EntryKind::Deposit, None);
     refused(&mut store, Effects { next_seq: 2, ledger: vec![twice], ..Effects::default() }, "UNIQUE");
     let path = hongbao_store_sqlite::set_path(dir.path(), SetId(0));
