@@ -276,10 +276,8 @@ impl<S: Store> Writer<S> {
             }
         }
         for message in mail {
-            if let Mail::Credit { credit, first, .. } = message {
-                if !first {
-                    wants.references.push(credit.reference.clone());
-                }
+            if let Mail::Credit { credit, first: false, .. } = message {
+                wants.references.push(credit.reference.clone());
             }
         }
         let cached = |user: &&UserId| !self.state.accounts.contains_key(*user);
