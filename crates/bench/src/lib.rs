@@ -56,6 +56,9 @@ pub struct BenchOptions {
     pub target: Option<String>,
     /// The target's admin token (its `<data>/admin.token`).
     pub admin_token: Option<String>,
+    /// Opens per second offered by `open-http-open-loop` (default: half of
+    /// `open-http`'s measured maximum).
+    pub rate: Option<u64>,
 }
 
 /// How big each run is. Packets hold more shares than a run can open, so a
@@ -311,7 +314,7 @@ pub async fn run(options: BenchOptions) -> Result<bool> {
     }
     let (packets, count, clients) = (suite.sizes.spread_packets, suite.sizes.spread_count, suite.sizes.clients);
     let mut spread = None;
-    if suite.wants("open-http") || suite.wants("open-http-open-loop") {
+    if suite.wants("open-http") || (suite.wants("open-http-open-loop") && options.rate.is_none()) {
         spread = Some(suite.open_http("open-http", packets, count, Mode::Closed { clients }).await?);
     }
     let local = suite.target.is_none();
@@ -330,9 +333,9 @@ pub async fn run(options: BenchOptions) -> Result<bool> {
     if local && suite.wants("open-engine") {
         suite.open_engine().await?;
     }
-    if let Some(spread) = spread.filter(|_| suite.wants("open-http-open-loop")) {
-        let rate = (spread / 2.0).max(1.0) as u64;
-        eprintln!("open-http-open-loop offers {rate} opens/s (half of open-http's maximum)");
+    let rate = options.rate.or(spread.map(|spread| (spread / 2.0).max(1.0) as u64));
+    if let Some(rate) = rate.filter(|_| suite.wants("open-http-open-loop")) {
+        eprintln!("open-http-open-loop offers {rate} opens/s");
         suite.open_http("open-http-open-loop", packets, count, Mode::Open { rate, clients: clients * 4 }).await?;
     }
     if suite.wants("nye-http") {

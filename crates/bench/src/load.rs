@@ -29,6 +29,9 @@ impl Mode {
     }
 }
 
+/// How long each run warms up before it records.
+const WARMUP: Duration = Duration::from_secs(1);
+
 /// Latencies are recorded in microseconds, up to a minute, to 3 digits.
 fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
@@ -96,7 +99,11 @@ pub async fn drive<C: Client>(
     bar: &ProgressBar,
 ) -> (Measured, Vec<C>) {
     let sequence = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
+    // Requests due in the warm-up run but are not recorded: a fresh server's
+    // first second (cold page cache, statements being compiled) is not the
+    // steady state a run measures.
+    let begin = Instant::now();
+    let start = begin + WARMUP;
     let deadline = start + duration;
     bar.set_length(duration.as_secs());
     bar.set_style(
@@ -112,7 +119,7 @@ pub async fn drive<C: Client>(
                 tokio::time::sleep(Duration::from_millis(250)).await;
                 let done = sequence.load(Ordering::Relaxed);
                 bar.set_position(start.elapsed().as_secs().min(duration.as_secs()));
-                bar.set_message(format!("{:.0} ops/s", done as f64 / start.elapsed().as_secs_f64()));
+                bar.set_message(format!("{:.0} ops/s", done as f64 / begin.elapsed().as_secs_f64()));
             }
         })
     };
@@ -129,7 +136,7 @@ pub async fn drive<C: Client>(
                 loop {
                     let n = sequence.fetch_add(1, Ordering::Relaxed);
                     let due = match interval {
-                        Some(interval) => start + interval.mul_f64(n as f64),
+                        Some(interval) => begin + interval.mul_f64(n as f64),
                         None => Instant::now(),
                     };
                     if due >= deadline {
@@ -140,8 +147,10 @@ pub async fn drive<C: Client>(
                     }
                     let ok = client.call(n).await;
                     let done = Instant::now();
-                    let second = due.duration_since(start).as_secs() as usize;
-                    record.add(second, done.duration_since(due), ok);
+                    if due >= start {
+                        let second = due.duration_since(start).as_secs() as usize;
+                        record.add(second, done.duration_since(due), ok);
+                    }
                 }
                 (record, client)
             })

@@ -78,6 +78,9 @@ enum Command {
         /// The target's admin token (its <data>/admin.token).
         #[arg(long)]
         admin_token: Option<String>,
+        /// Opens/s offered open-loop (default: half of open-http's maximum).
+        #[arg(long)]
+        rate: Option<u64>,
     },
 }
 
@@ -105,7 +108,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}", user_token(&data, &user)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench { quick, json, chart, redis, pg, duration_s, clients, only, sets, target, admin_token } => {
+        Command::Bench {
+            quick,
+            json,
+            chart,
+            redis,
+            pg,
+            duration_s,
+            clients,
+            only,
+            sets,
+            target,
+            admin_token,
+            rate,
+        } => {
             let options = hongbao_bench::BenchOptions {
                 quick,
                 json,
@@ -118,6 +134,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 sets,
                 target,
                 admin_token,
+                rate,
             };
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             let ok = runtime.block_on(hongbao_bench::run(options))?;

@@ -21,7 +21,7 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
 /// grow without bound (and every read would search it). A TRUNCATE
 /// checkpoint holds the writer back only while it copies the few frames
 /// the last passive run missed.
-const WAL_BYTES_MAX: u64 = 64 * 1024 * 1024;
+const WAL_BYTES_MAX: u64 = 8 * 1024 * 1024;
 
 pub(crate) struct Checkpointer {
     stop: Arc<AtomicBool>,

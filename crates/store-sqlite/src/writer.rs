@@ -254,10 +254,14 @@ fn write_outbox_and_keys(tx: &Transaction<'_>, effects: &Effects) -> Result<(), 
         keys.execute(params![record.user.as_str(), record.key, record.op.as_str(), record.fingerprint, record.result])
             .map_err(failed("writing an idempotency key"))?;
     }
-    tx.execute(
-        "INSERT INTO meta (key, value) VALUES ('next_seq', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        params![effects.next_seq as i64],
-    )
-    .map_err(failed("writing next_seq"))?;
+    // The sequence moves only when packets are made; a batch without one
+    // leaves the meta page alone (one page less to write).
+    if !effects.packets.is_empty() {
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('next_seq', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![effects.next_seq as i64],
+        )
+        .map_err(failed("writing next_seq"))?;
+    }
     Ok(())
 }
