@@ -39,12 +39,27 @@ impl Connection {
         token: Option<&str>,
         body: Option<Bytes>,
     ) -> Result<(StatusCode, Bytes)> {
+        self.request_with(method, path, token, &[], body).await
+    }
+
+    /// A request with extra headers (an `Idempotency-Key`, say).
+    pub async fn request_with(
+        &mut self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<Bytes>,
+    ) -> Result<(StatusCode, Bytes)> {
         if self.sender.ready().await.is_err() {
             *self = Connection::open(self.addr).await?;
         }
         let mut request = Request::builder().method(method).uri(path).header("host", "hongbao");
         if let Some(token) = token {
             request = request.header("authorization", format!("Bearer {token}"));
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
         let request = request.body(Full::new(body.unwrap_or_default())).context("building a request")?;
         let response = self.sender.send_request(request).await.context("sending a request")?;

@@ -11,7 +11,7 @@
 //! without and with `appendfsync always`), `pg-row-lock` and
 //! `pg-row-lock-hot` (a PostgreSQL transaction per open, row-locked).
 
-mod client;
+pub mod client;
 mod hongbao;
 mod load;
 mod new_year_eve;

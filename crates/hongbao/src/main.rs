@@ -1,5 +1,6 @@
 //! `hongbao`: the one binary. `serve` runs the service, `token` prints a
-//! user token, `audit` checks a stopped data directory, `bench` measures.
+//! user token, `audit` checks a stopped data directory, `bench` measures,
+//! `chaos` kills the server at random and checks nothing was lost.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -42,6 +43,24 @@ enum Command {
     Audit {
         #[arg(long, default_value = "./data")]
         data: PathBuf,
+    },
+    /// Kill the real server at random under a mixed load; check nothing acknowledged was lost.
+    Chaos {
+        /// How many times the server is killed with SIGKILL and restarted.
+        #[arg(long, default_value_t = 20)]
+        kills: u32,
+        /// Seconds of load.
+        #[arg(long, default_value_t = 60)]
+        duration_s: u64,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        /// The workload's seed (printed, so a run can be repeated).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Write {"kills","acked","lost","duplicated","audit_ok"} as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
     /// Measure hongbao and the usual alternatives on one workload, then audit.
     Bench {
@@ -139,6 +158,31 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             let ok = runtime.block_on(hongbao_bench::run(options))?;
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Chaos { kills, duration_s, clients, seed, json } => {
+            let seed = seed.unwrap_or_else(|| std::process::id().into());
+            let binary = std::env::current_exe().context("finding the hongbao binary")?;
+            let duration = std::time::Duration::from_secs(duration_s);
+            let options = hongbao_chaos::ChaosOptions { binary, kills, duration, clients, seed, json };
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let report = runtime.block_on(hongbao_chaos::run(options))?;
+            for problem in report.problems.iter().take(20) {
+                println!("  {problem}");
+            }
+            println!(
+                "chaos {}: {} kills, {} acknowledged operations checked, {} lost, {} duplicated, audit {} (seed {})",
+                if report.ok() { "ok" } else { "FAILED" },
+                report.kills,
+                report.acked,
+                report.lost,
+                report.duplicated,
+                if report.audit_ok { "ok" } else { "FAILED" },
+                report.seed
+            );
+            if !report.audit_ok {
+                println!("{}", report.audit);
+            }
+            Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Audit { data } => {
             let report = audit_dir(&data)?;

@@ -1,0 +1,143 @@
+//! One chaos client: a seeded stream of deposits, sends (some expiring in
+//! seconds), grabs and opens. Every request is retried across server deaths
+//! with the same idempotency key until it is answered, so a retry can only
+//! be replayed, never applied twice.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use hongbao_bench::client::Connection;
+use hongbao_domain::UserId;
+use hongbao_domain::hash::mix64;
+use hongbao_server::Auth;
+use hyper::Method;
+use hyper::body::Bytes;
+use serde_json::{Value, json};
+
+use crate::journal::{Acked, Journal};
+use crate::server::Server;
+
+/// How long a request keeps retrying past the end of the run: long enough
+/// to outlive a restart, short enough to end.
+const RETRY_GRACE: Duration = Duration::from_secs(10);
+const RETRY_PAUSE: Duration = Duration::from_millis(20);
+const SENDERS: u64 = 20;
+const OPENERS: u64 = 100;
+
+pub struct Context {
+    server: Arc<Server>,
+    journal: Arc<Journal>,
+    auth: Auth,
+    admin: String,
+    seed: u64,
+    client: u64,
+    connection: Option<(u64, Connection)>,
+}
+
+impl Context {
+    pub fn new(server: Arc<Server>, journal: Arc<Journal>, data: &Path, seed: u64, client: u64) -> Result<Context> {
+        let auth = Auth::load(data).context("loading the server's keys")?;
+        let admin = std::fs::read_to_string(data.join("admin.token")).context("reading admin.token")?.trim().to_owned();
+        Ok(Context { server, journal, auth, admin, seed, client, connection: None })
+    }
+
+    fn token(&self, user: &str) -> String {
+        self.auth.token_for(&UserId::parse(user).expect("valid user"))
+    }
+
+    /// Sends until answered (any status but 503), across restarts, with the
+    /// same idempotency key every time.
+    async fn request(
+        &mut self,
+        path: &str,
+        token: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+        give_up: Instant,
+    ) -> Option<(u16, Value)> {
+        let headers: Vec<(&str, &str)> = key.map(|key| ("idempotency-key", key)).into_iter().collect();
+        let body = body.map(|value| Bytes::from(value.to_string()));
+        while Instant::now() < give_up {
+            let (addr, restarts) = self.server.addr();
+            if self.connection.as_ref().is_none_or(|(seen, _)| *seen != restarts) {
+                self.connection = Connection::open(addr).await.ok().map(|connection| (restarts, connection));
+            }
+            if let Some((_, connection)) = &mut self.connection {
+                match connection.request_with(Method::POST, path, Some(token), &headers, body.clone()).await {
+                    Ok((status, answer)) if status != 503 => {
+                        return Some((status.as_u16(), serde_json::from_slice(&answer).unwrap_or(Value::Null)));
+                    }
+                    Ok(_) => {}
+                    Err(_) => self.connection = None,
+                }
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+        None
+    }
+}
+
+pub async fn run(mut context: Context, deadline: Instant) -> Result<()> {
+    let give_up = deadline + RETRY_GRACE;
+    let mut n = 0u64;
+    while Instant::now() < deadline {
+        let draw = mix64(context.seed ^ (context.client << 40) ^ n);
+        n += 1;
+        match draw % 100 {
+            0..10 => deposit(&mut context, draw, n, give_up).await,
+            10..25 => send(&mut context, draw, n, give_up).await,
+            25..40 => grab(&mut context, draw, give_up).await,
+            _ => open(&mut context, draw, give_up).await,
+        }
+    }
+    Ok(())
+}
+
+async fn deposit(context: &mut Context, draw: u64, n: u64, give_up: Instant) {
+    let user = format!("u{}", (draw >> 8) % SENDERS);
+    let amount = 1_000 + (draw >> 16) % 4_000;
+    let key = format!("d{}-{n}", context.client);
+    let admin = context.admin.clone();
+    let body = json!({ "user": user, "amount": amount });
+    let path = "/v1/admin/deposits";
+    let answer = context.request(path, &admin, Some(&key), Some(body), give_up).await;
+    if let Some((200, _)) = answer {
+        context.journal.ack(Acked::Deposit { user, key, amount: amount as i64 });
+    }
+}
+
+async fn send(context: &mut Context, draw: u64, n: u64, give_up: Instant) {
+    let sender = format!("u{}", (draw >> 8) % SENDERS);
+    let count = 1 + (draw >> 16) % 10;
+    let total = count * (10 + (draw >> 24) % 190);
+    let expires_in_s = if (draw >> 32).is_multiple_of(3) { 1 + (draw >> 40) % 3 } else { 600 };
+    let key = format!("s{}-{n}", context.client);
+    context.journal.tried_send(&sender, &key);
+    let token = context.token(&sender);
+    let body = json!({ "kind": "lucky", "total_amount": total, "count": count, "expires_in_s": expires_in_s });
+    if let Some((201, packet)) = context.request("/v1/packets", &token, Some(&key), Some(body), give_up).await
+        && let Some(id) = packet["id"].as_str()
+    {
+        context.journal.ack(Acked::Send { id: id.to_owned(), sender, total: total as i64 });
+    }
+}
+
+async fn grab(context: &mut Context, draw: u64, give_up: Instant) {
+    let Some(packet) = context.journal.packet(draw) else { return };
+    let token = context.token(&format!("o{}", (draw >> 8) % OPENERS));
+    let _ = context.request(&format!("/v1/packets/{packet}/grab"), &token, None, None, give_up).await;
+}
+
+async fn open(context: &mut Context, draw: u64, give_up: Instant) {
+    let Some(packet) = context.journal.packet(draw) else { return };
+    let user = format!("o{}", (draw >> 8) % OPENERS);
+    let token = context.token(&user);
+    let answer = context.request(&format!("/v1/packets/{packet}/open"), &token, None, None, give_up).await;
+    if let Some((200, opened)) = answer
+        && let Some(amount) = opened["amount"].as_u64()
+    {
+        context.journal.ack(Acked::Open { packet, user, amount: amount as i64 });
+    }
+}
