@@ -24,7 +24,8 @@ use crate::server::Server;
 const RETRY_GRACE: Duration = Duration::from_secs(10);
 const RETRY_PAUSE: Duration = Duration::from_millis(20);
 const SENDERS: u64 = 20;
-const OPENERS: u64 = 100;
+/// Openers: many enough that none of them meets the per-user open limit.
+const OPENERS: u64 = 1_000;
 
 pub struct Context {
     server: Arc<Server>,

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use hongbao::{ServeOptions, audit_dir, start, user_token};
+use hongbao_server::rate_limit::OpenRate;
 use tracing::info;
 use tracing_subscriber::filter::LevelFilter;
 
@@ -32,6 +33,12 @@ enum Command {
         /// Sets of a new data directory (fixed once created; default 8).
         #[arg(long)]
         sets: Option<u16>,
+        /// Opens per second one user may make, sustained.
+        #[arg(long, default_value_t = OpenRate::default().per_s)]
+        open_rate_per_s: f64,
+        /// Opens one user may make at once.
+        #[arg(long, default_value_t = OpenRate::default().burst)]
+        open_burst: f64,
     },
     /// Print a user token signed with the data directory's secret.
     Token {
@@ -118,9 +125,13 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Serve { data, listen, sets } => {
+        Command::Serve { data, listen, sets, open_rate_per_s, open_burst } => {
+            if !(open_rate_per_s > 0.0 && open_burst >= 1.0) {
+                anyhow::bail!("--open-rate-per-s must be positive and --open-burst at least 1");
+            }
+            let open_rate = OpenRate { per_s: open_rate_per_s, burst: open_burst };
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            runtime.block_on(serve(ServeOptions { sets, ..ServeOptions::new(data, listen) }))?;
+            runtime.block_on(serve(ServeOptions { sets, open_rate, ..ServeOptions::new(data, listen) }))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Token { data, user } => {

@@ -16,11 +16,13 @@ fn hongbao(args: &[&str]) -> Command {
 
 /// Starts `hongbao serve` on port 0 and reads the address it prints.
 fn serve(data: &Path) -> (Child, String) {
-    let mut child = hongbao(&["serve", "--data", data.to_str().unwrap(), "--listen", "127.0.0.1:0", "--sets", "4"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    serve_with(data, &[])
+}
+
+fn serve_with(data: &Path, extra: &[&str]) -> (Child, String) {
+    let mut args = vec!["serve", "--data", data.to_str().unwrap(), "--listen", "127.0.0.1:0", "--sets", "4"];
+    args.extend_from_slice(extra);
+    let mut child = hongbao(&args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let addr =
@@ -94,4 +96,31 @@ fn a_second_server_on_the_same_directory_is_refused() {
     assert!(String::from_utf8_lossy(&second.stderr).contains("in use by another hongbao process"));
     signal(&first, "TERM");
     assert!(wait(&mut first).success());
+}
+
+#[test]
+fn opens_past_the_configured_per_user_rate_are_refused_with_429() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (mut child, addr) = serve_with(&data, &["--open-rate-per-s", "0.01", "--open-burst", "2"]);
+    let admin = std::fs::read_to_string(data.join("admin.token")).unwrap().trim().to_owned();
+    let token = |user: &str| {
+        let output = hongbao(&["token", "--data", data.to_str().unwrap(), user]).output().unwrap();
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    };
+    let (alice, bob) = (token("alice"), token("bob"));
+    request(&addr, "POST", "/v1/admin/deposits", &admin, r#"{"user":"alice","amount":900}"#);
+    let mut opens = Vec::new();
+    for _ in 0..3 {
+        let (_, body) =
+            request(&addr, "POST", "/v1/packets", &alice, r#"{"kind":"fixed","total_amount":300,"count":3}"#);
+        let id = body.split(r#""id":""#).nth(1).unwrap().split('"').next().unwrap().to_owned();
+        opens.push(request(&addr, "POST", &format!("/v1/packets/{id}/open"), &bob, ""));
+    }
+    assert_eq!(opens[0].0, 200);
+    assert_eq!(opens[1].0, 200);
+    assert_eq!(opens[2].0, 429, "{:?}", opens[2]);
+    assert!(opens[2].1.contains("rate_limited"), "{:?}", opens[2]);
+    signal(&child, "TERM");
+    assert!(wait(&mut child).success());
 }

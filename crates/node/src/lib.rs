@@ -11,6 +11,7 @@ use anyhow::{Context, Result, bail};
 use hongbao_domain::SetId;
 use hongbao_domain::audit::{AuditReport, audit};
 use hongbao_engine::{Clock, Engine, EngineConfig, OsEntropy, SystemClock};
+use hongbao_server::rate_limit::{OpenRate, RateLimiter};
 use hongbao_server::{AppState, Auth};
 use hongbao_store_sqlite::{DataDir, open_set, snapshot};
 use tokio::net::TcpListener;
@@ -27,11 +28,20 @@ pub struct ServeOptions {
     pub sets: Option<u16>,
     pub engine: EngineConfig,
     pub clock: Arc<dyn Clock>,
+    /// The per-user limit on opens.
+    pub open_rate: OpenRate,
 }
 
 impl ServeOptions {
     pub fn new(data: PathBuf, listen: SocketAddr) -> ServeOptions {
-        ServeOptions { data, listen, sets: None, engine: EngineConfig::default(), clock: Arc::new(SystemClock) }
+        ServeOptions {
+            data,
+            listen,
+            sets: None,
+            engine: EngineConfig::default(),
+            clock: Arc::new(SystemClock),
+            open_rate: OpenRate::default(),
+        }
     }
 }
 
@@ -86,7 +96,8 @@ pub async fn start(options: ServeOptions) -> Result<Running> {
         TcpListener::bind(options.listen).await.with_context(|| format!("listening on {}", options.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
     let admin_token = auth.admin_token().to_owned();
-    let state = AppState { engine: engine.clone(), auth: Arc::new(auth) };
+    let opens = Arc::new(RateLimiter::new(options.open_rate));
+    let state = AppState { engine: engine.clone(), auth: Arc::new(auth), opens };
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(hongbao_server::serve(listener, state, async move {
         let _ = stopped.await;

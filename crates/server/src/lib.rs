@@ -5,6 +5,7 @@
 pub mod auth;
 mod body;
 pub mod error;
+pub mod rate_limit;
 mod routes;
 mod views;
 
@@ -28,6 +29,7 @@ pub const BODY_BYTES_MAX: usize = 16 * 1024;
 pub struct AppState {
     pub engine: Engine,
     pub auth: Arc<Auth>,
+    pub opens: Arc<rate_limit::RateLimiter>,
 }
 
 /// The whole API.

@@ -88,6 +88,13 @@ pub async fn open(
     OptionalJsonBody(request): OptionalJsonBody<OpenRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let id = packet_id(path)?;
+    if !state.opens.admit(&user, std::time::Instant::now()) {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many opens from this user; retry after the time in Retry-After",
+        ));
+    }
     match state.engine.open(id, user, request.password).await? {
         OpenOutcome::Opened { amount, .. } | OpenOutcome::AlreadyOpened { amount } => {
             Ok(Json(json!({ "status": "opened", "amount": amount.fen() })))
