@@ -33,31 +33,45 @@ use crate::load::{Mode, drive};
 pub use crate::report::{Machine, RunResult};
 use crate::target::{Target, Tokens};
 
-#[derive(Debug, Clone)]
+/// The options of `hongbao bench` (parsed by the binary's command line).
+#[derive(Debug, Clone, clap::Args)]
 pub struct BenchOptions {
-    /// The short suite: under 90 s on a 2-core machine.
+    /// The short suite (under 90 s on 2 cores), for CI and quick checks.
+    #[arg(long)]
     pub quick: bool,
+    /// Write the figures as JSON.
+    #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Draw throughput and latency over time as SVG.
+    #[arg(long)]
     pub chart: Option<PathBuf>,
-    /// A Redis server to use instead of starting one (it is flushed!).
+    /// Use this Redis server instead of starting one (it is flushed).
+    #[arg(long)]
     pub redis: Option<String>,
-    /// PostgreSQL connection settings, without `dbname`.
+    /// PostgreSQL connection settings, without dbname (a fresh database is made and dropped).
+    #[arg(long, default_value = "host=127.0.0.1 port=5432 user=postgres")]
     pub pg: String,
-    /// Seconds per run (default 4 with `--quick`, else 15).
+    /// Seconds per run, after a 1 s warm-up (default 4 with --quick, else 15).
+    #[arg(long)]
     pub duration_s: Option<u64>,
     /// HTTP connections (default 256: enough in flight for group commit to
     /// batch, as a peak minute has).
+    #[arg(long)]
     pub clients: Option<usize>,
-    /// Only these runs (all when empty), e.g. to profile one of them.
+    /// Only these runs (comma-separated), e.g. `--only open-engine`.
+    #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Sets of the bench server's data directory (default: the service's).
+    #[arg(long)]
     pub sets: Option<u16>,
-    /// Drive this running server (`http://host:port`) instead of starting one.
+    /// Drive this running server (http://host:port) instead of starting one.
+    #[arg(long)]
     pub target: Option<String>,
-    /// The target's admin token (its `<data>/admin.token`).
+    /// The target's admin token (its <data>/admin.token).
+    #[arg(long)]
     pub admin_token: Option<String>,
-    /// Opens per second offered by `open-http-open-loop` (default: half of
-    /// `open-http`'s measured maximum).
+    /// Opens/s offered by open-http-open-loop (default: half of open-http's maximum).
+    #[arg(long)]
     pub rate: Option<u64>,
 }
 

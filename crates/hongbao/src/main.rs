@@ -70,44 +70,7 @@ enum Command {
         json: Option<PathBuf>,
     },
     /// Measure hongbao and the usual alternatives on one workload, then audit.
-    Bench {
-        /// The short suite (under 90 s on 2 cores), for CI and quick checks.
-        #[arg(long)]
-        quick: bool,
-        /// Write the figures as JSON.
-        #[arg(long)]
-        json: Option<PathBuf>,
-        /// Draw throughput and latency over time as SVG.
-        #[arg(long)]
-        chart: Option<PathBuf>,
-        /// Use this Redis server instead of starting one (it is flushed).
-        #[arg(long)]
-        redis: Option<String>,
-        /// PostgreSQL connection settings (a fresh database is made and dropped).
-        #[arg(long, default_value = "host=127.0.0.1 port=5432 user=postgres")]
-        pg: String,
-        /// Seconds per run.
-        #[arg(long)]
-        duration_s: Option<u64>,
-        /// HTTP connections.
-        #[arg(long)]
-        clients: Option<usize>,
-        /// Only these runs (comma-separated), e.g. `--only open-engine`.
-        #[arg(long, value_delimiter = ',')]
-        only: Vec<String>,
-        /// Sets of the bench server (default: the service's default).
-        #[arg(long)]
-        sets: Option<u16>,
-        /// Drive this running server (http://host:port) instead of starting one.
-        #[arg(long)]
-        target: Option<String>,
-        /// The target's admin token (its <data>/admin.token).
-        #[arg(long)]
-        admin_token: Option<String>,
-        /// Opens/s offered open-loop (default: half of open-http's maximum).
-        #[arg(long)]
-        rate: Option<u64>,
-    },
+    Bench(hongbao_bench::BenchOptions),
 }
 
 fn main() -> ExitCode {
@@ -138,34 +101,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}", user_token(&data, &user)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench {
-            quick,
-            json,
-            chart,
-            redis,
-            pg,
-            duration_s,
-            clients,
-            only,
-            sets,
-            target,
-            admin_token,
-            rate,
-        } => {
-            let options = hongbao_bench::BenchOptions {
-                quick,
-                json,
-                chart,
-                redis,
-                pg,
-                duration_s,
-                clients,
-                only,
-                sets,
-                target,
-                admin_token,
-                rate,
-            };
+        Command::Bench(options) => {
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             let ok = runtime.block_on(hongbao_bench::run(options))?;
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
