@@ -110,6 +110,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let seed = seed.unwrap_or_else(|| std::process::id().into());
             let binary = std::env::current_exe().context("finding the hongbao binary")?;
             let duration = std::time::Duration::from_secs(duration_s);
+            println!("chaos: seed {seed}, {kills} kills over {duration_s} s, {clients} clients");
             let options = hongbao_chaos::ChaosOptions { binary, kills, duration, clients, seed, json };
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             let report = runtime.block_on(hongbao_chaos::run(options))?;
