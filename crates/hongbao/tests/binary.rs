@@ -124,3 +124,26 @@ fn opens_past_the_configured_per_user_rate_are_refused_with_429() {
     signal(&child, "TERM");
     assert!(wait(&mut child).success());
 }
+
+#[test]
+fn an_unusable_data_directory_is_a_clear_error_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    // A file where the directory should be.
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let output = hongbao(&["serve", "--data", file.to_str().unwrap(), "--listen", "127.0.0.1:0"]).output().unwrap();
+    assert!(!output.status.success());
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(text.contains("hongbao:") && text.contains("not-a-dir"), "{text}");
+
+    // A set's database overwritten with garbage: refused, not served, not a panic.
+    let data = dir.path().join("data");
+    let (mut child, _) = serve(&data);
+    signal(&child, "TERM");
+    assert!(wait(&mut child).success());
+    std::fs::write(data.join("set-002.db"), vec![0x5a; 8192]).unwrap();
+    let output = hongbao(&["serve", "--data", data.to_str().unwrap(), "--listen", "127.0.0.1:0"]).output().unwrap();
+    assert!(!output.status.success());
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(text.contains("not a database") && !text.contains("panicked"), "{text}");
+}
