@@ -141,6 +141,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 async fn serve(options: ServeOptions) -> Result<()> {
+    // The handlers are installed before the address is announced: a signal
+    // that arrives the moment a script sees the address still stops cleanly.
+    let stop = Shutdown::install().context("installing the signal handlers")?;
     let running = start(options).await?;
     // One plain line on stdout, for people and for scripts that pass port 0.
     println!("hongbao listening on http://{}", running.addr);
@@ -151,25 +154,29 @@ async fn serve(options: ServeOptions) -> Result<()> {
         "hongbao serving; the admin token is in {}",
         running.data.path.join("admin.token").display()
     );
-    shutdown_signal().await;
+    stop.wait().await;
     info!("shutting down: draining queues and committing");
     running.stop().await?;
     info!("stopped");
     Ok(())
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing the SIGTERM handler");
+/// SIGINT and SIGTERM, caught from the moment `install` returns.
+struct Shutdown {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Shutdown {
+    fn install() -> std::io::Result<Shutdown> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Shutdown { interrupt: signal(SignalKind::interrupt())?, terminate: signal(SignalKind::terminate())? })
+    }
+
+    async fn wait(mut self) {
         tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
         }
     }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
 }
