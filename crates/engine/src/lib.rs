@@ -11,6 +11,8 @@ mod command;
 pub mod config;
 mod engine;
 pub mod error;
+pub mod memory;
+pub mod sim;
 pub mod store;
 mod writer;
 

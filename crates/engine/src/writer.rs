@@ -113,6 +113,18 @@ impl<S: Store> Writer<S> {
         }
     }
 
+    /// One turn of the loop without waiting, for the simulation, which drives
+    /// every set from one thread with its own clock.
+    pub(crate) fn step(&mut self, commands: Vec<Command>, mail: Vec<Mail>) {
+        self.process(commands, mail);
+    }
+
+    /// Forgets memory and rebuilds it from the store, as after a crash.
+    pub(crate) fn restart(&mut self) -> bool {
+        self.healthy = false;
+        self.recover()
+    }
+
     /// The loop: wait for work (or a tick), drain a batch, process it.
     pub(crate) fn run(mut self) {
         info!(set = %self.set, packets = self.state.packets.len(), outbox = self.state.outbox.len(), "set serving");

@@ -71,13 +71,29 @@ enum Command {
     },
     /// Measure hongbao and the usual alternatives on one workload, then audit.
     Bench(hongbao_bench::BenchOptions),
+    /// Run the deterministic simulation of the engine over many seeds.
+    Simulate {
+        /// How many seeds.
+        #[arg(long, default_value_t = 1000)]
+        seeds: u64,
+        /// The first seed (a failing seed replays on its own with --seeds 1).
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Workload actions per seed.
+        #[arg(long, default_value_t = 400)]
+        steps: usize,
+    },
 }
 
 fn main() -> ExitCode {
-    let level = std::env::var("RUST_LOG").ok().and_then(|text| text.parse().ok()).unwrap_or(LevelFilter::INFO);
+    let cli = Cli::parse();
+    // The simulation injects faults on purpose: their logs would drown its answer.
+    let quiet = matches!(cli.command, Command::Simulate { .. });
+    let default = if quiet { LevelFilter::OFF } else { LevelFilter::INFO };
+    let level = std::env::var("RUST_LOG").ok().and_then(|text| text.parse().ok()).unwrap_or(default);
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_max_level(level).with_ansi(ansi).with_writer(std::io::stderr).init();
-    match run(Cli::parse()) {
+    match run(cli) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("hongbao: {error:#}");
@@ -131,6 +147,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 println!("{}", report.audit);
             }
             Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Simulate { seeds, from, steps } => {
+            let mut opens = 0;
+            for seed in from..from.saturating_add(seeds) {
+                match hongbao_engine::sim::simulate(seed, steps) {
+                    Ok(report) => opens += report.opens_acked,
+                    Err(failure) => {
+                        println!("simulation FAILED: {failure}");
+                        println!("replay: hongbao simulate --from {seed} --seeds 1 --steps {steps}");
+                        return Ok(ExitCode::FAILURE);
+                    }
+                }
+            }
+            println!(
+                "simulation ok: {seeds} seeds from {from}, {steps} steps each, {opens} acknowledged opens checked"
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::Audit { data } => {
             let report = audit_dir(&data)?;

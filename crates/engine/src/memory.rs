@@ -1,0 +1,237 @@
+//! An in-memory store for the simulation: the same contract as SQLite's
+//! (a commit applies whole or not at all, and refuses what breaks an
+//! invariant), plus injected faults: a commit that fails before it applies,
+//! and one that applies but reports failure (the ambiguous fsync).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use hongbao_domain::audit::{AccountRow, ClaimRow, LedgerRow, OutboxRow, PacketRow, SetSnapshot};
+use hongbao_domain::{Amount, Claim, Millis, Packet, PacketId, UserId};
+
+use crate::store::{Credit, Effects, Fetched, IdempotencyOp, IdempotencyRecord, Recovered, Store, StoreError, Wants};
+
+#[derive(Clone, Debug, Default)]
+pub struct MemData {
+    accounts: BTreeMap<UserId, i64>,
+    ledger: BTreeMap<String, (UserId, i64, &'static str)>,
+    packets: BTreeMap<PacketId, Packet>,
+    outbox: BTreeMap<String, Credit>,
+    idempotency: HashMap<(UserId, IdempotencyOp, String), IdempotencyRecord>,
+    next_seq: u64,
+}
+
+/// A fault to inject into the next commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// The commit fails and nothing is applied.
+    FailBefore,
+    /// The commit is applied but reports failure.
+    FailAfter,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct MemStore {
+    data: Arc<Mutex<MemData>>,
+    fault: Arc<Mutex<Option<Fault>>>,
+}
+
+fn refuse(why: impl Into<String>) -> StoreError {
+    StoreError::new(why)
+}
+
+impl MemStore {
+    pub fn inject(&self, fault: Fault) {
+        *self.fault.lock().expect("fault lock") = Some(fault);
+    }
+
+    /// The rows the audit reads, as SQLite's snapshot gives them.
+    pub fn snapshot(&self, set: u16) -> SetSnapshot {
+        let data = self.data.lock().expect("store lock");
+        let mut snapshot = SetSnapshot { set, ..SetSnapshot::default() };
+        snapshot.accounts = data
+            .accounts
+            .iter()
+            .map(|(user, balance)| AccountRow { user: user.to_string(), balance: *balance })
+            .collect();
+        snapshot.ledger = data
+            .ledger
+            .iter()
+            .map(|(reference, (user, amount, kind))| LedgerRow {
+                reference: reference.clone(),
+                user: user.to_string(),
+                amount: *amount,
+                kind: (*kind).to_owned(),
+            })
+            .collect();
+        for packet in data.packets.values() {
+            let info = &packet.info;
+            snapshot.packets.push(PacketRow {
+                id: info.id.to_string(),
+                sender: info.sender.to_string(),
+                kind: info.kind.as_str().to_owned(),
+                total_amount: info.total_amount.signed(),
+                count: i64::from(info.count),
+                remaining_amount: packet.remaining_amount.signed(),
+                remaining_count: i64::from(packet.remaining_count),
+                refunded_amount: packet.refunded_amount.signed(),
+                seed: packet.seed,
+                recipient: info.recipient.as_ref().map(ToString::to_string),
+                expires_at: info.expires_at.0,
+            });
+            for claim in packet.claims() {
+                snapshot.claims.push(ClaimRow {
+                    packet_id: info.id.to_string(),
+                    user: claim.user.to_string(),
+                    index: i64::from(claim.index),
+                    amount: claim.amount.signed(),
+                });
+            }
+        }
+        snapshot.outbox = data
+            .outbox
+            .values()
+            .map(|credit| OutboxRow {
+                reference: credit.reference.clone(),
+                user: credit.user.to_string(),
+                amount: credit.amount.signed(),
+            })
+            .collect();
+        snapshot
+    }
+
+    /// The claim of `user` on `packet`, if the store holds one.
+    pub fn claim(&self, packet: &PacketId, user: &UserId) -> Option<Amount> {
+        let data = self.data.lock().expect("store lock");
+        data.packets.get(packet).and_then(|p| p.claim_of(user)).map(|claim| claim.amount)
+    }
+
+    pub fn outbox_len(&self) -> usize {
+        self.data.lock().expect("store lock").outbox.len()
+    }
+}
+
+fn apply(data: &mut MemData, effects: &Effects) -> Result<(), StoreError> {
+    for entry in &effects.ledger {
+        if data.ledger.contains_key(&entry.reference) {
+            return Err(refuse(format!("duplicate reference {}", entry.reference)));
+        }
+        let balance = data.accounts.entry(entry.user.clone()).or_insert(0);
+        *balance = balance.checked_add(entry.amount).ok_or_else(|| refuse("balance overflow"))?;
+        if *balance < 0 {
+            return Err(refuse(format!("balance of {} below zero", entry.user)));
+        }
+        data.ledger.insert(entry.reference.clone(), (entry.user.clone(), entry.amount, entry.kind.as_str()));
+    }
+    for packet in &effects.packets {
+        let debit = data.ledger.get(&hongbao_domain::ledger::send_ref(packet.info.id));
+        if debit.map(|(_, amount, _)| *amount) != Some(-packet.info.total_amount.signed())
+            || !packet.claims().is_empty()
+        {
+            return Err(refuse("a packet needs its debit and starts whole"));
+        }
+        data.packets.insert(packet.info.id, packet.clone());
+    }
+    for (id, claim) in &effects.claims {
+        let packet = data.packets.get(id).ok_or_else(|| refuse("claim on an unknown packet"))?;
+        if packet.claim_of(&claim.user).is_some()
+            || claim.index != packet.info.count - packet.remaining_count
+            || claim.at >= packet.info.expires_at
+            || claim.amount > packet.remaining_amount
+            || packet.info.recipient.as_ref().is_some_and(|recipient| *recipient != claim.user)
+        {
+            return Err(refuse(format!("claim refused on {id}")));
+        }
+        let mut claims: Vec<Claim> = packet.claims().to_vec();
+        claims.push(claim.clone());
+        let restored =
+            Packet::restore(packet.info.clone(), packet.seed, packet.password, packet.refunded_amount, claims);
+        if restored.remaining_count == 0 && !restored.remaining_amount.is_zero() {
+            return Err(refuse("the last share must take all"));
+        }
+        data.packets.insert(*id, restored);
+    }
+    for (id, amount) in &effects.refunds {
+        let packet = data.packets.get(id).ok_or_else(|| refuse("refund of an unknown packet"))?;
+        let entry = data.ledger.get(&hongbao_domain::ledger::refund_ref(id));
+        if !packet.refunded_amount.is_zero()
+            || packet.remaining_amount != *amount
+            || entry.map(|e| e.1) != Some(amount.signed())
+        {
+            return Err(refuse(format!("refund refused on {id}")));
+        }
+        let restored =
+            Packet::restore(packet.info.clone(), packet.seed, packet.password, *amount, packet.claims().to_vec());
+        data.packets.insert(*id, restored);
+    }
+    for credit in &effects.outbox_added {
+        let claimed = data.packets.get(&credit.packet_id).and_then(|p| p.claim_of(&credit.user)).map(|c| c.amount);
+        if claimed != Some(credit.amount) {
+            return Err(refuse("an outbox credit must match its claim"));
+        }
+        data.outbox.insert(credit.reference.clone(), credit.clone());
+    }
+    for reference in &effects.outbox_removed {
+        data.outbox.remove(reference);
+    }
+    for record in &effects.idempotency {
+        let key = (record.user.clone(), record.op, record.key.clone());
+        if data.idempotency.insert(key, record.clone()).is_some() {
+            return Err(refuse("duplicate idempotency key"));
+        }
+    }
+    data.next_seq = data.next_seq.max(effects.next_seq);
+    Ok(())
+}
+
+impl Store for MemStore {
+    fn recover(&mut self, now: Millis) -> Result<Recovered, StoreError> {
+        let data = self.data.lock().expect("store lock");
+        let packets = data
+            .packets
+            .values()
+            .filter(|p| p.info.expires_at > now || (!p.remaining_amount.is_zero() && p.refunded_amount.is_zero()))
+            .cloned()
+            .collect();
+        Ok(Recovered { next_seq: data.next_seq.max(1), packets, outbox: data.outbox.values().cloned().collect() })
+    }
+
+    fn prefetch(&mut self, wants: &Wants) -> Result<Fetched, StoreError> {
+        let data = self.data.lock().expect("store lock");
+        let mut fetched = Fetched::default();
+        for user in &wants.accounts {
+            let balance = data.accounts.get(user).copied().unwrap_or(0);
+            fetched.accounts.push((user.clone(), Amount::from_signed(balance).expect("balances are not negative")));
+        }
+        for (user, op, key) in &wants.idempotency {
+            if let Some(record) = data.idempotency.get(&(user.clone(), *op, key.clone())) {
+                if record.op == IdempotencyOp::Send {
+                    let id: PacketId = record.result.parse().map_err(|_| refuse("stored send result"))?;
+                    fetched.packets.extend(data.packets.get(&id).cloned());
+                }
+                fetched.idempotency.push(record.clone());
+            }
+        }
+        for id in &wants.packets {
+            fetched.packets.extend(data.packets.get(id).cloned());
+        }
+        fetched.references_present =
+            wants.references.iter().filter(|r| data.ledger.contains_key(*r)).cloned().collect();
+        Ok(fetched)
+    }
+
+    fn commit(&mut self, effects: &Effects) -> Result<(), StoreError> {
+        let fault = self.fault.lock().expect("fault lock").take();
+        if fault == Some(Fault::FailBefore) {
+            return Err(refuse("injected: the commit failed"));
+        }
+        let mut data = self.data.lock().expect("store lock");
+        let mut next = data.clone();
+        apply(&mut next, effects)?;
+        *data = next;
+        match fault {
+            Some(Fault::FailAfter) => Err(refuse("injected: the commit applied but reported failure")),
+            _ => Ok(()),
+        }
+    }
+}
