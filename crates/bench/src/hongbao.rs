@@ -60,16 +60,14 @@ impl Node {
     pub async fn stop_and_audit(self, acked: &[Ack]) -> Result<AuditResult> {
         let path = self.running.data.path.clone();
         self.running.stop().await?;
-        let report = hongbao_node::audit_dir(&path)?;
+        let snapshots = hongbao_node::read_dir(&path)?;
+        let report = hongbao_node::audit_snapshots(&snapshots);
         let mut violations = report.violations.clone();
-        let sets = hongbao_store_sqlite::DataDir::open(&path)?.sets;
-        let mut claims = HashMap::new();
-        for set in 0..sets {
-            let snapshot = hongbao_store_sqlite::snapshot(&path, hongbao_domain::SetId(set))?;
-            for claim in snapshot.claims {
-                claims.insert((claim.packet_id, claim.user), claim.amount);
-            }
-        }
+        let claims: HashMap<_, _> = snapshots
+            .into_iter()
+            .flat_map(|snapshot| snapshot.claims)
+            .map(|claim| ((claim.packet_id, claim.user), claim.amount))
+            .collect();
         for ack in acked {
             let key = (ack.packet.to_string(), ack.user.to_string());
             if claims.get(&key).copied() != Some(ack.amount as i64) {

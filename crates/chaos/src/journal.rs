@@ -6,8 +6,6 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use anyhow::Result;
-use hongbao_domain::SetId;
-use hongbao_store_sqlite::{DataDir, snapshot};
 
 use crate::ChaosReport;
 
@@ -48,13 +46,13 @@ impl Journal {
 
 /// Checks a stopped data directory against the journal.
 pub fn check(journal: &Journal, data: &Path) -> Result<ChaosReport> {
-    let sets = DataDir::open(data)?.sets;
+    let snapshots = hongbao_node::read_dir(data)?;
+    let audit = hongbao_node::audit_snapshots(&snapshots);
     let mut ledger = HashMap::new();
     let mut packets = HashMap::new();
     let mut packets_by_sender: HashMap<String, usize> = HashMap::new();
     let mut claims = HashMap::new();
-    for set in 0..sets {
-        let snapshot = snapshot(data, SetId(set))?;
+    for snapshot in snapshots {
         for row in snapshot.ledger {
             ledger.insert(row.reference, (row.user, row.amount));
         }
@@ -90,7 +88,6 @@ pub fn check(journal: &Journal, data: &Path) -> Result<ChaosReport> {
             problems.push(format!("duplicated: {sender} has {made} packets from {} send keys", keys.len()));
         }
     }
-    let audit = hongbao_node::audit_dir(data)?;
     Ok(ChaosReport {
         kills: 0,
         acked: acked.len(),

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use hongbao_domain::SetId;
-use hongbao_domain::audit::{AuditReport, audit};
+use hongbao_domain::audit::{AuditReport, SetSnapshot, audit};
 use hongbao_engine::{Clock, Engine, EngineConfig, OsEntropy, SystemClock};
 use hongbao_server::rate_limit::{OpenRate, RateLimiter};
 use hongbao_server::{AppState, Auth};
@@ -119,14 +119,23 @@ impl Running {
 
 /// Checks every invariant over a stopped data directory.
 pub fn audit_dir(dir: &Path) -> Result<AuditReport> {
+    Ok(audit_snapshots(&read_dir(dir)?))
+}
+
+/// Every set's rows from a stopped data directory, read once, for callers
+/// that check more than the audit does (the bench, chaos).
+pub fn read_dir(dir: &Path) -> Result<Vec<SetSnapshot>> {
     let data = DataDir::open(dir).with_context(|| format!("opening {}", dir.display()))?;
     let _lock = lock(&data.path).context("the audit needs a stopped data directory")?;
-    let snapshots = (0..data.sets)
+    (0..data.sets)
         .map(|set| snapshot(&data.path, SetId(set)))
         .collect::<Result<Vec<_>, _>>()
-        .context("reading the sets")?;
-    let limits = EngineConfig::default().limits;
-    Ok(audit(&snapshots, limits.share_min, SystemClock.now().0))
+        .context("reading the sets")
+}
+
+/// The audit of rows already read with `read_dir`.
+pub fn audit_snapshots(snapshots: &[SetSnapshot]) -> AuditReport {
+    audit(snapshots, EngineConfig::default().limits.share_min, SystemClock.now().0)
 }
 
 /// A user token for `user`, signed with the data directory's secret.
