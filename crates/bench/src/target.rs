@@ -112,10 +112,10 @@ impl Target {
     }
 
     /// `packets` lucky packets of `count` shares from as many senders, and
-    /// tokens for their senders and for the openers `u0..u<count>`.
+    /// tokens for their senders and for the openers of a cycling plan.
     pub async fn prepare(&self, packets: usize, count: u32) -> Result<(Plan, Tokens)> {
         let senders: Vec<UserId> = (0..packets).map(|p| UserId::parse(&format!("ts{p}")).expect("valid")).collect();
-        let openers = (0..count).map(|u| UserId::parse(&format!("u{u}")).expect("valid"));
+        let openers = (0..=packets).map(|u| UserId::parse(&format!("u{u}")).expect("valid"));
         let tokens = self.tokens(senders.iter().cloned().chain(openers).collect()).await?;
         let total = u64::from(count) * 2;
         self.fund(&senders, total).await?;
@@ -126,7 +126,7 @@ impl Target {
             let packet = call(&mut connection, "/v1/packets", &tokens.of(sender), body).await?;
             ids.push(packet["id"].as_str().and_then(|id| id.parse().ok()).context("no packet id in the answer")?);
         }
-        Ok((Plan::new(ids), tokens))
+        Ok((Plan::cycling(ids), tokens))
     }
 
     /// Checks every acknowledged open against the packet's claims as the
