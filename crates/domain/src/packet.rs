@@ -255,6 +255,18 @@ pub enum PacketStatus {
 }
 
 impl PacketStatus {
+    /// Where a packet with this state stands at `now`: empty once every share
+    /// is opened, expired at or after its expiry or once refunded.
+    pub fn of(remaining_count: u32, refunded_amount: Amount, expires_at: Millis, now: Millis) -> PacketStatus {
+        if remaining_count == 0 {
+            PacketStatus::Empty
+        } else if now >= expires_at || !refunded_amount.is_zero() {
+            PacketStatus::Expired
+        } else {
+            PacketStatus::Available
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             PacketStatus::Available => "available",
@@ -334,13 +346,7 @@ impl Packet {
     }
 
     pub fn status(&self, now: Millis) -> PacketStatus {
-        if self.remaining_count == 0 {
-            PacketStatus::Empty
-        } else if self.is_expired(now) || !self.refunded_amount.is_zero() {
-            PacketStatus::Expired
-        } else {
-            PacketStatus::Available
-        }
+        PacketStatus::of(self.remaining_count, self.refunded_amount, self.info.expires_at, now)
     }
 
     fn admits(&self, user: &UserId) -> bool {
@@ -377,11 +383,10 @@ impl Packet {
         {
             return OpenOutcome::WrongPassword;
         }
-        if self.remaining_count == 0 {
-            return OpenOutcome::Empty;
-        }
-        if self.is_expired(now) || !self.refunded_amount.is_zero() {
-            return OpenOutcome::Expired;
+        match self.status(now) {
+            PacketStatus::Empty => return OpenOutcome::Empty,
+            PacketStatus::Expired => return OpenOutcome::Expired,
+            PacketStatus::Available => {}
         }
         let index = self.info.count - self.remaining_count;
         let amount = self.next_share(index, limits.share_min);

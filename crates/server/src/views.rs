@@ -1,7 +1,7 @@
 //! The JSON the API answers with. Money is integer fen; times are Unix
 //! milliseconds.
 
-use hongbao_domain::packet::PacketInfo;
+use hongbao_domain::packet::{PacketInfo, PacketStatus};
 use hongbao_domain::{Claim, Millis, Packet};
 use hongbao_engine::{ReceivedItem, SentItem};
 use serde::Serialize;
@@ -88,13 +88,7 @@ pub struct SentView {
 
 impl SentView {
     pub fn of(item: &SentItem, now: Millis) -> SentView {
-        let status = if item.remaining_count == 0 {
-            "empty"
-        } else if now >= item.info.expires_at || !item.refunded_amount.is_zero() {
-            "expired"
-        } else {
-            "available"
-        };
+        let status = PacketStatus::of(item.remaining_count, item.refunded_amount, item.info.expires_at, now).as_str();
         SentView {
             packet: PacketView::from(&item.info),
             status,
