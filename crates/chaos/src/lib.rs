@@ -59,11 +59,15 @@ pub async fn run(options: ChaosOptions) -> Result<ChaosReport> {
     let data = dir.path().join("data");
     let server = Arc::new(Server::start(&options.binary, &data).await?);
     let journal = Arc::new(Journal::default());
+    // The keys are read once; every client signs with them.
+    let auth = Arc::new(hongbao_server::Auth::load(&data).context("loading the server's keys")?);
+    let admin = std::fs::read_to_string(data.join("admin.token")).context("reading admin.token")?.trim().to_owned();
     let deadline = Instant::now() + options.duration;
     let clients: Vec<_> = (0..options.clients)
         .map(|client| {
-            let context = workload::Context::new(server.clone(), journal.clone(), &data, options.seed, client as u64);
-            tokio::spawn(async move { workload::run(context?, deadline).await })
+            let (server, journal, auth, admin) = (server.clone(), journal.clone(), auth.clone(), admin.clone());
+            let context = workload::Context::new(server, journal, auth, admin, options.seed, client as u64);
+            tokio::spawn(async move { workload::run(context, deadline).await })
         })
         .collect();
     let mut kills = 0;

@@ -3,11 +3,10 @@
 //! with the same idempotency key until it is answered, so a retry can only
 //! be replayed, never applied twice.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use hongbao_bench::client::Connection;
 use hongbao_domain::UserId;
 use hongbao_domain::hash::mix64;
@@ -30,7 +29,7 @@ const OPENERS: u64 = 1_000;
 pub struct Context {
     server: Arc<Server>,
     journal: Arc<Journal>,
-    auth: Auth,
+    auth: Arc<Auth>,
     admin: String,
     seed: u64,
     client: u64,
@@ -38,10 +37,15 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(server: Arc<Server>, journal: Arc<Journal>, data: &Path, seed: u64, client: u64) -> Result<Context> {
-        let auth = Auth::load(data).context("loading the server's keys")?;
-        let admin = std::fs::read_to_string(data.join("admin.token")).context("reading admin.token")?.trim().to_owned();
-        Ok(Context { server, journal, auth, admin, seed, client, connection: None })
+    pub fn new(
+        server: Arc<Server>,
+        journal: Arc<Journal>,
+        auth: Arc<Auth>,
+        admin: String,
+        seed: u64,
+        client: u64,
+    ) -> Context {
+        Context { server, journal, auth, admin, seed, client, connection: None }
     }
 
     fn token(&self, user: &str) -> String {
