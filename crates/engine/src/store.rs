@@ -147,6 +147,9 @@ pub trait Store: Send + 'static {
     /// Writes a batch in one transaction; returns only once it is durable.
     /// On error nothing of the batch is applied.
     fn commit(&mut self, effects: &Effects) -> Result<(), StoreError>;
+    /// Housekeeping between batches, after the last batch was answered (a
+    /// database copying its log back, say). It never changes what is stored.
+    fn maintain(&mut self) {}
 }
 
 /// A page of a list, newest first, with the cursor for the next page.

@@ -223,6 +223,7 @@ impl<S: Store> Writer<S> {
                     // A full or closed mailbox drops the message; the outbox resends it.
                     let _ = self.peers[target.index()].try_send(message);
                 }
+                self.store.maintain();
             }
             Err(failure) => {
                 error!(set = %self.set, %failure, "commit failed; set refuses writes until recovered");

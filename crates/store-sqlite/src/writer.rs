@@ -7,7 +7,7 @@ use hongbao_domain::{Millis, SetId, UserId};
 use hongbao_engine::{Credit, Effects, Fetched, IdempotencyOp, IdempotencyRecord, Recovered, Store, StoreError, Wants};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
-use crate::checkpoint::Checkpointer;
+use crate::checkpoint::{Checkpoints, WAL_FILE_BYTES_MAX};
 use crate::failed;
 use crate::rows::{
     CLAIM_COLUMNS, PACKET_COLUMNS, assemble, balance, claim_from_row, load_packet, packet_from_row, packet_id,
@@ -17,7 +17,7 @@ use crate::schema::prepare;
 pub struct SqliteStore {
     connection: Connection,
     set: SetId,
-    _checkpointer: Checkpointer,
+    checkpoints: Checkpoints,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -31,9 +31,10 @@ impl SqliteStore {
         let mut connection =
             Connection::open(path).map_err(|e| StoreError::new(format!("cannot open {}: {e}", path.display())))?;
         prepare(&mut connection)?;
-        // Checkpoints run on their own thread, never inside a batch commit.
+        // The writer checkpoints between batches (`maintain`), never inside a commit.
         connection.execute_batch("PRAGMA wal_autocheckpoint = 0").map_err(failed("configuring checkpoints"))?;
-        Ok(SqliteStore { connection, set, _checkpointer: Checkpointer::start(path.to_owned()) })
+        connection.pragma_update(None, "journal_size_limit", WAL_FILE_BYTES_MAX).map_err(failed("limiting the WAL"))?;
+        Ok(SqliteStore { connection, set, checkpoints: Checkpoints::new() })
     }
 
     fn next_seq(&self) -> Result<u64, StoreError> {
@@ -153,6 +154,10 @@ impl Store for SqliteStore {
         let transaction = self.connection.transaction().map_err(failed("starting a batch"))?;
         write_effects(&transaction, effects)?;
         transaction.commit().map_err(failed("committing a batch"))
+    }
+
+    fn maintain(&mut self) {
+        self.checkpoints.run_if_due(&self.connection);
     }
 }
 
