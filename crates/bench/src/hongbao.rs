@@ -186,6 +186,14 @@ pub struct OpenHttp {
     pub plan: Arc<Plan>,
     pub tokens: Arc<Tokens>,
     pub acked: Vec<Ack>,
+    /// Opens refused with 503 (shed under overload).
+    pub shed: u64,
+}
+
+impl OpenHttp {
+    pub fn new(connection: Connection, plan: Arc<Plan>, tokens: Arc<Tokens>) -> OpenHttp {
+        OpenHttp { connection, plan, tokens, acked: Vec::new(), shed: 0 }
+    }
 }
 
 impl Client for OpenHttp {
@@ -202,6 +210,10 @@ impl Client for OpenHttp {
             (200, Some(amount)) => {
                 self.acked.push(Ack { packet: self.plan.packets[packet], user, amount });
                 true
+            }
+            (503, _) => {
+                self.shed += 1;
+                false
             }
             _ => false,
         }

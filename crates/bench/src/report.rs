@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::hongbao::AuditResult;
 use crate::load::Measured;
+use crate::overload::Overload;
 
 /// One run's figures, as the report and the JSON file give them.
 #[derive(Debug, Clone, Serialize)]
@@ -23,6 +24,9 @@ pub struct RunResult {
     pub clients: usize,
     /// Per second: operations completed, and their p99 in microseconds.
     pub timeline: Vec<(u64, u64)>,
+    /// The overload profile's figures (its runs only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overload: Option<Overload>,
 }
 
 impl RunResult {
@@ -38,6 +42,7 @@ impl RunResult {
             ops: measured.ops,
             clients,
             timeline: measured.timeline.clone(),
+            overload: None,
         }
     }
 }
@@ -96,6 +101,22 @@ pub fn table(runs: &[RunResult]) -> String {
             run.errors,
             ratio
         );
+    }
+    for run in runs {
+        if let Some(o) = &run.overload {
+            text += &format!(
+                "{}: offered {}/s, admitted {:.0}/s (p99 {} ms), shed {} with 503 + Retry-After, \
+                 other errors {}, RSS {:.0} MiB before, {:.0} MiB at most\n",
+                run.name,
+                o.offered_per_s,
+                run.ops_per_s,
+                ms(run.p99_us),
+                o.shed,
+                o.other_errors,
+                o.rss_before_mib,
+                o.rss_max_mib
+            );
+        }
     }
     text
 }

@@ -8,7 +8,6 @@
 //! duplicated); and `hongbao audit` passes.
 
 mod journal;
-mod server;
 mod workload;
 
 use std::path::PathBuf;
@@ -20,7 +19,7 @@ use hongbao_domain::hash::mix64;
 use serde::Serialize;
 
 use crate::journal::Journal;
-use crate::server::Server;
+use hongbao_bench::child::Server;
 
 #[derive(Debug, Clone)]
 pub struct ChaosOptions {
@@ -57,7 +56,7 @@ impl ChaosReport {
 pub async fn run(options: ChaosOptions) -> Result<ChaosReport> {
     let dir = tempfile::tempdir().context("making a temporary data directory")?;
     let data = dir.path().join("data");
-    let server = Arc::new(Server::start(&options.binary, &data).await?);
+    let server = Arc::new(Server::start(&options.binary, &data, &["--sets", "4"]).await?);
     let journal = Arc::new(Journal::default());
     // The keys are read once; every client signs with them.
     let auth = Arc::new(hongbao_server::Auth::load(&data).context("loading the server's keys")?);

@@ -16,7 +16,7 @@ use hyper::body::Bytes;
 use serde_json::{Value, json};
 
 use crate::journal::{Acked, Journal};
-use crate::server::Server;
+use hongbao_bench::child::Server;
 
 /// How long a request keeps retrying past the end of the run: long enough
 /// to outlive a restart, short enough to end.

@@ -1,15 +1,19 @@
 //! The two things the domain takes as arguments: time and randomness. The
 //! engine reads them here, so tests and the simulation can inject their own.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hongbao_domain::Millis;
 use hongbao_domain::hash::mix64;
 
 pub trait Clock: Send + Sync + 'static {
+    /// Wall-clock time: what packets' creation and expiry are stated in.
     fn now(&self) -> Millis;
+    /// Time that never goes back, from an arbitrary start: what waits are
+    /// measured in (a wall clock stepped by NTP must not shed a queue).
+    fn monotonic(&self) -> Duration;
 }
 
 /// The wall clock.
@@ -20,6 +24,11 @@ impl Clock for SystemClock {
     fn now(&self) -> Millis {
         let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock before 1970");
         Millis(i64::try_from(since_epoch.as_millis()).expect("clock beyond year 292 million"))
+    }
+
+    fn monotonic(&self) -> Duration {
+        static START: OnceLock<Instant> = OnceLock::new();
+        START.get_or_init(Instant::now).elapsed()
     }
 }
 
@@ -40,6 +49,11 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> Millis {
         Millis(self.0.load(Ordering::SeqCst))
+    }
+
+    /// Moves with the manual time (which tests only ever advance).
+    fn monotonic(&self) -> Duration {
+        Duration::from_millis(u64::try_from(self.0.load(Ordering::SeqCst)).unwrap_or(0))
     }
 }
 

@@ -1,6 +1,8 @@
 //! The messages a set takes: commands from clients (each with a oneshot
 //! reply) and mail from other sets (credits and their acknowledgements).
 
+use std::time::Duration;
+
 use hongbao_domain::{
     Amount, DepositOutcome, GrabOutcome, OpenOutcome, PacketId, PacketSpec, SendOutcome, SetId, UserId,
 };
@@ -10,6 +12,14 @@ use crate::error::EngineError;
 use crate::store::Credit;
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
+
+/// A command in a set's queue, with when it was queued (`Clock::monotonic`):
+/// a command that waited too long is refused unapplied (see
+/// `EngineConfig::queue_wait_max`).
+pub(crate) struct Queued {
+    pub(crate) at: Duration,
+    pub(crate) command: Command,
+}
 
 pub(crate) enum Command {
     Deposit {

@@ -11,6 +11,12 @@ pub struct EngineConfig {
     /// Commands waiting per set. A full queue sheds load with 503 instead of
     /// letting memory and latency grow without bound; 4096 is a few batches.
     pub queue_capacity: usize,
+    /// The longest a command may wait in its set's queue. One that waited
+    /// longer is refused unapplied (503 `overloaded`, with Retry-After):
+    /// under overload the queue stays full, and without this bound every
+    /// admitted command would wait for the whole queue, seconds at a full
+    /// 4096. Admitted commands answer within about this plus one batch.
+    pub queue_wait_max: Duration,
     /// Commands per batch: one fsync pays for this many. Larger batches add
     /// latency to the first command of the batch for little more throughput.
     pub batch_max: usize,
@@ -33,6 +39,7 @@ impl Default for EngineConfig {
         EngineConfig {
             limits: Limits::default(),
             queue_capacity: 4096,
+            queue_wait_max: Duration::from_millis(100),
             batch_max: 1024,
             tick: Duration::from_millis(50),
             credit_resend_after: Duration::from_secs(1),

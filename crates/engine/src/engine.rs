@@ -2,6 +2,7 @@
 //! refuses at once when that set's queue is full, and serves reads from the
 //! sets' committed state.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -14,7 +15,7 @@ use hongbao_domain::{
 use tokio::sync::oneshot;
 
 use crate::clock::{Clock, Entropy};
-use crate::command::{Command, Reply};
+use crate::command::{Command, Queued, Reply};
 use crate::config::{EngineConfig, MAILBOX_CAPACITY};
 use crate::error::EngineError;
 use crate::store::{Page, ReceivedItem, SentItem, Store, StoreError, StoreReader};
@@ -35,7 +36,11 @@ pub struct Engine {
 struct Inner {
     limits: Limits,
     clock: Arc<dyn Clock>,
-    queues: Vec<Sender<Command>>,
+    queues: Vec<Sender<Queued>>,
+    /// Each set's last queue delay (see `Writer::queue_delay_us`).
+    queue_delays_us: Vec<Arc<AtomicU64>>,
+    /// Half of `queue_wait_max`: past this delay a set refuses at the door.
+    door_closes_at_us: u64,
     readers: Vec<Arc<dyn StoreReader>>,
     writers: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -60,6 +65,7 @@ impl Engine {
         let (mail_senders, mail_receivers): (Vec<_>, Vec<_>) = (0..sets).map(|_| bounded(MAILBOX_CAPACITY)).unzip();
         let peers = Arc::new(mail_senders);
         let mut queues = Vec::new();
+        let mut queue_delays_us = Vec::new();
         let mut readers = Vec::new();
         let mut writers = Vec::new();
         for ((index, stores), mail) in stores.into_iter().enumerate().zip(mail_receivers) {
@@ -67,6 +73,8 @@ impl Engine {
             let mut store = stores.store;
             let recovered = store.recover(clock.now()).map_err(|e| StoreError::new(format!("set {set}: {e}")))?;
             let (queue, commands) = bounded(config.queue_capacity);
+            let queue_delay_us = Arc::new(AtomicU64::new(0));
+            queue_delays_us.push(queue_delay_us.clone());
             let writer = Writer::new(
                 set,
                 sets,
@@ -78,6 +86,7 @@ impl Engine {
                 commands,
                 mail,
                 peers.clone(),
+                queue_delay_us,
             );
             let thread = std::thread::Builder::new()
                 .name(format!("hongbao-set-{index}"))
@@ -87,7 +96,16 @@ impl Engine {
             readers.push(stores.reader);
             writers.push(thread);
         }
-        let inner = Inner { limits: config.limits, clock, queues, readers, writers: Mutex::new(writers) };
+        let door_closes_at_us = u64::try_from(config.queue_wait_max.as_micros() / 2).unwrap_or(u64::MAX);
+        let inner = Inner {
+            limits: config.limits,
+            clock,
+            queues,
+            queue_delays_us,
+            door_closes_at_us,
+            readers,
+            writers: Mutex::new(writers),
+        };
         Ok(Engine { inner: Arc::new(inner) })
     }
 
@@ -108,9 +126,21 @@ impl Engine {
     }
 
     /// Queues a command and waits for its answer (after its batch is durable).
+    ///
+    /// Overload is refused in two places. At the door: while the set's last
+    /// batch began with a command that had waited over half of
+    /// `queue_wait_max`, new commands are refused at once, so a client is
+    /// told in microseconds and its connection is free for the next request.
+    /// At the writer: a command that still waited longer than
+    /// `queue_wait_max` is refused unapplied. Between them, admitted
+    /// commands wait at most `queue_wait_max`, and the queue drains.
     async fn call<T>(&self, set: SetId, command: impl FnOnce(Reply<T>) -> Command) -> Result<T, EngineError> {
+        if self.inner.queue_delays_us[set.index()].load(Ordering::Relaxed) > self.inner.door_closes_at_us {
+            return Err(EngineError::Overloaded);
+        }
         let (reply, answer) = oneshot::channel();
-        match self.inner.queues[set.index()].try_send(command(reply)) {
+        let queued = Queued { at: self.inner.clock.monotonic(), command: command(reply) };
+        match self.inner.queues[set.index()].try_send(queued) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err(EngineError::Overloaded),
             Err(TrySendError::Disconnected(_)) => return Err(EngineError::ShuttingDown),
@@ -219,7 +249,7 @@ impl Engine {
     pub fn shutdown(&self) {
         for queue in &self.inner.queues {
             // Waits for room: the commands ahead of it are still answered.
-            let _ = queue.send(Command::Shutdown);
+            let _ = queue.send(Queued { at: self.inner.clock.monotonic(), command: Command::Shutdown });
         }
         let writers = std::mem::take(&mut *self.inner.writers.lock().expect("writers lock"));
         for writer in writers {

@@ -5,8 +5,9 @@ use thiserror::Error;
 
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum EngineError {
-    /// The set's queue is full: shed the load, the client retries later.
-    #[error("the set's queue is full")]
+    /// The set is at capacity (its queue is full, or the command waited in
+    /// it too long): shed unapplied, the client retries later.
+    #[error("the set is at capacity")]
     Overloaded,
     /// The set failed to commit and refuses writes until it has recovered
     /// from its store.

@@ -1,7 +1,8 @@
 //! An in-memory store for the simulation: the same contract as SQLite's
 //! (a commit applies whole or not at all, and refuses what breaks an
 //! invariant), plus injected faults: a commit that fails before it applies,
-//! and one that applies but reports failure (the ambiguous fsync).
+//! one that applies but reports failure (the ambiguous fsync), one torn
+//! half-way through its writes, and slow storage.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -9,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use hongbao_domain::audit::{AccountRow, ClaimRow, LedgerRow, OutboxRow, PacketRow, SetSnapshot};
 use hongbao_domain::{Amount, Claim, Millis, Packet, PacketId, UserId};
 
+use crate::clock::ManualClock;
 use crate::store::{Credit, Effects, Fetched, IdempotencyOp, IdempotencyRecord, Recovered, Store, StoreError, Wants};
 
 #[derive(Clone, Debug, Default)]
@@ -28,12 +30,21 @@ pub enum Fault {
     FailBefore,
     /// The commit is applied but reports failure.
     FailAfter,
+    /// The process dies half-way through writing the batch: what was
+    /// written is never committed (SQLite's WAL discards frames without a
+    /// commit record at recovery), and the commit reports failure.
+    Torn,
+    /// The commit succeeds but takes this many milliseconds of the store's
+    /// clock: expiries pass and queued commands age while it runs.
+    Slow(i64),
 }
 
 #[derive(Clone, Debug, Default)]
 pub struct MemStore {
     data: Arc<Mutex<MemData>>,
     fault: Arc<Mutex<Option<Fault>>>,
+    /// The clock slow commits advance (the simulation's).
+    clock: Option<ManualClock>,
 }
 
 fn refuse(why: impl Into<String>) -> StoreError {
@@ -41,6 +52,11 @@ fn refuse(why: impl Into<String>) -> StoreError {
 }
 
 impl MemStore {
+    /// A store whose slow commits take time on `clock`.
+    pub fn on_clock(clock: ManualClock) -> MemStore {
+        MemStore { clock: Some(clock), ..MemStore::default() }
+    }
+
     pub fn inject(&self, fault: Fault) {
         *self.fault.lock().expect("fault lock") = Some(fault);
     }
@@ -227,6 +243,16 @@ impl Store for MemStore {
         }
         let mut data = self.data.lock().expect("store lock");
         let mut next = data.clone();
+        if fault == Some(Fault::Torn) {
+            // Half the ledger entries reach the log, then the process dies
+            // before the commit record: recovery sees none of them.
+            let torn = Effects { ledger: effects.ledger[..effects.ledger.len() / 2].to_vec(), ..Effects::default() };
+            let _ = apply(&mut next, &torn);
+            return Err(refuse("injected: the batch was torn half-way; nothing of it committed"));
+        }
+        if let (Some(Fault::Slow(ms)), Some(clock)) = (fault, &self.clock) {
+            clock.advance_ms(ms);
+        }
         apply(&mut next, effects)?;
         *data = next;
         match fault {

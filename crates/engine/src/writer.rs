@@ -6,7 +6,8 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, select};
 use hongbao_domain::ledger::{EntryKind, claim_ref, deposit_ref, refund_ref, send_ref};
@@ -17,7 +18,7 @@ use hongbao_domain::{
 use tracing::{error, info, warn};
 
 use crate::clock::{Clock, Entropy};
-use crate::command::{Command, Mail, Pending, Reply};
+use crate::command::{Command, Mail, Pending, Queued, Reply};
 use crate::config::EngineConfig;
 use crate::error::EngineError;
 use crate::store::{Credit, Effects, Fetched, IdempotencyOp, IdempotencyRecord, LedgerEntry, Recovered, Store, Wants};
@@ -73,12 +74,18 @@ pub(crate) struct Writer<S: Store> {
     pub(crate) store: S,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) entropy: Box<dyn Entropy>,
-    pub(crate) commands: Receiver<Command>,
+    pub(crate) commands: Receiver<Queued>,
     pub(crate) mail: Receiver<Mail>,
     pub(crate) peers: Arc<Vec<Sender<Mail>>>,
+    /// How long the oldest command of the last batch waited (microseconds),
+    /// for the engine to refuse at the door while the queue is that slow.
+    pub(crate) queue_delay_us: Arc<AtomicU64>,
     state: State,
     healthy: bool,
     last_resend_scan: Instant,
+    /// Commands shed since the last warning (at most one a second).
+    shed_unlogged: usize,
+    shed_logged_at: Duration,
 }
 
 impl<S: Store> Writer<S> {
@@ -91,9 +98,10 @@ impl<S: Store> Writer<S> {
         recovered: Recovered,
         clock: Arc<dyn Clock>,
         entropy: Box<dyn Entropy>,
-        commands: Receiver<Command>,
+        commands: Receiver<Queued>,
         mail: Receiver<Mail>,
         peers: Arc<Vec<Sender<Mail>>>,
+        queue_delay_us: Arc<AtomicU64>,
     ) -> Writer<S> {
         let state = State::recovered(recovered);
         let last_resend_scan = Instant::now();
@@ -107,15 +115,18 @@ impl<S: Store> Writer<S> {
             commands,
             mail,
             peers,
+            queue_delay_us,
             state,
             healthy: true,
             last_resend_scan,
+            shed_unlogged: 0,
+            shed_logged_at: Duration::ZERO,
         }
     }
 
     /// One turn of the loop without waiting, for the simulation, which drives
     /// every set from one thread with its own clock.
-    pub(crate) fn step(&mut self, commands: Vec<Command>, mail: Vec<Mail>) {
+    pub(crate) fn step(&mut self, commands: Vec<Queued>, mail: Vec<Mail>) {
         self.process(commands, mail);
     }
 
@@ -140,14 +151,14 @@ impl<S: Store> Writer<S> {
         }
     }
 
-    fn drain(&self) -> (Vec<Command>, Vec<Mail>, bool) {
+    fn drain(&self) -> (Vec<Queued>, Vec<Mail>, bool) {
         let mut commands = Vec::new();
         let mut mail = Vec::new();
         let mut stop = false;
         select! {
             recv(self.commands) -> message => match message {
-                Ok(Command::Shutdown) | Err(_) => stop = true,
-                Ok(command) => commands.push(command),
+                Ok(Queued { command: Command::Shutdown, .. }) | Err(_) => stop = true,
+                Ok(queued) => commands.push(queued),
             },
             recv(self.mail) -> message => mail.extend(message.ok()),
             default(self.config.tick) => {}
@@ -160,15 +171,16 @@ impl<S: Store> Writer<S> {
         }
         while !stop && commands.len() < self.config.batch_max {
             match self.commands.try_recv() {
-                Ok(Command::Shutdown) => stop = true,
-                Ok(command) => commands.push(command),
+                Ok(Queued { command: Command::Shutdown, .. }) => stop = true,
+                Ok(queued) => commands.push(queued),
                 Err(_) => break,
             }
         }
         (commands, mail, stop)
     }
 
-    fn process(&mut self, commands: Vec<Command>, mail: Vec<Mail>) {
+    fn process(&mut self, queued: Vec<Queued>, mail: Vec<Mail>) {
+        let commands = self.admit(queued);
         if !self.healthy && !self.recover() {
             // Dropped mail is safe: credits stay in durable outboxes and are resent.
             commands.into_iter().for_each(|command| command.refuse(EngineError::Unavailable));
@@ -232,6 +244,37 @@ impl<S: Store> Writer<S> {
                 self.recover();
             }
         }
+    }
+
+    /// Refuses, unapplied, the commands that waited in the queue longer than
+    /// `queue_wait_max`: their clients are answered 503 at once instead of
+    /// after a wait that grows with the queue.
+    fn admit(&mut self, queued: Vec<Queued>) -> Vec<Command> {
+        let now = self.clock.monotonic();
+        // The first command of a batch is its oldest: its wait is the queue's
+        // delay, unless this batch emptied the queue (newcomers wait for
+        // nothing but this batch).
+        let delay = match (queued.first(), self.commands.is_empty()) {
+            (Some(first), false) => now.saturating_sub(first.at),
+            _ => Duration::ZERO,
+        };
+        self.queue_delay_us.store(u64::try_from(delay.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        let mut commands = Vec::with_capacity(queued.len());
+        let mut shed = 0usize;
+        for Queued { at, command } in queued {
+            if now.saturating_sub(at) > self.config.queue_wait_max {
+                command.refuse(EngineError::Overloaded);
+                shed += 1;
+            } else {
+                commands.push(command);
+            }
+        }
+        self.shed_unlogged += shed;
+        if self.shed_unlogged > 0 && now.saturating_sub(self.shed_logged_at) >= Duration::from_secs(1) {
+            warn!(set = %self.set, shed = self.shed_unlogged, "overloaded: commands that waited too long were refused");
+            (self.shed_unlogged, self.shed_logged_at) = (0, now);
+        }
+        commands
     }
 
     /// Rebuilds memory from the store: after a failed commit, memory may hold

@@ -5,10 +5,12 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use hongbao::{ServeOptions, audit_dir, start, user_token};
+use hongbao_engine::EngineConfig;
 use hongbao_server::rate_limit::OpenRate;
 use tracing::info;
 use tracing_subscriber::filter::LevelFilter;
@@ -39,6 +41,10 @@ enum Command {
         /// Opens one user may make at once.
         #[arg(long, default_value_t = OpenRate::default().burst)]
         open_burst: f64,
+        /// Longest a write may wait in its set's queue before it is refused
+        /// (503 overloaded, with Retry-After) instead of applied.
+        #[arg(long, default_value_t = EngineConfig::default().queue_wait_max.as_millis() as u64)]
+        queue_wait_max_ms: u64,
     },
     /// Print a user token signed with the data directory's secret.
     Token {
@@ -104,13 +110,18 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Serve { data, listen, sets, open_rate_per_s, open_burst } => {
+        Command::Serve { data, listen, sets, open_rate_per_s, open_burst, queue_wait_max_ms } => {
             if !(open_rate_per_s > 0.0 && open_burst >= 1.0) {
                 anyhow::bail!("--open-rate-per-s must be positive and --open-burst at least 1");
             }
+            if queue_wait_max_ms == 0 {
+                anyhow::bail!("--queue-wait-max-ms must be at least 1");
+            }
             let open_rate = OpenRate { per_s: open_rate_per_s, burst: open_burst };
+            let engine =
+                EngineConfig { queue_wait_max: Duration::from_millis(queue_wait_max_ms), ..EngineConfig::default() };
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            runtime.block_on(serve(ServeOptions { sets, open_rate, ..ServeOptions::new(data, listen) }))?;
+            runtime.block_on(serve(ServeOptions { sets, open_rate, engine, ..ServeOptions::new(data, listen) }))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Token { data, user } => {
@@ -149,10 +160,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Simulate { seeds, from, steps } => {
-            let mut opens = 0;
+            let (mut opens, mut shed, mut crashes, mut faults) = (0, 0, 0, 0);
             for seed in from..from.saturating_add(seeds) {
                 match hongbao_engine::sim::simulate(seed, steps) {
-                    Ok(report) => opens += report.opens_acked,
+                    Ok(report) => {
+                        opens += report.opens_acked;
+                        shed += report.opens_shed;
+                        crashes += report.crashes;
+                        faults += report.faults;
+                    }
                     Err(failure) => {
                         println!("simulation FAILED: {failure}");
                         println!("replay: hongbao simulate --from {seed} --seeds 1 --steps {steps}");
@@ -161,7 +177,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
             }
             println!(
-                "simulation ok: {seeds} seeds from {from}, {steps} steps each, {opens} acknowledged opens checked"
+                "simulation ok: {seeds} seeds from {from}, {steps} steps each, {opens} acknowledged opens checked, \
+                 {shed} shed opens checked unapplied, {crashes} crashes, {faults} storage faults"
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -2,9 +2,12 @@
 //! sets, and restarts with work in flight. Each reads as a table of what
 //! happens and what must hold after; each ends with the full audit.
 
+use std::future::{Future, poll_fn};
 use std::path::Path;
-use std::sync::Arc;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use hongbao_domain::audit::{AuditReport, audit};
@@ -19,11 +22,15 @@ use hongbao_engine::{
 use hongbao_store_sqlite::{SqliteStore, open_set, set_path, snapshot};
 
 /// The SQLite store with a switch that makes every commit fail, as a full
-/// or failing disk would.
+/// or failing disk would, and a stall: a disk that stops answering.
 struct Switchable {
     inner: SqliteStore,
     failing: Arc<AtomicBool>,
+    stall: Stall,
 }
+
+/// Armed, the next commit reports that it has begun, then waits for release.
+type Stall = Arc<Mutex<Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>>>;
 
 impl Store for Switchable {
     fn recover(&mut self, now: Millis) -> Result<Recovered, StoreError> {
@@ -38,6 +45,11 @@ impl Store for Switchable {
         if self.failing.load(Ordering::SeqCst) {
             return Err(StoreError::new("injected: the disk refuses writes"));
         }
+        let stall = self.stall.lock().unwrap().take();
+        if let Some((begun, release)) = stall {
+            begun.send(()).unwrap();
+            release.recv().unwrap();
+        }
         self.inner.commit(effects)
     }
 }
@@ -45,21 +57,43 @@ impl Store for Switchable {
 struct Node {
     engine: Engine,
     failing: Vec<Arc<AtomicBool>>,
+    stalls: Vec<Stall>,
 }
 
+impl Node {
+    /// Stalls the next commit of `set`: returns a receiver told when the
+    /// commit has begun, and the sender that lets it finish.
+    fn stall(&self, set: u16) -> (mpsc::Receiver<()>, mpsc::Sender<()>) {
+        let (begun_tx, begun) = mpsc::channel();
+        let (release, release_rx) = mpsc::channel();
+        *self.stalls[usize::from(set)].lock().unwrap() = Some((begun_tx, release_rx));
+        (begun, release)
+    }
+}
+
+/// A node whose manual clock's jumps stand for expiries coming due, not for
+/// commands waiting in their queue: nothing is shed for waiting.
 fn start(dir: &Path, sets: u16, clock: &ManualClock) -> Node {
+    let config = EngineConfig { queue_wait_max: Duration::from_secs(24 * 3600), ..EngineConfig::default() };
+    start_with(dir, sets, clock, config)
+}
+
+fn start_with(dir: &Path, sets: u16, clock: &ManualClock, config: EngineConfig) -> Node {
     let failing: Vec<_> = (0..sets).map(|_| Arc::new(AtomicBool::new(false))).collect();
+    let stalls: Vec<Stall> = (0..sets).map(|_| Stall::default()).collect();
     let stores = (0..sets)
         .map(|set| {
             let SetStores { store, reader } = open_set(dir, SetId(set)).unwrap();
-            SetStores { store: Switchable { inner: store, failing: failing[usize::from(set)].clone() }, reader }
+            let set = usize::from(set);
+            let store = Switchable { inner: store, failing: failing[set].clone(), stall: stalls[set].clone() };
+            SetStores { store, reader }
         })
         .collect();
-    let engine = Engine::start(EngineConfig::default(), stores, Arc::new(clock.clone()), |set| {
+    let engine = Engine::start(config, stores, Arc::new(clock.clone()), |set| {
         Box::new(SeededEntropy::new(u64::from(set.0) + 1))
     })
     .unwrap();
-    Node { engine, failing }
+    Node { engine, failing, stalls }
 }
 
 fn stop(node: Node) {
@@ -377,4 +411,57 @@ async fn idempotency_keys_are_scoped_by_user_and_operation() {
     assert_eq!(fen(node.engine.balance(alice).await.unwrap()), 200, "charged once");
     stop(node);
     assert_audit_ok(dir.path(), 4, clock.now());
+}
+
+type Answer<T> = Pin<Box<dyn Future<Output = Result<T, EngineError>> + Send>>;
+
+/// Polls `call` once, so its command is in the queue when this returns.
+async fn queued<T>(mut call: Answer<T>) -> Answer<T> {
+    poll_fn(|cx| match call.as_mut().poll(cx) {
+        Poll::Ready(_) => panic!("answered while its set was stalled"),
+        Poll::Pending => Poll::Ready(()),
+    })
+    .await;
+    call
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_disk_sheds_what_waited_too_long_and_serves_at_once_when_it_returns() {
+    // | when                               | what must hold                          |
+    // | a commit stalls with u0's open     | u0 waits (its batch is not durable)     |
+    // | 20 opens queue behind it for 1 s   | each is refused overloaded, unapplied   |
+    // | the disk returns                   | u0 is answered; the next open succeeds  |
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(START);
+    let config = EngineConfig::default();
+    let wait_max = config.queue_wait_max;
+    let node = start_with(dir.path(), 1, &clock, config);
+    let sender = user("sender");
+    fund(&node.engine, &sender, 10_000).await;
+    let id = send(&node.engine, &sender, spec("fixed", 10_000, 100, None)).await;
+
+    let (begun, release) = node.stall(0);
+    let first = node.engine.clone();
+    let first = tokio::spawn(async move { first.open(id, user("u0"), None).await });
+    tokio::task::spawn_blocking(move || begun.recv().unwrap()).await.unwrap();
+    let mut waiting = Vec::new();
+    for n in 1..=20 {
+        let engine = node.engine.clone();
+        let call: Answer<OpenOutcome> = Box::pin(async move { engine.open(id, user(&format!("u{n}")), None).await });
+        waiting.push(queued(call).await);
+    }
+    clock.advance_ms(wait_max.as_millis() as i64 * 10);
+    release.send(()).unwrap();
+
+    assert!(matches!(first.await.unwrap(), Ok(OpenOutcome::Opened { .. })), "the stalled batch is answered");
+    for call in waiting {
+        assert_eq!(call.await, Err(EngineError::Overloaded), "a command that waited too long is shed");
+    }
+    let after = node.engine.open(id, user("u21"), None).await.unwrap();
+    assert!(matches!(after, OpenOutcome::Opened { .. }), "served at once: {after:?}");
+    let packet = node.engine.packet(id).await.unwrap().unwrap();
+    let openers: Vec<_> = packet.claims().iter().map(|claim| claim.user.to_string()).collect();
+    assert_eq!(openers, ["u0", "u21"], "nothing shed was applied");
+    stop(node);
+    assert_audit_ok(dir.path(), 1, clock.now());
 }

@@ -1,6 +1,7 @@
-//! The server under test: the real `hongbao serve` binary as a child process,
-//! on a loopback port 0 it reports on stdout. Killing it is SIGKILL: no
-//! shutdown handler runs, only what was durable survives.
+//! A server under test as its own process: the real `hongbao serve` binary
+//! as a child, on a loopback port 0 it reports on stdout. Chaos kills it
+//! (SIGKILL: no shutdown handler runs, only what was durable survives); the
+//! overload profile reads its memory.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -13,6 +14,8 @@ use anyhow::{Context, Result, bail};
 pub struct Server {
     binary: PathBuf,
     data: PathBuf,
+    /// `serve` options beyond the listen address and the data directory.
+    options: Vec<String>,
     state: Mutex<State>,
 }
 
@@ -22,10 +25,11 @@ struct State {
     restarts: u64,
 }
 
-fn spawn(binary: &Path, data: &Path) -> Result<(Child, SocketAddr)> {
+fn spawn(binary: &Path, data: &Path, options: &[String]) -> Result<(Child, SocketAddr)> {
     let mut child = Command::new(binary)
-        .args(["serve", "--listen", "127.0.0.1:0", "--sets", "4", "--data"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(data)
+        .args(options)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -40,13 +44,22 @@ fn spawn(binary: &Path, data: &Path) -> Result<(Child, SocketAddr)> {
 }
 
 impl Server {
-    pub async fn start(binary: &Path, data: &Path) -> Result<Server> {
+    pub async fn start(binary: &Path, data: &Path, options: &[&str]) -> Result<Server> {
         let (binary, data) = (binary.to_owned(), data.to_owned());
+        let options: Vec<String> = options.iter().map(|option| (*option).to_owned()).collect();
         let (child, addr) = {
-            let (binary, data) = (binary.clone(), data.clone());
-            tokio::task::spawn_blocking(move || spawn(&binary, &data)).await??
+            let (binary, data, options) = (binary.clone(), data.clone(), options.clone());
+            tokio::task::spawn_blocking(move || spawn(&binary, &data, &options)).await??
         };
-        Ok(Server { binary, data, state: Mutex::new(State { child: Some(child), addr, restarts: 0 }) })
+        let state = Mutex::new(State { child: Some(child), addr, restarts: 0 });
+        Ok(Server { binary, data, options, state })
+    }
+
+    /// The child's resident set size in KiB (`VmRSS`), 0 once it is gone.
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.state.lock().expect("server lock").child.as_ref().map(Child::id);
+        let status = pid.and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok());
+        status.as_deref().map_or(0, crate::overload::vm_rss_kib)
     }
 
     /// The current address, and how many restarts it has seen.
@@ -58,13 +71,13 @@ impl Server {
     /// SIGKILL, wait for the process to be gone, start it again.
     pub async fn kill_and_restart(&self) -> Result<()> {
         let child = self.state.lock().expect("server lock").child.take();
-        let (binary, data) = (self.binary.clone(), self.data.clone());
+        let (binary, data, options) = (self.binary.clone(), self.data.clone(), self.options.clone());
         let (child, addr) = tokio::task::spawn_blocking(move || {
             if let Some(mut child) = child {
                 child.kill().context("SIGKILL")?;
                 child.wait().context("waiting for the killed server")?;
             }
-            spawn(&binary, &data)
+            spawn(&binary, &data, &options)
         })
         .await??;
         let mut state = self.state.lock().expect("server lock");
