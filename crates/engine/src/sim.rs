@@ -66,7 +66,8 @@ struct World {
     /// Opens refused as overloaded: never applied, unless another open of
     /// the same pair was acknowledged or lost its answer.
     shed: HashSet<(PacketId, UserId)>,
-    /// Opens whose answer was lost (their set crashed): applied or not.
+    /// Opens whose answer was lost (their set crashed) or was an error of a
+    /// commit that may have applied: applied or not.
     unknown: HashSet<(PacketId, UserId)>,
 }
 
@@ -156,7 +157,9 @@ impl World {
                     assert_eq!(*told, amount, "{user} was told two amounts for {id}");
                 }
                 Ok(Err(EngineError::Overloaded)) => drop(self.shed.insert((id, user))),
-                Ok(_) => {}
+                // A failed commit may have applied (the ambiguous fsync).
+                Ok(Err(_)) => drop(self.unknown.insert((id, user))),
+                Ok(Ok(_)) => {}
                 Err(oneshot::error::TryRecvError::Empty) => waiting.push((id, user, reply)),
                 Err(oneshot::error::TryRecvError::Closed) => drop(self.unknown.insert((id, user))),
             }
