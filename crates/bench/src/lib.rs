@@ -10,6 +10,8 @@
 //! each burst a send then every member grabbing and opening), `redis-lua` and `redis-lua-durable` (the Redis script,
 //! without and with `appendfsync always`), `pg-row-lock` and
 //! `pg-row-lock-hot` (a PostgreSQL transaction per open, row-locked).
+//! Only when `--only` names it: `overload-http` (a child `hongbao serve`
+//! offered 3× open-http's capacity, then half of it: see `Suite::overload`).
 
 pub mod child;
 pub mod client;
