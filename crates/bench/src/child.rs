@@ -55,10 +55,14 @@ impl Server {
         Ok(Server { binary, data, options, state })
     }
 
+    /// The child's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.state.lock().expect("server lock").child.as_ref().map(Child::id)
+    }
+
     /// The child's resident set size in KiB (`VmRSS`), 0 once it is gone.
     pub fn rss_kib(&self) -> u64 {
-        let pid = self.state.lock().expect("server lock").child.as_ref().map(Child::id);
-        let status = pid.and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok());
+        let status = self.pid().and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok());
         status.as_deref().map_or(0, crate::overload::vm_rss_kib)
     }
 

@@ -197,6 +197,10 @@ impl OpenHttp {
 }
 
 impl Client for OpenHttp {
+    fn refused(&self) -> u64 {
+        self.shed
+    }
+
     async fn call(&mut self, n: u64) -> bool {
         let (packet, name) = self.plan.target(n);
         let user = UserId::parse(&name).expect("valid user");

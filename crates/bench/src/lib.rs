@@ -11,7 +11,7 @@
 //! without and with `appendfsync always`), `pg-row-lock` and
 //! `pg-row-lock-hot` (a PostgreSQL transaction per open, row-locked).
 //! Only when `--only` names it: `overload-http` (a child `hongbao serve`
-//! offered 3× open-http's capacity, then half of it: see `Suite::overload`).
+//! offered 3× its capacity, then half of it: see `overload.rs`).
 
 pub mod child;
 pub mod client;
@@ -241,73 +241,6 @@ impl Suite {
         self.audit(name, node, &acked, &tokens).await
     }
 
-    /// The overload profile: the real `hongbao serve` binary in its own
-    /// process (so its memory is its own), offered opens open-loop at 3× the
-    /// capacity open-http measured, then at once at half of it. The server
-    /// must shed the excess with 503 + Retry-After (nothing else may fail),
-    /// keep the admitted opens' p99 bounded and its memory flat, and serve
-    /// everything again as soon as the load drops.
-    async fn overload(&mut self, capacity: f64) -> Result<()> {
-        let dir = tempfile::tempdir().context("making a temporary data directory")?;
-        let data = dir.path().join("data");
-        let binary = std::env::current_exe().context("finding the hongbao binary")?;
-        // The opener count per user is the bench's, as in-process (see Node::start).
-        let options = ["--open-rate-per-s", "1000000", "--open-burst", "1000000"];
-        let server = child::Server::start(&binary, &data, &options).await?;
-        let admin = std::fs::read_to_string(data.join("admin.token")).context("reading the admin token")?;
-        let target = Target::connect(&format!("http://{}", server.addr().0), admin.trim().to_owned()).await?;
-        let connections_open = self.sizes.clients * 16;
-        let seconds = self.sizes.duration.as_secs_f64() + 1.0;
-        for (name, factor) in [("overload-http", 3.0), ("overload-http-after", 0.5)] {
-            let rate = (capacity * factor).max(1.0) as u64;
-            // Shares for every open offered (a server that sheds nothing
-            // admits them all), fresh packets per phase so no user opens one twice.
-            let admitted = rate as f64 * seconds * 1.2;
-            let packets = (admitted / f64::from(TARGET_COUNT_MAX)).ceil() as usize;
-            let (plan, tokens) = target.prepare(packets, TARGET_COUNT_MAX).await?;
-            let (plan, tokens) = (Arc::new(plan), Arc::new(tokens));
-            eprintln!("{name} offers {rate} opens/s ({factor}x the measured {capacity:.0}) on {packets} packets");
-            let clients = connections(target.addr, connections_open).await?;
-            let clients = clients.into_iter().map(|c| OpenHttp::new(c, plan.clone(), tokens.clone())).collect();
-            let rss_before_mib = server.rss_kib() as f64 / 1024.0;
-            let rss_max_kib = Arc::new(std::sync::atomic::AtomicU64::new(server.rss_kib()));
-            let mode = Mode::Open { rate, clients: connections_open };
-            let bar = self.bar(name);
-            let (measured, clients) = {
-                let sample = async {
-                    loop {
-                        rss_max_kib.fetch_max(server.rss_kib(), std::sync::atomic::Ordering::Relaxed);
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                };
-                tokio::select! {
-                    result = drive(mode, self.sizes.duration, clients, &bar) => result,
-                    never = sample => never,
-                }
-            };
-            let shed: u64 = clients.iter().map(|client| client.shed).sum();
-            let mut run = RunResult::new(name, connections_open, &measured);
-            run.overload = Some(overload::Overload {
-                offered_per_s: rate,
-                shed,
-                other_errors: measured.errors - shed,
-                rss_before_mib,
-                rss_max_mib: rss_max_kib.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1024.0,
-            });
-            self.runs.push(run);
-            let acked: Vec<Ack> = clients.into_iter().flat_map(|client| client.acked).collect();
-            let mut audit = target.verify(&acked, &tokens).await?;
-            audit.summary = format!("{name}: {}", audit.summary);
-            self.audits.push((name.into(), audit));
-        }
-        server.stop().await?;
-        let report = hongbao_node::audit_dir(&data)?;
-        let violations = report.violations.clone();
-        let audit = AuditResult { ok: report.ok(), summary: report.to_string(), acked: 0, violations };
-        self.audits.push(("overload-http-data".into(), audit));
-        Ok(())
-    }
-
     async fn open_engine(&mut self) -> Result<()> {
         let node = Node::start(self.sets).await?;
         let sizes = &self.sizes;
@@ -402,8 +335,7 @@ pub async fn run(options: BenchOptions) -> Result<bool> {
     }
     let (packets, count, clients) = (suite.sizes.spread_packets, suite.sizes.spread_count, suite.sizes.clients);
     let mut spread = None;
-    let overload = suite.named("overload-http") && suite.target.is_none();
-    if suite.wants("open-http") || (suite.wants("open-http-open-loop") && options.rate.is_none()) || overload {
+    if suite.wants("open-http") || (suite.wants("open-http-open-loop") && options.rate.is_none()) {
         spread = Some(suite.open_http("open-http", packets, count, Mode::Closed { clients }).await?);
     }
     let local = suite.target.is_none();
@@ -427,8 +359,11 @@ pub async fn run(options: BenchOptions) -> Result<bool> {
         eprintln!("open-http-open-loop offers {rate} opens/s");
         suite.open_http("open-http-open-loop", packets, count, Mode::Open { rate, clients: clients * 4 }).await?;
     }
-    if let Some(capacity) = spread.filter(|_| overload) {
-        suite.overload(capacity).await?;
+    if suite.named("overload-http") {
+        match &suite.target {
+            None => suite.overload().await?,
+            Some(_) => suite.skip("overload-http", &anyhow::anyhow!("starts its own server, not a target")),
+        }
     }
     if suite.wants("nye-http") {
         suite.new_year_eve().await?;

@@ -42,8 +42,14 @@ fn histogram() -> Histogram<u64> {
 pub struct Measured {
     pub ops: u64,
     pub errors: u64,
+    /// Of the errors, those the server refused as overloaded (503).
+    pub refused: u64,
     pub elapsed: Duration,
     pub latency_us: Histogram<u64>,
+    /// Latency of the successes from when each was actually sent: the
+    /// server's answer time, without the wait for a free connection that
+    /// open-loop latency includes.
+    pub service_us: Histogram<u64>,
     /// Per second of the run: operations completed and their p99.
     pub timeline: Vec<(u64, u64)>,
 }
@@ -59,26 +65,51 @@ impl Measured {
 struct Record {
     ops: u64,
     errors: u64,
+    refused: u64,
     latency_us: Histogram<u64>,
+    service_us: Histogram<u64>,
     per_second: Vec<Histogram<u64>>,
+}
+
+/// How one request went, as the driver records it.
+struct Sample {
+    /// From when it was due (open loop) or sent (closed loop).
+    latency: Duration,
+    /// From when it was sent.
+    service: Duration,
+    ok: bool,
+    refused: bool,
+}
+
+fn micros(duration: Duration) -> u64 {
+    (duration.as_micros() as u64).clamp(1, 60_000_000)
 }
 
 impl Record {
     fn new() -> Record {
-        Record { ops: 0, errors: 0, latency_us: histogram(), per_second: Vec::new() }
+        Record {
+            ops: 0,
+            errors: 0,
+            refused: 0,
+            latency_us: histogram(),
+            service_us: histogram(),
+            per_second: Vec::new(),
+        }
     }
 
-    fn add(&mut self, second: usize, latency: Duration, ok: bool) {
-        let us = (latency.as_micros() as u64).clamp(1, 60_000_000);
-        if ok {
+    fn add(&mut self, second: usize, sample: Sample) {
+        let us = micros(sample.latency);
+        if sample.ok {
             self.ops += 1;
             self.latency_us.saturating_record(us);
+            self.service_us.saturating_record(micros(sample.service));
             while self.per_second.len() <= second {
                 self.per_second.push(Histogram::new_with_bounds(1, 60_000_000, 2).expect("valid bounds"));
             }
             self.per_second[second].saturating_record(us);
         } else {
             self.errors += 1;
+            self.refused += u64::from(sample.refused);
         }
     }
 }
@@ -88,6 +119,12 @@ impl Record {
 /// the request succeeded.
 pub trait Client: Send + 'static {
     fn call(&mut self, n: u64) -> impl Future<Output = bool> + Send;
+
+    /// How many of this client's failed requests so far the server refused
+    /// as overloaded (503): counted apart from other errors.
+    fn refused(&self) -> u64 {
+        0
+    }
 }
 
 /// Drives `clients` for `duration`, showing progress on `bar`.
@@ -145,27 +182,33 @@ pub async fn drive<C: Client>(
                     if interval.is_some() {
                         tokio::time::sleep_until(due.into()).await;
                     }
+                    let refused_before = client.refused();
+                    let sent = Instant::now();
                     let ok = client.call(n).await;
                     let done = Instant::now();
                     if due >= start {
                         let second = due.duration_since(start).as_secs() as usize;
-                        record.add(second, done.duration_since(due), ok);
+                        let refused = client.refused() > refused_before;
+                        let (latency, service) = (done.duration_since(due), done.duration_since(sent));
+                        record.add(second, Sample { latency, service, ok, refused });
                     }
                 }
                 (record, client)
             })
         })
         .collect();
-    let mut latency_us = histogram();
+    let (mut latency_us, mut service_us) = (histogram(), histogram());
     let mut per_second: Vec<Histogram<u64>> = Vec::new();
-    let (mut ops, mut errors) = (0, 0);
+    let (mut ops, mut errors, mut refused) = (0, 0, 0);
     let mut finished = Vec::with_capacity(clients.len());
     for client in clients {
         let (record, client) = client.await.expect("a bench client panicked");
         finished.push(client);
         ops += record.ops;
         errors += record.errors;
+        refused += record.refused;
         latency_us.add(&record.latency_us).expect("same bounds");
+        service_us.add(&record.service_us).expect("same bounds");
         for (second, histogram) in record.per_second.into_iter().enumerate() {
             match per_second.get_mut(second) {
                 Some(total) => total.add(&histogram).expect("same bounds"),
@@ -177,7 +220,7 @@ pub async fn drive<C: Client>(
     ticker.abort();
     bar.finish_with_message(format!("{:.0} ops/s", ops as f64 / elapsed.as_secs_f64()));
     let timeline = per_second.iter().map(|h| (h.len(), h.value_at_quantile(0.99))).collect();
-    (Measured { ops, errors, elapsed, latency_us, timeline }, finished)
+    (Measured { ops, errors, refused, elapsed, latency_us, service_us, timeline }, finished)
 }
 
 #[cfg(test)]

@@ -105,16 +105,18 @@ pub fn table(runs: &[RunResult]) -> String {
     for run in runs {
         if let Some(o) = &run.overload {
             text += &format!(
-                "{}: offered {}/s, admitted {:.0}/s (p99 {} ms), shed {} with 503 + Retry-After, \
-                 other errors {}, RSS {:.0} MiB before, {:.0} MiB at most\n",
+                "{}: offered {}/s, admitted {:.0}/s (p99 {} ms from due, {} ms from sent), shed {} with 503 + \
+                 Retry-After, other errors {}, server RSS {:.0} MiB before, {:.0} MiB at most{}\n",
                 run.name,
                 o.offered_per_s,
                 run.ops_per_s,
                 ms(run.p99_us),
+                ms(o.service_p99_us),
                 o.shed,
                 o.other_errors,
                 o.rss_before_mib,
-                o.rss_max_mib
+                o.rss_max_mib,
+                if o.pinned { "" } else { " (server not on its own core)" }
             );
         }
     }

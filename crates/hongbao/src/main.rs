@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use hongbao::{ServeOptions, audit_dir, start, user_token};
 use hongbao_engine::EngineConfig;
+use hongbao_server::admission::WRITES_IN_FLIGHT_MAX;
 use hongbao_server::rate_limit::OpenRate;
 use tracing::info;
 use tracing_subscriber::filter::LevelFilter;
@@ -45,6 +46,10 @@ enum Command {
         /// (503 overloaded, with Retry-After) instead of applied.
         #[arg(long, default_value_t = EngineConfig::default().queue_wait_max.as_millis() as u64)]
         queue_wait_max_ms: u64,
+        /// Writes (deposits, sends, grabs, opens) in flight before more are
+        /// refused at once (503 overloaded, with Retry-After).
+        #[arg(long, default_value_t = WRITES_IN_FLIGHT_MAX)]
+        writes_in_flight_max: usize,
     },
     /// Print a user token signed with the data directory's secret.
     Token {
@@ -110,18 +115,24 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Serve { data, listen, sets, open_rate_per_s, open_burst, queue_wait_max_ms } => {
+        Command::Serve { data, listen, sets, open_rate_per_s, open_burst, queue_wait_max_ms, writes_in_flight_max } => {
             if !(open_rate_per_s > 0.0 && open_burst >= 1.0) {
                 anyhow::bail!("--open-rate-per-s must be positive and --open-burst at least 1");
             }
-            if queue_wait_max_ms == 0 {
-                anyhow::bail!("--queue-wait-max-ms must be at least 1");
+            if queue_wait_max_ms == 0 || writes_in_flight_max == 0 {
+                anyhow::bail!("--queue-wait-max-ms and --writes-in-flight-max must be at least 1");
             }
             let open_rate = OpenRate { per_s: open_rate_per_s, burst: open_burst };
             let engine =
                 EngineConfig { queue_wait_max: Duration::from_millis(queue_wait_max_ms), ..EngineConfig::default() };
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            runtime.block_on(serve(ServeOptions { sets, open_rate, engine, ..ServeOptions::new(data, listen) }))?;
+            runtime.block_on(serve(ServeOptions {
+                sets,
+                open_rate,
+                engine,
+                writes_in_flight_max,
+                ..ServeOptions::new(data, listen)
+            }))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Token { data, user } => {

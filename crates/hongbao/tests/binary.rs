@@ -147,3 +147,189 @@ fn an_unusable_data_directory_is_a_clear_error_at_start_up() {
     let text = String::from_utf8_lossy(&output.stderr);
     assert!(text.contains("not a database") && !text.contains("panicked"), "{text}");
 }
+
+/// A request whose head and first body byte are sent, the second held back:
+/// the server has admitted it as a write in flight and waits for the rest.
+fn held_request(addr: &str, path: &str, token: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\ncontent-length: 2\r\nconnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(b"{").unwrap();
+    stream
+}
+
+/// Whether the server has answered on `stream` already (without reading).
+fn answered(stream: &TcpStream) -> bool {
+    stream.set_nonblocking(true).unwrap();
+    let peeked = stream.peek(&mut [0u8; 1]);
+    stream.set_nonblocking(false).unwrap();
+    matches!(peeked, Ok(n) if n > 0)
+}
+
+#[test]
+fn writes_past_the_in_flight_bound_are_refused_with_503_until_one_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (mut child, addr) = serve_with(&data, &["--writes-in-flight-max", "1"]);
+    let admin = std::fs::read_to_string(data.join("admin.token")).unwrap().trim().to_owned();
+    let deposit = |key: &str| {
+        let head = format!("{admin}\r\nidempotency-key: {key}");
+        request(&addr, "POST", "/v1/admin/deposits", &head, r#"{"user":"alice","amount":100}"#)
+    };
+    assert_eq!(deposit("first").0, 200);
+
+    // One write holds the only slot (its body never finishes); another is
+    // refused at once, while reads are still served. (A held write that
+    // arrived while a deposit was in flight was itself refused: hold again.)
+    let mut held = held_request(&addr, "/v1/admin/deposits", &admin);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        let answer = deposit("second");
+        if answer.0 == 503 {
+            break answer;
+        }
+        assert_eq!(answer.0, 200, "before the held write is admitted: {answer:?}");
+        assert!(Instant::now() < deadline, "the held write was never admitted");
+        if answered(&held) {
+            held = held_request(&addr, "/v1/admin/deposits", &admin);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(refused.1.contains("overloaded"), "{refused:?}");
+    assert_eq!(request(&addr, "GET", "/healthz", "", "").0, 200);
+
+    // The held write finishes (its body is not JSON: 400), and writes are
+    // admitted again.
+    held.write_all(b"}").unwrap();
+    let mut answer = String::new();
+    let _ = held.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 4"), "{answer}");
+    assert_eq!(deposit("third").0, 200);
+    signal(&child, "TERM");
+    assert!(wait(&mut child).success());
+}
+
+/// A tmpfs of `size` mounted on `dir`, unmounted on drop; `None` where this
+/// machine does not let the tests mount (not root, or in a container without
+/// the capability), in which case the caller says so and skips.
+struct Mount(std::path::PathBuf);
+
+impl Mount {
+    fn tmpfs(dir: &Path, size: &str) -> Option<Mount> {
+        std::fs::create_dir_all(dir).unwrap();
+        let options = format!("size={size}");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &options, "tmpfs"])
+            .arg(dir)
+            .stderr(Stdio::null())
+            .status()
+            .ok()?;
+        status.success().then(|| Mount(dir.to_owned()))
+    }
+
+    fn remount(&self, options: &str) {
+        let status = Command::new("mount").args(["-o", &format!("remount,{options}")]).arg(&self.0).status().unwrap();
+        assert!(status.success(), "remount {options}");
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+fn audit(data: &Path) -> (bool, String) {
+    let output = hongbao(&["audit", "--data", data.to_str().unwrap()]).output().unwrap();
+    (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+#[test]
+fn a_full_disk_refuses_writes_with_503_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mount) = Mount::tmpfs(&dir.path().join("disk"), "4m") else {
+        eprintln!("skipped: this machine does not let the tests mount a tmpfs");
+        return;
+    };
+    let data = mount.0.join("data");
+    let (mut child, addr) = serve_with(&data, &[]);
+    let admin = std::fs::read_to_string(data.join("admin.token")).unwrap().trim().to_owned();
+    let deposit = |key: usize| {
+        let head = format!("{admin}\r\nidempotency-key: k{key}");
+        request(&addr, "POST", "/v1/admin/deposits", &head, r#"{"user":"alice","amount":1}"#)
+    };
+    for key in 0..20 {
+        assert_eq!(deposit(key).0, 200);
+    }
+    // Fill the disk to the last byte.
+    let filler = mount.0.join("filler");
+    let mut file = std::fs::File::create(&filler).unwrap();
+    while file.write_all(&[0u8; 64 * 1024]).is_ok() {}
+    while file.write_all(&[0u8; 512]).is_ok() {}
+    drop(file);
+
+    // Writes go on until the store needs a page the disk does not have; from
+    // then on each is refused with 503, never a 500, and the server stays up.
+    let mut keys = 20;
+    let refused = loop {
+        let (status, body) = deposit(keys);
+        keys += 1;
+        assert!(status == 200 || status == 503, "{status} {body}");
+        if status == 503 {
+            break body;
+        }
+        assert!(keys < 50_000, "the disk never filled");
+    };
+    assert!(refused.contains("set_unavailable") || refused.contains("overloaded"), "{refused}");
+    assert_eq!(request(&addr, "GET", "/healthz", "", "").0, 200);
+
+    // Space comes back: the set recovers from its store, and every key
+    // retried (a 503'd write was not applied) lands exactly once.
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for key in 0..keys {
+        loop {
+            let (status, body) = deposit(key);
+            if status == 200 {
+                break;
+            }
+            assert_eq!(status, 503, "{body}");
+            assert!(Instant::now() < deadline, "the set did not recover: {body}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let alice = {
+        let output = hongbao(&["token", "--data", data.to_str().unwrap(), "alice"]).output().unwrap();
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    };
+    let (_, account) = request(&addr, "GET", "/v1/account", &alice, "");
+    assert!(account.contains(&format!(r#""balance":{keys}"#)), "one fen per key, each once: {account}");
+    signal(&child, "TERM");
+    assert!(wait(&mut child).success());
+    let (ok, report) = audit(&data);
+    assert!(ok, "{report}");
+}
+
+#[test]
+fn a_read_only_data_directory_is_a_clear_error_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mount) = Mount::tmpfs(&dir.path().join("disk"), "16m") else {
+        eprintln!("skipped: this machine does not let the tests mount a tmpfs");
+        return;
+    };
+    let data = mount.0.join("data");
+    let (mut child, _) = serve(&data);
+    signal(&child, "TERM");
+    assert!(wait(&mut child).success());
+    mount.remount("ro");
+
+    let output = hongbao(&["serve", "--data", data.to_str().unwrap(), "--listen", "127.0.0.1:0"]).output().unwrap();
+    assert!(!output.status.success(), "served from a read-only directory");
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(text.contains("hongbao:") && text.to_lowercase().contains("read-only"), "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+    let (ok, report) = audit(&data);
+    assert!(ok, "the books are as they were: {report}");
+}

@@ -11,11 +11,12 @@ use anyhow::{Context, Result, bail};
 use hongbao_domain::SetId;
 use hongbao_domain::audit::{AuditReport, SetSnapshot, audit};
 use hongbao_engine::{Clock, Engine, EngineConfig, OsEntropy, SystemClock};
+use hongbao_server::admission::WRITES_IN_FLIGHT_MAX;
 use hongbao_server::rate_limit::{OpenRate, RateLimiter};
 use hongbao_server::{AppState, Auth};
 use hongbao_store_sqlite::{DataDir, open_set, snapshot};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinHandle;
 
 /// Sets in a new data directory when `--sets` is not given.
@@ -30,6 +31,8 @@ pub struct ServeOptions {
     pub clock: Arc<dyn Clock>,
     /// The per-user limit on opens.
     pub open_rate: OpenRate,
+    /// Writes in flight before more are refused with 503.
+    pub writes_in_flight_max: usize,
 }
 
 impl ServeOptions {
@@ -41,6 +44,7 @@ impl ServeOptions {
             engine: EngineConfig::default(),
             clock: Arc::new(SystemClock),
             open_rate: OpenRate::default(),
+            writes_in_flight_max: WRITES_IN_FLIGHT_MAX,
         }
     }
 }
@@ -72,6 +76,22 @@ fn lock(dir: &Path) -> Result<File> {
         .write(true)
         .open(&path)
         .with_context(|| format!("opening {}", path.display()))?;
+    try_lock(dir, file)
+}
+
+/// The lock a reader of a stopped directory takes: the lock file opened for
+/// reading (a lock needs no write access), so a read-only copy of a data
+/// directory can be audited too.
+fn lock_to_read(dir: &Path) -> Result<File> {
+    let path = dir.join(LOCK_FILE);
+    match File::open(&path) {
+        Ok(file) => try_lock(dir, file),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => lock(dir),
+        Err(error) => Err(error).with_context(|| format!("opening {}", path.display())),
+    }
+}
+
+fn try_lock(dir: &Path, file: File) -> Result<File> {
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(_) => bail!("{} is in use by another hongbao process", dir.display()),
@@ -97,7 +117,8 @@ pub async fn start(options: ServeOptions) -> Result<Running> {
     let addr = listener.local_addr().context("reading the bound address")?;
     let admin_token = auth.admin_token().to_owned();
     let opens = Arc::new(RateLimiter::new(options.open_rate));
-    let state = AppState { engine: engine.clone(), auth: Arc::new(auth), opens };
+    let writes = Arc::new(Semaphore::new(options.writes_in_flight_max));
+    let state = AppState { engine: engine.clone(), auth: Arc::new(auth), opens, writes };
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(hongbao_server::serve(listener, state, async move {
         let _ = stopped.await;
@@ -126,7 +147,7 @@ pub fn audit_dir(dir: &Path) -> Result<AuditReport> {
 /// that check more than the audit does (the bench, chaos).
 pub fn read_dir(dir: &Path) -> Result<Vec<SetSnapshot>> {
     let data = DataDir::open(dir).with_context(|| format!("opening {}", dir.display()))?;
-    let _lock = lock(&data.path).context("the audit needs a stopped data directory")?;
+    let _lock = lock_to_read(&data.path).context("the audit needs a stopped data directory")?;
     (0..data.sets)
         .map(|set| snapshot(&data.path, SetId(set)))
         .collect::<Result<Vec<_>, _>>()

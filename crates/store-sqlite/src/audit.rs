@@ -1,6 +1,6 @@
 //! Reads a set's database whole, as raw rows, for `hongbao audit`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use hongbao_domain::SetId;
 use hongbao_domain::audit::{AccountRow, ClaimRow, LedgerRow, OutboxRow, PacketRow, SetSnapshot};
@@ -21,14 +21,30 @@ fn rows<T>(
         .map_err(failed("reading for the audit"))
 }
 
+/// Opens a set's database in a stopped data directory to read it. Without a
+/// WAL beside it (a clean stop removes it) the file alone is the whole
+/// database and nothing writes it while the directory is locked, so it opens
+/// immutable: no `-shm` or `-wal` is made, and a read-only directory (a
+/// backup, a full or failed disk remounted read-only) can be read. With a
+/// WAL (after a crash), SQLite reads the WAL too, as it must.
+fn open_stopped(path: &Path) -> rusqlite::Result<Connection> {
+    let wal = PathBuf::from(format!("{}-wal", path.display()));
+    if wal.exists() {
+        return Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY);
+    }
+    let escaped = path.display().to_string().replace('%', "%25").replace('?', "%3f").replace('#', "%23");
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI;
+    Connection::open_with_flags(format!("file:{escaped}?immutable=1"), flags)
+}
+
 /// Everything one set holds, read from a stopped data directory.
 pub fn snapshot(dir: &Path, set: SetId) -> Result<SetSnapshot, StoreError> {
     let path = set_path(dir, set);
     if !path.exists() {
         return Err(StoreError::new(format!("{} is missing", path.display())));
     }
-    let connection = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .map_err(|e| StoreError::new(format!("cannot open {}: {e}", path.display())))?;
+    let connection =
+        open_stopped(&path).map_err(|e| StoreError::new(format!("cannot open {}: {e}", path.display())))?;
     Ok(SetSnapshot {
         set: set.0,
         accounts: rows(&connection, "SELECT user, balance FROM accounts", |row| {
