@@ -3,8 +3,11 @@
 //! random bytes to nearly-valid JSON) must never get a 5xx or a dropped
 //! connection, and every refusal must be a 4xx with a JSON error code.
 //!
+//! Five targets: everything at once, then bodies, path ids, tokens and
+//! headers each varied alone on otherwise valid requests (so a refusal of
+//! the varied part, not of a neighbour, is what is exercised).
 //! `PROPTEST_CASES=1000000 cargo test -p hongbao --test hostile --release`
-//! runs as many as you like; CI runs the default count.
+//! runs as many as you like per target; CI runs the default count.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -166,13 +169,68 @@ fn tokens() -> impl Strategy<Value = Option<Vec<u8>>> {
     ]
 }
 
-proptest! {
-    // 1500 cases by default (CI); PROPTEST_CASES sets any other count.
-    #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|cases| cases.parse().ok()).unwrap_or(1500),
-        ..ProptestConfig::default()
-    })]
+/// Fills in the live packet and the real tokens, sends, and checks the
+/// answer: no 5xx, and every refusal with a body carries an error code.
+fn check(
+    method: &str,
+    path: &[u8],
+    token: Option<&[u8]>,
+    headers: Vec<(&str, Vec<u8>)>,
+    body: &[u8],
+) -> Result<(), TestCaseError> {
+    let target = target();
+    let path = String::from_utf8_lossy(path).replace("PACKET", &target.packet).into_bytes();
+    let mut all = Vec::new();
+    match token {
+        None => {}
+        Some(b"ADMIN") => all.push(("authorization", format!("Bearer {}", target.admin).into_bytes())),
+        Some(b"ALICE") => all.push(("authorization", format!("Bearer {}", target.alice).into_bytes())),
+        Some(value) => all.push(("authorization", value.to_vec())),
+    }
+    all.extend(headers);
+    let (status, answer) = raw(&target.addr, method.as_bytes(), &path, &all, body);
+    prop_assert!(status < 500, "{status} for {method} {}: {answer}", String::from_utf8_lossy(&path));
+    if status >= 400 && !answer.is_empty() {
+        let json: serde_json::Value = serde_json::from_str(&answer).unwrap_or_default();
+        prop_assert!(json["error"]["code"].is_string(), "{status} without an error code: {answer}");
+    }
+    Ok(())
+}
 
+/// The routes that take a body, with the token each expects.
+fn write_routes() -> impl Strategy<Value = (&'static [u8], &'static [u8])> {
+    prop_oneof![
+        Just((b"/v1/packets/PACKET/open".as_slice(), b"ALICE".as_slice())),
+        Just((b"/v1/packets/PACKET/grab".as_slice(), b"ALICE".as_slice())),
+        Just((b"/v1/packets".as_slice(), b"ALICE".as_slice())),
+        Just((b"/v1/admin/deposits".as_slice(), b"ADMIN".as_slice())),
+        Just((b"/v1/admin/tokens".as_slice(), b"ADMIN".as_slice())),
+    ]
+}
+
+/// Header names a client might send, and any visible name.
+fn header_names() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("content-type".to_owned()),
+        Just("idempotency-key".to_owned()),
+        Just("authorization".to_owned()),
+        Just("transfer-encoding".to_owned()),
+        Just("expect".to_owned()),
+        Just("accept".to_owned()),
+        "[a-zA-Z0-9!#$%&'*+.^_`|~-]{1,30}".prop_map(|name| name),
+    ]
+}
+
+/// 1500 cases per target by default (CI); PROPTEST_CASES sets any other count.
+fn config() -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|cases| cases.parse().ok()).unwrap_or(1500);
+    ProptestConfig { cases, ..ProptestConfig::default() }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Everything at once: methods, paths, tokens, keys, content types, bodies.
     #[test]
     fn no_request_gets_a_5xx_or_a_dropped_connection(
         method in prop_oneof![Just("GET"), Just("POST"), Just("PUT"), Just("DELETE"), Just("PATCH")],
@@ -182,26 +240,54 @@ proptest! {
         content_type in proptest::option::of(prop_oneof![Just("application/json"), Just("text/plain"), Just("x/y; charset=utf-7")]),
         body in bodies(),
     ) {
-        let target = target();
-        let path = String::from_utf8(path).unwrap().replace("PACKET", &target.packet).into_bytes();
         let mut headers = Vec::new();
-        match token.as_deref() {
-            None => {}
-            Some(b"ADMIN") => headers.push(("authorization", format!("Bearer {}", target.admin).into_bytes())),
-            Some(b"ALICE") => headers.push(("authorization", format!("Bearer {}", target.alice).into_bytes())),
-            Some(value) => headers.push(("authorization", value.to_vec())),
-        }
         if let Some(key) = key {
             headers.push(("idempotency-key", key.into_bytes()));
         }
         if let Some(content_type) = content_type {
             headers.push(("content-type", content_type.as_bytes().to_vec()));
         }
-        let (status, answer) = raw(&target.addr, method.as_bytes(), &path, &headers, &body);
-        prop_assert!(status < 500, "{status} for {method} {}: {answer}", String::from_utf8_lossy(&path));
-        if status >= 400 && !answer.is_empty() {
-            let json: serde_json::Value = serde_json::from_str(&answer).unwrap_or_default();
-            prop_assert!(json["error"]["code"].is_string(), "{status} without an error code: {answer}");
-        }
+        check(method, &path, token.as_deref(), headers, &body)?;
+    }
+
+    /// Bodies: every write route, its right token, any body.
+    #[test]
+    fn fuzz_bodies((path, token) in write_routes(), body in bodies()) {
+        check("POST", path, Some(token), Vec::new(), &body)?;
+    }
+
+    /// Path ids: a real user's token on every route that takes an id, any id.
+    #[test]
+    fn fuzz_path_ids(
+        method in prop_oneof![Just("GET"), Just("POST")],
+        route in 0usize..3,
+        id in id_shapes(),
+    ) {
+        let path = match route {
+            0 => [b"/v1/packets/".as_slice(), &id, b"/open"].concat(),
+            1 => [b"/v1/packets/".as_slice(), &id, b"/grab"].concat(),
+            _ => [b"/v1/packets/".as_slice(), &id].concat(),
+        };
+        check(method, &path, Some(b"ALICE"), Vec::new(), b"{}")?;
+    }
+
+    /// Tokens: any authorization on every route, with a valid body.
+    #[test]
+    fn fuzz_tokens((path, _) in write_routes(), token in tokens(), read in any::<bool>()) {
+        let (method, path, body) = match read {
+            true => ("GET", b"/v1/account".as_slice(), b"".as_slice()),
+            false => ("POST", path, br#"{"user":"alice","amount":1}"#.as_slice()),
+        };
+        check(method, path, token.as_deref(), Vec::new(), body)?;
+    }
+
+    /// Headers: any number of any visible headers on a valid open or deposit.
+    #[test]
+    fn fuzz_headers(
+        (path, token) in write_routes(),
+        headers in proptest::collection::vec((header_names(), "[ -~]{0,120}"), 0..8),
+    ) {
+        let headers = headers.iter().map(|(name, value)| (name.as_str(), value.clone().into_bytes())).collect();
+        check("POST", path, Some(token), headers, br#"{"user":"alice","amount":1}"#)?;
     }
 }
