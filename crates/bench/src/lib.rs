@@ -22,6 +22,7 @@ mod overload;
 mod pg_row_lock;
 mod redis_lua;
 mod report;
+mod store_floor;
 mod target;
 
 use std::net::SocketAddr;
@@ -358,6 +359,26 @@ pub async fn run(options: BenchOptions) -> Result<bool> {
     if let Some(rate) = rate.filter(|_| suite.wants("open-http-open-loop")) {
         eprintln!("open-http-open-loop offers {rate} opens/s");
         suite.open_http("open-http-open-loop", packets, count, Mode::Open { rate, clients: clients * 4 }).await?;
+    }
+    if suite.named("open-store") {
+        let sizes = &suite.sizes;
+        let sets = suite.sets.unwrap_or(hongbao_node::SETS_DEFAULT);
+        let bar = suite.bar("open-store");
+        let floor = store_floor::measure(
+            sets,
+            sizes.spread_packets,
+            sizes.spread_count,
+            sizes.engine_clients,
+            sizes.duration,
+            &bar,
+        )
+        .await?;
+        eprintln!(
+            "open-store: the engine made {:.0} opens/s in {} batches; the store alone commits them at {:.0} opens/s",
+            floor.engine.ops_per_s, floor.batches, floor.store.ops_per_s
+        );
+        suite.runs.push(floor.engine);
+        suite.runs.push(floor.store);
     }
     if suite.named("overload-http") {
         match &suite.target {

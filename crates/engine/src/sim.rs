@@ -143,7 +143,9 @@ impl World {
         for (set, writer) in self.writers.iter_mut().enumerate() {
             let commands = std::mem::take(&mut self.pending[set]);
             let mail: Vec<Mail> = writer.mail.try_iter().collect();
-            writer.step(commands, mail);
+            // Four or more commands in one turn stand for a standing queue.
+            let backlog = commands.len() >= 4;
+            writer.step(commands, mail, backlog);
         }
         self.collect();
     }

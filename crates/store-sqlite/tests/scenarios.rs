@@ -427,13 +427,17 @@ async fn queued<T>(mut call: Answer<T>) -> Answer<T> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_disk_sheds_what_waited_too_long_and_serves_at_once_when_it_returns() {
-    // | when                               | what must hold                          |
-    // | a commit stalls with u0's open     | u0 waits (its batch is not durable)     |
-    // | 20 opens queue behind it for 1 s   | each is refused overloaded, unapplied   |
-    // | the disk returns                   | u0 is answered; the next open succeeds  |
+    // Batches of 8, so 20 queued opens stand in the queue for three batches.
+    // | when                                | what must hold                                   |
+    // | a commit stalls with u0's open      | u0 waits (its batch is not durable)              |
+    // | 20 opens queue behind it for 1 s    |                                                  |
+    // | the disk returns                    | u0 is answered                                   |
+    // | batches of u1-u8, u9-u16            | queue still standing: refused overloaded, unapplied |
+    // | batch of u17-u20                    | empties the queue: served, however long it waited |
+    // | u21 opens                           | served at once                                   |
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(START);
-    let config = EngineConfig::default();
+    let config = EngineConfig { batch_max: 8, ..EngineConfig::default() };
     let wait_max = config.queue_wait_max;
     let node = start_with(dir.path(), 1, &clock, config);
     let sender = user("sender");
@@ -454,14 +458,17 @@ async fn a_stalled_disk_sheds_what_waited_too_long_and_serves_at_once_when_it_re
     release.send(()).unwrap();
 
     assert!(matches!(first.await.unwrap(), Ok(OpenOutcome::Opened { .. })), "the stalled batch is answered");
-    for call in waiting {
-        assert_eq!(call.await, Err(EngineError::Overloaded), "a command that waited too long is shed");
+    for (n, call) in (1..).zip(waiting) {
+        match (n, call.await) {
+            (1..=16, answer) => assert_eq!(answer, Err(EngineError::Overloaded), "u{n} waited behind a standing queue"),
+            (_, answer) => assert!(matches!(answer, Ok(OpenOutcome::Opened { .. })), "u{n}: {answer:?}"),
+        }
     }
     let after = node.engine.open(id, user("u21"), None).await.unwrap();
     assert!(matches!(after, OpenOutcome::Opened { .. }), "served at once: {after:?}");
     let packet = node.engine.packet(id).await.unwrap().unwrap();
     let openers: Vec<_> = packet.claims().iter().map(|claim| claim.user.to_string()).collect();
-    assert_eq!(openers, ["u0", "u21"], "nothing shed was applied");
+    assert_eq!(openers, ["u0", "u17", "u18", "u19", "u20", "u21"], "nothing shed was applied");
     stop(node);
     assert_audit_ok(dir.path(), 1, clock.now());
 }
