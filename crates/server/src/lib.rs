@@ -4,7 +4,7 @@
 
 pub mod admission;
 pub mod auth;
-mod body;
+pub mod body;
 pub mod error;
 pub mod rate_limit;
 mod routes;
