@@ -62,15 +62,30 @@ fn signal(child: &Child, name: &str) {
     assert!(status.success());
 }
 
+/// The admin token a server wrote into its data directory.
+fn admin_token(data: &Path) -> String {
+    std::fs::read_to_string(data.join("admin.token")).unwrap().trim().to_owned()
+}
+
+/// A user's token, as `hongbao token` prints it.
+fn user_token(data: &Path, user: &str) -> String {
+    let output = hongbao(&["token", "--data", data.to_str().unwrap(), user]).output().unwrap();
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+/// `hongbao audit` over a stopped data directory: whether it passed, and its report.
+fn audit(data: &Path) -> (bool, String) {
+    let output = hongbao(&["audit", "--data", data.to_str().unwrap()]).output().unwrap();
+    (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
 #[test]
 fn serve_stops_cleanly_on_sigterm_and_sigint_and_the_books_balance() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     for stop in ["TERM", "INT"] {
         let (mut child, addr) = serve(&data);
-        let admin = std::fs::read_to_string(data.join("admin.token")).unwrap().trim().to_owned();
-        let output = hongbao(&["token", "--data", data.to_str().unwrap(), "alice"]).output().unwrap();
-        let alice = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+        let (admin, alice) = (admin_token(&data), user_token(&data, "alice"));
         let (status, _) = request(&addr, "POST", "/v1/admin/deposits", &admin, r#"{"user":"alice","amount":500}"#);
         assert_eq!(status, 200);
         let (status, body) =
@@ -80,9 +95,8 @@ fn serve_stops_cleanly_on_sigterm_and_sigint_and_the_books_balance() {
         let exit = wait(&mut child);
         assert!(exit.success(), "SIG{stop}: {exit:?}");
     }
-    let audit = hongbao(&["audit", "--data", data.to_str().unwrap()]).output().unwrap();
-    let text = String::from_utf8_lossy(&audit.stdout);
-    assert!(audit.status.success() && text.starts_with("audit ok"), "{text}");
+    let (ok, text) = audit(&data);
+    assert!(ok && text.starts_with("audit ok"), "{text}");
     assert!(text.contains("2 packets"), "{text}");
 }
 
@@ -103,12 +117,8 @@ fn opens_past_the_configured_per_user_rate_are_refused_with_429() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let (mut child, addr) = serve_with(&data, &["--open-rate-per-s", "0.01", "--open-burst", "2"]);
-    let admin = std::fs::read_to_string(data.join("admin.token")).unwrap().trim().to_owned();
-    let token = |user: &str| {
-        let output = hongbao(&["token", "--data", data.to_str().unwrap(), user]).output().unwrap();
-        String::from_utf8(output.stdout).unwrap().trim().to_owned()
-    };
-    let (alice, bob) = (token("alice"), token("bob"));
+    let admin = admin_token(&data);
+    let (alice, bob) = (user_token(&data, "alice"), user_token(&data, "bob"));
     request(&addr, "POST", "/v1/admin/deposits", &admin, r#"{"user":"alice","amount":900}"#);
     let mut opens = Vec::new();
     for _ in 0..3 {
@@ -173,7 +183,7 @@ fn writes_past_the_in_flight_bound_are_refused_with_503_until_one_finishes() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let (mut child, addr) = serve_with(&data, &["--writes-in-flight-max", "1"]);
-    let admin = std::fs::read_to_string(data.join("admin.token")).unwrap().trim().to_owned();
+    let admin = admin_token(&data);
     let deposit = |key: &str| {
         let head = format!("{admin}\r\nidempotency-key: {key}");
         request(&addr, "POST", "/v1/admin/deposits", &head, r#"{"user":"alice","amount":100}"#)
@@ -241,11 +251,6 @@ impl Drop for Mount {
     }
 }
 
-fn audit(data: &Path) -> (bool, String) {
-    let output = hongbao(&["audit", "--data", data.to_str().unwrap()]).output().unwrap();
-    (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned())
-}
-
 #[test]
 fn a_full_disk_refuses_writes_with_503_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -255,7 +260,7 @@ fn a_full_disk_refuses_writes_with_503_and_loses_nothing() {
     };
     let data = mount.0.join("data");
     let (mut child, addr) = serve_with(&data, &[]);
-    let admin = std::fs::read_to_string(data.join("admin.token")).unwrap().trim().to_owned();
+    let admin = admin_token(&data);
     let deposit = |key: usize| {
         let head = format!("{admin}\r\nidempotency-key: k{key}");
         request(&addr, "POST", "/v1/admin/deposits", &head, r#"{"user":"alice","amount":1}"#)
@@ -300,10 +305,7 @@ fn a_full_disk_refuses_writes_with_503_and_loses_nothing() {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-    let alice = {
-        let output = hongbao(&["token", "--data", data.to_str().unwrap(), "alice"]).output().unwrap();
-        String::from_utf8(output.stdout).unwrap().trim().to_owned()
-    };
+    let alice = user_token(&data, "alice");
     let (_, account) = request(&addr, "GET", "/v1/account", &alice, "");
     assert!(account.contains(&format!(r#""balance":{keys}"#)), "one fen per key, each once: {account}");
     signal(&child, "TERM");
