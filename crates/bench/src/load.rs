@@ -33,7 +33,7 @@ impl Mode {
 const WARMUP: Duration = Duration::from_secs(1);
 
 /// Latencies are recorded in microseconds, up to a minute, to 3 digits.
-fn histogram() -> Histogram<u64> {
+pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
 }
 

@@ -22,7 +22,7 @@ use hongbao_store_sqlite::{DataDir, SqliteStore, open_set};
 use indicatif::ProgressBar;
 
 use crate::hongbao::{OpenEngine, bench_config, prepare};
-use crate::load::{Mode, drive};
+use crate::load::{Mode, drive, histogram};
 use crate::report::RunResult;
 
 /// SQLite's store, keeping a copy of every batch it commits.
@@ -89,7 +89,7 @@ pub async fn measure(
         (0..clients).map(|_| OpenEngine { engine: engine.clone(), plan: plan.clone(), acked: Vec::new() }).collect();
     let mode = Mode::Closed { clients: clients.len() };
     let (measured, _) = drive(mode, duration, clients, bar).await;
-    let engine_run = RunResult::new("open-store-engine", 0, &measured);
+    let engine_run = RunResult::new("open-store-engine", mode.clients(), &measured);
     tokio::task::spawn_blocking({
         let engine = engine.clone();
         move || engine.shutdown()
@@ -120,7 +120,7 @@ fn replay(sets: u16, logs: Vec<Vec<Effects>>, setup: Vec<usize>, engine: RunResu
                 }
                 start.wait();
                 let mut opens = 0;
-                let mut per_batch = Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+                let mut per_batch = histogram();
                 for effects in &batches[setup..] {
                     let began = Instant::now();
                     store.commit(effects)?;
@@ -135,7 +135,7 @@ fn replay(sets: u16, logs: Vec<Vec<Effects>>, setup: Vec<usize>, engine: RunResu
     start.wait();
     let began = Instant::now();
     let (mut opens, mut batches) = (0, 0);
-    let mut per_batch = Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+    let mut per_batch = histogram();
     for thread in threads {
         let (set_opens, set_batches, histogram) =
             thread.join().map_err(|_| anyhow::anyhow!("a replay thread panicked"))??;

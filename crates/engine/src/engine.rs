@@ -129,11 +129,11 @@ impl Engine {
     ///
     /// Overload is refused in two places. At the door: while the set's last
     /// batch began with a command that had waited over half of
-    /// `queue_wait_max`, new commands are refused at once, so a client is
-    /// told in microseconds and its connection is free for the next request.
-    /// At the writer: a command that still waited longer than
-    /// `queue_wait_max` is refused unapplied. Between them, admitted
-    /// commands wait at most `queue_wait_max`, and the queue drains.
+    /// `queue_wait_max` and left a queue behind it, new commands are refused
+    /// at once, so a client is told in microseconds and its connection is
+    /// free for the next request. At the writer (`Writer::admit`): while a
+    /// queue stands, a command that waited longer than `queue_wait_max` is
+    /// refused unapplied.
     async fn call<T>(&self, set: SetId, command: impl FnOnce(Reply<T>) -> Command) -> Result<T, EngineError> {
         if self.inner.queue_delays_us[set.index()].load(Ordering::Relaxed) > self.inner.door_closes_at_us {
             return Err(EngineError::Overloaded);
