@@ -14,7 +14,7 @@ use hongbao_domain::{Amount, Limits, OpenOutcome, PacketId, PacketSpec, SendOutc
 use hongbao_engine::{Engine, EngineConfig};
 use hongbao_node::{Running, ServeOptions};
 use hongbao_server::Auth;
-use hongbao_server::rate_limit::OpenRate;
+use hongbao_server::rate_limit::{Rate, Route};
 use hyper::Method;
 use serde_json::Value;
 
@@ -51,12 +51,17 @@ impl Node {
         let mut options = ServeOptions::new(dir.path().join("data"), "127.0.0.1:0".parse().expect("address"));
         options.engine = bench_config();
         // The busiest Zipf group's synthetic members open more packets a
-        // second than people do; the per-user limit still runs on every open,
-        // but with the bench's own bound instead of the service's.
-        options.open_rate = OpenRate { per_s: 1_000_000.0, burst: 1_000_000.0 };
+        // second (and more at once) than people do; the per-user limits
+        // still run on every request, but with the bench's own bounds
+        // instead of the service's.
+        let bench_rate = Rate { per_s: 1_000_000.0, burst: 1_000_000.0 };
+        for route in Route::ALL {
+            options.server.rates.set(route, bench_rate);
+        }
+        options.server.user_writes_in_flight_max = options.server.writes_in_flight_max;
         options.sets = sets;
         let running = hongbao_node::start(options).await?;
-        let auth = Arc::new(Auth::load(&running.data.path).context("loading the bench server's keys")?);
+        let auth = Arc::new(hongbao_node::auth(&running.data.path)?);
         Ok(Node { running, auth, _dir: dir })
     }
 
@@ -262,8 +267,7 @@ mod tests {
 
     #[test]
     fn a_plan_never_sends_one_user_to_one_packet_twice() {
-        let ids: Vec<_> =
-            (0..7).map(|seq| PacketId { day: 20_270_128, set: hongbao_domain::SetId(0), seq, nonce: 1 }).collect();
+        let ids: Vec<_> = (0..7).map(|seq| PacketId::new(20_270_128, hongbao_domain::SetId(0), seq, 1)).collect();
         for plan in [Plan::new(ids.clone()), Plan::cycling(ids.clone())] {
             let mut seen = HashSet::new();
             for n in 0..7 * 8 {
@@ -276,9 +280,7 @@ mod tests {
         assert_eq!(plan.target(0).1, plan.target(8).1);
         assert!((1..8).all(|n| plan.target(n).1 != plan.target(0).1));
         // A fresh plan never repeats a user.
-        let plan = Plan::new(
-            (0..7).map(|seq| PacketId { day: 20_270_128, set: hongbao_domain::SetId(0), seq, nonce: 1 }).collect(),
-        );
+        let plan = Plan::new((0..7).map(|seq| PacketId::new(20_270_128, hongbao_domain::SetId(0), seq, 1)).collect());
         assert_ne!(plan.target(0).1, plan.target(7).1);
     }
 }

@@ -59,8 +59,12 @@ pub async fn run(options: ChaosOptions) -> Result<ChaosReport> {
     let server = Arc::new(Server::start(&options.binary, &data, &["--sets", "4"]).await?);
     let journal = Arc::new(Journal::default());
     // The keys are read once; every client signs with them.
-    let auth = Arc::new(hongbao_server::Auth::load(&data).context("loading the server's keys")?);
-    let admin = std::fs::read_to_string(data.join("admin.token")).context("reading admin.token")?.trim().to_owned();
+    let auth = Arc::new(hongbao_node::auth(&data)?);
+    let admin_token = data.join(hongbao_node::keys::ADMIN_TOKEN_FILE);
+    let admin = std::fs::read_to_string(&admin_token)
+        .with_context(|| format!("reading {}", admin_token.display()))?
+        .trim()
+        .to_owned();
     let deadline = Instant::now() + options.duration;
     let clients: Vec<_> = (0..options.clients)
         .map(|client| {

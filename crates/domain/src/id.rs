@@ -35,16 +35,39 @@ impl fmt::Display for SetId {
     }
 }
 
-/// A packet id: `yyyymmdd-set-seq-nonce`, e.g. `20270128-3-1742-9f3a1c2e`.
+/// A packet id: `yyyymmdd-set-seq-nonce`, e.g.
+/// `20270128-3-1742-9f3a1c2e77b04d15`.
 ///
-/// `seq` is the set's own sequence (unique per set, ordering its packets) and
-/// `nonce` is 32 random bits, so ids cannot be enumerated by guessing.
+/// The day and the set stay readable, for routing; `seq` is the set's own
+/// sequence (unique per set, ordering its packets), so it is guessable. The
+/// secret is the nonce: 64 random bits, 16 hex digits. With grabs, opens
+/// and detail reads rate-limited per user (a few dozen a second), finding
+/// one live packet of a known `seq` takes ~2^63 tries. Ids made before
+/// this carried a 32-bit nonce (8 hex digits); they still parse, and print
+/// back the same, so their packets stay reachable under the id their
+/// owners were given.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PacketId {
     pub day: u32,
     pub set: SetId,
     pub seq: u64,
-    pub nonce: u32,
+    pub nonce: Nonce,
+}
+
+/// A packet id's secret part, in one of its two widths.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Nonce {
+    /// The ids made before 64-bit nonces: 8 hex digits.
+    Legacy32(u32),
+    /// 16 hex digits: every id made now.
+    Secret64(u64),
+}
+
+impl PacketId {
+    /// A new packet's id, with a 64-bit nonce.
+    pub fn new(day: u32, set: SetId, seq: u64, nonce: u64) -> PacketId {
+        PacketId { day, set, seq, nonce: Nonce::Secret64(nonce) }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,7 +75,11 @@ pub struct InvalidPacketId;
 
 impl fmt::Display for PacketId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}-{}-{:08x}", self.day, self.set.0, self.seq, self.nonce)
+        write!(f, "{}-{}-{}-", self.day, self.set.0, self.seq)?;
+        match self.nonce {
+            Nonce::Legacy32(nonce) => write!(f, "{nonce:08x}"),
+            Nonce::Secret64(nonce) => write!(f, "{nonce:016x}"),
+        }
     }
 }
 
@@ -62,7 +89,7 @@ impl FromStr for PacketId {
     /// Parses the canonical form only: the string must print back exactly,
     /// so one packet never has two spellings.
     fn from_str(text: &str) -> Result<PacketId, InvalidPacketId> {
-        if text.len() > 48 {
+        if text.len() > 56 {
             return Err(InvalidPacketId);
         }
         let mut parts = text.split('-');
@@ -71,10 +98,14 @@ impl FromStr for PacketId {
         let set: u16 = next()?.parse().map_err(|_| InvalidPacketId)?;
         let seq: u64 = next()?.parse().map_err(|_| InvalidPacketId)?;
         let nonce_text = next()?;
-        if nonce_text.len() != 8 || parts.next().is_some() {
+        if parts.next().is_some() {
             return Err(InvalidPacketId);
         }
-        let nonce = u32::from_str_radix(nonce_text, 16).map_err(|_| InvalidPacketId)?;
+        let nonce = match nonce_text.len() {
+            8 => Nonce::Legacy32(u32::from_str_radix(nonce_text, 16).map_err(|_| InvalidPacketId)?),
+            16 => Nonce::Secret64(u64::from_str_radix(nonce_text, 16).map_err(|_| InvalidPacketId)?),
+            _ => return Err(InvalidPacketId),
+        };
         let id = PacketId { day, set: SetId(set), seq, nonce };
         if !is_valid_civil_day(day) || set >= SETS_MAX || id.to_string() != text {
             return Err(InvalidPacketId);
@@ -89,10 +120,18 @@ mod tests {
 
     #[test]
     fn ids_round_trip_and_reject_other_spellings() {
-        let id = PacketId { day: 20_270_128, set: SetId(3), seq: 1742, nonce: 0x9f3a_1c2e };
-        assert_eq!(id.to_string(), "20270128-3-1742-9f3a1c2e");
-        assert_eq!("20270128-3-1742-9f3a1c2e".parse::<PacketId>(), Ok(id));
+        let id = PacketId::new(20_270_128, SetId(3), 1742, 0x9f3a_1c2e_77b0_4d15);
+        assert_eq!(id.to_string(), "20270128-3-1742-9f3a1c2e77b04d15");
+        assert_eq!("20270128-3-1742-9f3a1c2e77b04d15".parse::<PacketId>(), Ok(id));
+        let legacy = PacketId { day: 20_270_128, set: SetId(3), seq: 1742, nonce: Nonce::Legacy32(0x9f3a_1c2e) };
+        assert_eq!(legacy.to_string(), "20270128-3-1742-9f3a1c2e");
+        assert_eq!("20270128-3-1742-9f3a1c2e".parse::<PacketId>(), Ok(legacy), "ids made before 64-bit nonces");
+        assert_ne!(legacy, PacketId::new(20_270_128, SetId(3), 1742, 0x9f3a_1c2e), "one packet, one spelling");
         for bad in [
+            "20270128-3-1742-9f3a1c2e77b04d1",
+            "20270128-3-1742-9f3a1c2e77b04d150",
+            "20270128-3-1742-9F3A1C2E77B04D15",
+            "20270128-3-1742-00009f3a1c2e",
             "",
             "nope",
             "20270128-03-1742-9f3a1c2e",

@@ -449,7 +449,7 @@ mod tests {
     }
 
     fn new_packet(spec: &PacketSpec) -> Packet {
-        let id = PacketId { day: 20_270_128, set: SetId(0), seq: 1, nonce: 7 };
+        let id = PacketId::new(20_270_128, SetId(0), 1, 7);
         Packet::new(id, user("alice"), spec, 42, Millis(1_000))
     }
 

@@ -2,7 +2,7 @@
 //! refuses at once when that set's queue is full, and serves reads from the
 //! sets' committed state.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -42,6 +42,8 @@ struct Inner {
     /// Half of `queue_wait_max`: past this delay a set refuses at the door.
     door_closes_at_us: u64,
     readers: Vec<Arc<dyn StoreReader>>,
+    /// Each set's health (see `Writer::health`).
+    healthy: Vec<Arc<AtomicBool>>,
     writers: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -67,6 +69,7 @@ impl Engine {
         let mut queues = Vec::new();
         let mut queue_delays_us = Vec::new();
         let mut readers = Vec::new();
+        let mut healthy = Vec::new();
         let mut writers = Vec::new();
         for ((index, stores), mail) in stores.into_iter().enumerate().zip(mail_receivers) {
             let set = SetId(index as u16);
@@ -88,6 +91,7 @@ impl Engine {
                 peers.clone(),
                 queue_delay_us,
             );
+            healthy.push(writer.health());
             let thread = std::thread::Builder::new()
                 .name(format!("hongbao-set-{index}"))
                 .spawn(move || run_or_abort(writer))
@@ -104,6 +108,7 @@ impl Engine {
             queue_delays_us,
             door_closes_at_us,
             readers,
+            healthy,
             writers: Mutex::new(writers),
         };
         Ok(Engine { inner: Arc::new(inner) })
@@ -119,6 +124,13 @@ impl Engine {
 
     pub fn now(&self) -> Millis {
         self.inner.clock.now()
+    }
+
+    /// The sets that do not serve writes now (a failed commit they have not
+    /// yet recovered from).
+    pub fn unavailable_sets(&self) -> Vec<SetId> {
+        let healthy = self.inner.healthy.iter().map(|flag| flag.load(Ordering::Relaxed));
+        healthy.enumerate().filter(|&(_, ok)| !ok).map(|(set, _)| SetId(set as u16)).collect()
     }
 
     fn set_of(&self, user: &UserId) -> SetId {

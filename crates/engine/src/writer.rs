@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, select};
@@ -81,7 +81,9 @@ pub(crate) struct Writer<S: Store> {
     /// for the engine to refuse at the door while the queue is that slow.
     pub(crate) queue_delay_us: Arc<AtomicU64>,
     state: State,
-    healthy: bool,
+    /// Whether the set serves writes; false after a failed commit until it
+    /// has recovered. Shared with the engine, which reports readiness.
+    healthy: Arc<AtomicBool>,
     last_resend_scan: Instant,
     /// Commands shed since the last warning (at most one a second).
     shed_unlogged: usize,
@@ -117,11 +119,16 @@ impl<S: Store> Writer<S> {
             peers,
             queue_delay_us,
             state,
-            healthy: true,
+            healthy: Arc::new(AtomicBool::new(true)),
             last_resend_scan,
             shed_unlogged: 0,
             shed_logged_at: Duration::ZERO,
         }
+    }
+
+    /// The flag that says whether this set serves writes.
+    pub(crate) fn health(&self) -> Arc<AtomicBool> {
+        self.healthy.clone()
     }
 
     /// One turn of the loop without waiting, for the simulation, which drives
@@ -133,7 +140,7 @@ impl<S: Store> Writer<S> {
 
     /// Forgets memory and rebuilds it from the store, as after a crash.
     pub(crate) fn restart(&mut self) -> bool {
-        self.healthy = false;
+        self.healthy.store(false, Ordering::Relaxed);
         self.recover()
     }
 
@@ -183,7 +190,7 @@ impl<S: Store> Writer<S> {
 
     fn process(&mut self, queued: Vec<Queued>, mail: Vec<Mail>, backlog: bool) {
         let commands = self.admit(queued, backlog);
-        if !self.healthy && !self.recover() {
+        if !self.healthy.load(Ordering::Relaxed) && !self.recover() {
             // Dropped mail is safe: credits stay in durable outboxes and are resent.
             commands.into_iter().for_each(|command| command.refuse(EngineError::Unavailable));
             return;
@@ -242,7 +249,7 @@ impl<S: Store> Writer<S> {
             Err(failure) => {
                 error!(set = %self.set, %failure, "commit failed; set refuses writes until recovered");
                 batch.pending.into_iter().for_each(|pending| pending.deliver(Some(EngineError::Unavailable)));
-                self.healthy = false;
+                self.healthy.store(false, Ordering::Relaxed);
                 self.recover();
             }
         }
@@ -290,7 +297,7 @@ impl<S: Store> Writer<S> {
         match self.store.recover(self.clock.now()) {
             Ok(recovered) => {
                 self.state = State::recovered(recovered);
-                self.healthy = true;
+                self.healthy.store(true, Ordering::Relaxed);
                 warn!(set = %self.set, "set recovered from its store");
                 self.resend_credits(true);
                 true
@@ -510,8 +517,7 @@ impl<S: Store> Writer<S> {
     fn make_packet(&mut self, sender: &UserId, spec: &PacketSpec, batch: &mut Batch) -> &Packet {
         let seq = self.state.next_seq;
         self.state.next_seq += 1;
-        let nonce = self.entropy.next_u64() as u32;
-        let id = PacketId { day: batch.now.civil_day(), set: self.set, seq, nonce };
+        let id = PacketId::new(batch.now.civil_day(), self.set, seq, self.entropy.next_u64());
         let packet = Packet::new(id, sender.clone(), spec, self.entropy.next_u64(), batch.now);
         let debit = LedgerEntry {
             reference: send_ref(id),

@@ -1,18 +1,19 @@
 //! `hongbao`: the one binary. `serve` runs the service, `token` prints a
-//! user token, `audit` checks a stopped data directory, `bench` measures,
-//! `chaos` kills the server at random and checks nothing was lost.
+//! user token, `keys` and `admin` manage the credentials, `audit` checks a
+//! stopped data directory, `bench` measures, `chaos` kills the server at
+//! random and checks nothing was lost.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
+mod serve_flags;
+
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use hongbao::{ServeOptions, audit_dir, start, user_token};
-use hongbao_engine::EngineConfig;
-use hongbao_server::admission::WRITES_IN_FLIGHT_MAX;
-use hongbao_server::rate_limit::OpenRate;
+use hongbao::{ServeOptions, audit_dir, keys, start, user_token};
+use hongbao_server::token::{AdminName, KeyId, USER_TOKEN_TTL_DEFAULT, USER_TOKEN_TTL_MAX};
+use serve_flags::ServeFlags;
 use tracing::info;
 use tracing_subscriber::filter::LevelFilter;
 
@@ -26,36 +27,29 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the HTTP API.
-    Serve {
-        /// The data directory (created on first start).
-        #[arg(long, default_value = "./data")]
-        data: PathBuf,
-        /// The address to listen on.
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
-        /// Sets of a new data directory (fixed once created; default 8).
-        #[arg(long)]
-        sets: Option<u16>,
-        /// Opens per second one user may make, sustained.
-        #[arg(long, default_value_t = OpenRate::default().per_s)]
-        open_rate_per_s: f64,
-        /// Opens one user may make at once.
-        #[arg(long, default_value_t = OpenRate::default().burst)]
-        open_burst: f64,
-        /// Longest a write may wait in its set's queue before it is refused
-        /// (503 overloaded, with Retry-After) instead of applied.
-        #[arg(long, default_value_t = EngineConfig::default().queue_wait_max.as_millis() as u64)]
-        queue_wait_max_ms: u64,
-        /// Writes (deposits, sends, grabs, opens) in flight before more are
-        /// refused at once (503 overloaded, with Retry-After).
-        #[arg(long, default_value_t = WRITES_IN_FLIGHT_MAX)]
-        writes_in_flight_max: usize,
-    },
-    /// Print a user token signed with the data directory's secret.
+    Serve(ServeFlags),
+    /// Print a user token signed with the data directory's current key.
     Token {
         #[arg(long, default_value = "./data")]
         data: PathBuf,
+        /// Seconds until the token expires (default 30 days, at most 366 days).
+        #[arg(long, default_value_t = USER_TOKEN_TTL_DEFAULT.as_secs())]
+        ttl_s: u64,
         user: String,
+    },
+    /// The keys that sign user tokens: list, rotate, remove.
+    Keys {
+        #[arg(long, default_value = "./data")]
+        data: PathBuf,
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+    /// Admin credentials: list, add, revoke.
+    Admin {
+        #[arg(long, default_value = "./data")]
+        data: PathBuf,
+        #[command(subcommand)]
+        action: AdminAction,
     },
     /// Check every invariant over a stopped data directory.
     Audit {
@@ -96,6 +90,26 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum KeysAction {
+    /// The current key, the other keys that still verify, and the removed ones.
+    List,
+    /// Make a new current key; tokens signed by the old ones keep working.
+    Rotate,
+    /// Remove a key: the tokens it signed are refused (401 unknown_key).
+    Remove { id: String },
+}
+
+#[derive(Subcommand)]
+enum AdminAction {
+    /// The admins' names.
+    List,
+    /// Add an admin and print its token (only a digest of it is kept).
+    Add { name: String },
+    /// Revoke an admin's token (a running server stops taking it within a second).
+    Revoke { name: String },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The simulation injects faults on purpose: their logs would drown its answer.
@@ -115,28 +129,26 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Serve { data, listen, sets, open_rate_per_s, open_burst, queue_wait_max_ms, writes_in_flight_max } => {
-            if !(open_rate_per_s > 0.0 && open_burst >= 1.0) {
-                anyhow::bail!("--open-rate-per-s must be positive and --open-burst at least 1");
-            }
-            if queue_wait_max_ms == 0 || writes_in_flight_max == 0 {
-                anyhow::bail!("--queue-wait-max-ms and --writes-in-flight-max must be at least 1");
-            }
-            let open_rate = OpenRate { per_s: open_rate_per_s, burst: open_burst };
-            let engine =
-                EngineConfig { queue_wait_max: Duration::from_millis(queue_wait_max_ms), ..EngineConfig::default() };
+        Command::Serve(flags) => {
+            let options = flags.into_options()?;
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            runtime.block_on(serve(ServeOptions {
-                sets,
-                open_rate,
-                engine,
-                writes_in_flight_max,
-                ..ServeOptions::new(data, listen)
-            }))?;
+            runtime.block_on(serve(options))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Token { data, user } => {
-            println!("{}", user_token(&data, &user)?);
+        Command::Token { data, ttl_s, user } => {
+            let max = USER_TOKEN_TTL_MAX.as_secs();
+            if !(1..=max).contains(&ttl_s) {
+                anyhow::bail!("--ttl-s must be from 1 to {max}");
+            }
+            println!("{}", user_token(&data, &user, Duration::from_secs(ttl_s))?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys { data, action } => {
+            keys_command(&data, action)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Admin { data, action } => {
+            admin_command(&data, action)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(options) => {
@@ -201,6 +213,38 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
+fn keys_command(data: &Path, action: KeysAction) -> Result<()> {
+    match action {
+        KeysAction::List => {
+            let keys = keys::load(data)?;
+            for key in &keys.signing {
+                println!("{} {}", key.id, if key.id == keys.current { "current" } else { "verifies" });
+            }
+            for id in &keys.removed {
+                println!("{id} removed");
+            }
+        }
+        KeysAction::Rotate => println!("{} current", keys::rotate(data)?),
+        KeysAction::Remove { id } => {
+            keys::remove_key(data, &KeyId::parse(&id)?)?;
+            println!("{id} removed");
+        }
+    }
+    Ok(())
+}
+
+fn admin_command(data: &Path, action: AdminAction) -> Result<()> {
+    match action {
+        AdminAction::List => keys::load(data)?.admins.iter().for_each(|admin| println!("{}", admin.name)),
+        AdminAction::Add { name } => println!("{}", keys::add_admin(data, &AdminName::parse(&name)?)?),
+        AdminAction::Revoke { name } => {
+            keys::revoke_admin(data, &AdminName::parse(&name)?)?;
+            println!("{name} revoked");
+        }
+    }
+    Ok(())
+}
+
 async fn serve(options: ServeOptions) -> Result<()> {
     // The handlers are installed before the address is announced: a signal
     // that arrives the moment a script sees the address still stops cleanly.
@@ -212,8 +256,8 @@ async fn serve(options: ServeOptions) -> Result<()> {
         addr = %running.addr,
         data = %running.data.path.display(),
         sets = running.data.sets,
-        "hongbao serving; the admin token is in {}",
-        running.data.path.join("admin.token").display()
+        "hongbao serving; the first admin's token is in {} (until you remove it)",
+        running.data.path.join(keys::ADMIN_TOKEN_FILE).display()
     );
     stop.wait().await;
     info!("shutting down: draining queues and committing");

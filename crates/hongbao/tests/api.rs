@@ -249,8 +249,10 @@ fn json_bytes(body: &Value) -> Vec<u8> {
 }
 
 /// The user a token names (`<user>.<signature>`).
+/// The user a token names: `hb2.<key>.<expires at>.<user>.<signature>`.
 fn user_of(token: &str) -> &str {
-    token.rsplit_once('.').map_or(token, |(user, _)| user)
+    let (signed, _) = token.rsplit_once('.').expect("a signed token");
+    signed.splitn(4, '.').nth(3).expect("a user in the token")
 }
 
 fn id_of(packet: &Value) -> String {
@@ -295,7 +297,7 @@ async fn start() -> Result<Server> {
 async fn start_in(dir: TempDir) -> Result<Server> {
     let options = hongbao::ServeOptions::new(dir.path().join("data"), "127.0.0.1:0".parse()?);
     let running = hongbao::start(options).await?;
-    let api = Api { addr: running.addr, admin: running.admin_token.clone() };
+    let api = Api { addr: running.addr, admin: running.admin_token.clone().expect("the first admin's token") };
     Ok(Server { dir, running, api })
 }
 
@@ -536,7 +538,8 @@ async fn auth_failures() -> Result<()> {
         )
         .await
         .ok(200);
-    assert_eq!(body["token"], bob.as_str(), "a user's token is stable");
+    let token = body["token"].as_str().expect("a token");
+    assert_eq!(api.balance(token).await, bob_share, "a token for bob, who was credited his share");
 
     server.stop_and_audit().await
 }
@@ -787,7 +790,7 @@ async fn packet_rules_for_open_and_grab() -> Result<()> {
     // Ids that name no packet, malformed or not.
     let real = api.send_id(&alice, &json!({ "kind": "lucky", "total_amount": 100, "count": 1 })).await;
     let nonce = real.rsplit('-').next().expect("a nonce");
-    let other_nonce = format!("{:08x}", u32::from_str_radix(nonce, 16).expect("a hex nonce") ^ 1);
+    let other_nonce = format!("{:016x}", u64::from_str_radix(nonce, 16).expect("a hex nonce") ^ 1);
     let set: u16 = real.split('-').nth(1).expect("a set").parse()?;
     let other_set = ((set + 1) % hongbao::SETS_DEFAULT).to_string();
     let unknown = [
@@ -802,6 +805,7 @@ async fn packet_rules_for_open_and_grab() -> Result<()> {
         altered_id(&real, 1, &other_set),
         altered_id(&real, 0, "20000101"),
         altered_id(&real, 3, "ABCDEF12"),
+        altered_id(&real, 3, &nonce[..8]),
     ];
     for id in &unknown {
         api.open(&bob, id).await.error(404, "packet_not_found");
@@ -1373,12 +1377,12 @@ async fn restart_keeps_state_keys_and_idempotency() -> Result<()> {
 
     let server = start_in(dir).await?;
     let api = server.api.clone();
-    assert_eq!(api.admin, server.running.admin_token);
+    assert_eq!(Some(&api.admin), server.running.admin_token.as_ref());
     // A served data directory is locked against a second server.
     let second = hongbao::ServeOptions::new(path.clone(), "127.0.0.1:0".parse()?);
     assert!(hongbao::start(second).await.is_err(), "two servers on one data directory");
     // The keys survive: old tokens still work.
-    assert_eq!(api.token("alice").await, alice);
+    api.request("GET", "/v1/account", Some(&alice), &[], None).await.ok(200);
     api.wait_balance(&bob, bob_share).await;
     let replayed = api.post_keyed("/v1/admin/deposits", &api.admin, "dep-r", &deposit).await.ok(200);
     assert_eq!(replayed, deposited);

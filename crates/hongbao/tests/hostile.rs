@@ -15,6 +15,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use hongbao::{Running, ServeOptions, start};
+use hongbao_server::rate_limit::{Rate, Rates};
 use proptest::prelude::*;
 
 struct Target {
@@ -33,11 +34,22 @@ fn target() -> &'static Target {
     TARGET.get_or_init(|| {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let options = ServeOptions::new(dir.path().join("data"), "127.0.0.1:0".parse().unwrap());
+        let mut options = ServeOptions::new(dir.path().join("data"), "127.0.0.1:0".parse().unwrap());
+        // The rate limits would answer most cases 429 before their input is
+        // looked at; they are lifted here so the input is what is exercised
+        // (`tests/hardening.rs` tests the limits themselves).
+        options.server.rates = Rates {
+            open: Rate::UNLIMITED,
+            grab: Rate::UNLIMITED,
+            send: Rate::UNLIMITED,
+            read: Rate::UNLIMITED,
+            list: Rate::UNLIMITED,
+            auth_failures_per_ip: Rate::UNLIMITED,
+        };
         let running = runtime.block_on(start(options)).unwrap();
         let addr = running.addr.to_string();
-        let admin = running.admin_token.clone();
-        let alice = hongbao::user_token(&running.data.path, "alice").unwrap();
+        let admin = running.admin_token.clone().unwrap();
+        let alice = hongbao::user_token(&running.data.path, "alice", Duration::from_secs(3600)).unwrap();
         let (_, _) = raw(
             &addr,
             b"POST",

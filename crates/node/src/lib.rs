@@ -11,13 +11,13 @@ use anyhow::{Context, Result, bail};
 use hongbao_domain::SetId;
 use hongbao_domain::audit::{AuditReport, SetSnapshot, audit};
 use hongbao_engine::{Clock, Engine, EngineConfig, OsEntropy, SystemClock};
-use hongbao_server::admission::WRITES_IN_FLIGHT_MAX;
-use hongbao_server::rate_limit::{OpenRate, RateLimiter};
-use hongbao_server::{AppState, Auth};
+use hongbao_server::{AppState, Auth, ServerConfig, SharedAuth};
 use hongbao_store_sqlite::{DataDir, open_set, snapshot};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+pub mod keys;
 
 /// Sets in a new data directory when `--sets` is not given.
 pub const SETS_DEFAULT: u16 = 8;
@@ -29,10 +29,8 @@ pub struct ServeOptions {
     pub sets: Option<u16>,
     pub engine: EngineConfig,
     pub clock: Arc<dyn Clock>,
-    /// The per-user limit on opens.
-    pub open_rate: OpenRate,
-    /// Writes in flight before more are refused with 503.
-    pub writes_in_flight_max: usize,
+    /// Deadlines, rate limits and bounds on writes in flight.
+    pub server: ServerConfig,
 }
 
 impl ServeOptions {
@@ -43,8 +41,7 @@ impl ServeOptions {
             sets: None,
             engine: EngineConfig::default(),
             clock: Arc::new(SystemClock),
-            open_rate: OpenRate::default(),
-            writes_in_flight_max: WRITES_IN_FLIGHT_MAX,
+            server: ServerConfig::default(),
         }
     }
 }
@@ -53,10 +50,13 @@ impl ServeOptions {
 pub struct Running {
     pub addr: SocketAddr,
     pub data: DataDir,
-    pub admin_token: String,
+    /// The first admin's token, from `admin.token` (none once that file is
+    /// removed, as it should be once the token is stored elsewhere).
+    pub admin_token: Option<String>,
     pub engine: Engine,
     stop: oneshot::Sender<()>,
     server: JoinHandle<std::io::Result<()>>,
+    keys_watch: JoinHandle<()>,
     _lock: File,
 }
 
@@ -104,8 +104,9 @@ pub async fn start(options: ServeOptions) -> Result<Running> {
     let data = DataDir::open_or_create(&options.data, options.sets, SETS_DEFAULT)
         .with_context(|| format!("opening data directory {}", options.data.display()))?;
     let lock = lock(&data.path)?;
-    let auth =
-        Auth::load_or_create(&data.path).with_context(|| format!("loading keys from {}", data.path.display()))?;
+    let keys =
+        keys::load_or_create(&data.path).with_context(|| format!("loading keys from {}", data.path.display()))?;
+    let auth = Arc::new(SharedAuth::new(Auth::new(keys).context("the data directory's keys")?));
     let stores = (0..data.sets)
         .map(|set| open_set(&data.path, SetId(set)))
         .collect::<Result<Vec<_>, _>>()
@@ -115,21 +116,25 @@ pub async fn start(options: ServeOptions) -> Result<Running> {
     let listener =
         TcpListener::bind(options.listen).await.with_context(|| format!("listening on {}", options.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
-    let admin_token = auth.admin_token().to_owned();
-    let opens = Arc::new(RateLimiter::new(options.open_rate));
-    let writes = Arc::new(Semaphore::new(options.writes_in_flight_max));
-    let state = AppState { engine: engine.clone(), auth: Arc::new(auth), opens, writes };
+    let admin_token = std::fs::read_to_string(data.path.join(keys::ADMIN_TOKEN_FILE)).ok().map(|t| t.trim().to_owned());
+    let keys_watch = tokio::spawn(keys::watch(data.path.clone(), {
+        let auth = auth.clone();
+        move |keys| auth.replace(keys)
+    }));
+    let state = AppState::new(engine.clone(), auth, options.server);
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(hongbao_server::serve(listener, state, async move {
         let _ = stopped.await;
     }));
-    Ok(Running { addr, data, admin_token, engine, stop, server, _lock: lock })
+    Ok(Running { addr, data, admin_token, engine, stop, server, keys_watch, _lock: lock })
 }
 
 impl Running {
-    /// Stops accepting, lets requests in flight finish, drains every set's
-    /// queue, commits, and returns once all is durable.
+    /// Stops accepting, lets requests in flight finish (for at most the
+    /// drain deadline), drains every set's queue, commits, and returns once
+    /// all is durable.
     pub async fn stop(self) -> Result<()> {
+        self.keys_watch.abort();
         let _ = self.stop.send(());
         self.server.await.context("server task")?.context("serving")?;
         let engine = self.engine.clone();
@@ -159,9 +164,16 @@ pub fn audit_snapshots(snapshots: &[SetSnapshot]) -> AuditReport {
     audit(snapshots, EngineConfig::default().limits.share_min, SystemClock.now().0)
 }
 
-/// A user token for `user`, signed with the data directory's secret.
-pub fn user_token(dir: &Path, user: &str) -> Result<String> {
-    let user = hongbao_domain::UserId::parse(user).map_err(|_| anyhow::anyhow!("{user:?} is not a valid user name"))?;
-    let auth = Auth::load(dir).with_context(|| format!("loading keys from {}", dir.display()))?;
-    Ok(auth.token_for(&user))
+/// The keys of an existing data directory, ready to sign and verify.
+pub fn auth(dir: &Path) -> Result<Auth> {
+    let keys = keys::load(dir).with_context(|| format!("loading the keys of {}", dir.display()))?;
+    Auth::new(keys).with_context(|| format!("the keys of {}", dir.display()))
+}
+
+/// A user token for `user` that expires `ttl` from now, signed with the
+/// data directory's current key.
+pub fn user_token(dir: &Path, user: &str, ttl: std::time::Duration) -> Result<String> {
+    let user = hongbao_domain::UserId::parse(user)
+        .map_err(|_| anyhow::anyhow!("{user:?} is not a valid user name: 1 to 64 characters from A-Z a-z 0-9 _ . -"))?;
+    Ok(auth(dir)?.issue(&user, hongbao_server::token::expiry(SystemClock.now(), ttl)))
 }

@@ -1,12 +1,17 @@
 //! Request bodies and headers as the API reads them: JSON whatever the
-//! content type says (so `curl -d` works), bounded in size, with every
-//! rejection a 4xx that says what is wrong.
+//! content type says (so `curl -d` works), bounded in size and in time
+//! (`Timeouts::body`), with every rejection a 4xx that says what is wrong.
+//! A `Content-Length` over the limit is refused 413 from the header, before
+//! a byte of the body is read.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
+use crate::AppState;
 use crate::error::ApiError;
 
 /// The longest `Idempotency-Key`.
@@ -15,13 +20,23 @@ const IDEMPOTENCY_KEY_LEN_MAX: usize = 64;
 /// A JSON body; with `optional`, an empty body reads as `T::default()`.
 pub struct JsonBody<T>(pub T);
 
-async fn read_bytes<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, ApiError> {
-    Bytes::from_request(request, state).await.map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("request bodies are at most {} bytes", crate::BODY_BYTES_MAX),
-        ),
+/// Refuses, from its header alone, a body declared larger than the limit,
+/// on every route (one that reads no body would otherwise leave it unread).
+pub(crate) async fn refuse_oversized(request: Request, next: Next) -> Response {
+    let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|value| value.to_str().ok());
+    match declared.map(str::parse::<u64>) {
+        Some(Ok(length)) if length > crate::BODY_BYTES_MAX as u64 => ApiError::body_too_large().into_response(),
+        _ => next.run(request).await,
+    }
+}
+
+async fn read_bytes(request: Request, state: &AppState) -> Result<Bytes, ApiError> {
+    let deadline = state.config.timeouts.body;
+    let read = Bytes::from_request(request, state);
+    let bytes =
+        tokio::time::timeout(deadline, read).await.map_err(|_| ApiError::request_timeout("the body", deadline))?;
+    bytes.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::body_too_large(),
         _ => ApiError::bad_request("invalid_body", rejection.body_text()),
     })
 }
@@ -30,10 +45,10 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|error| ApiError::bad_request("invalid_json", error.to_string()))
 }
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &S) -> Result<JsonBody<T>, ApiError> {
+    async fn from_request(request: Request, state: &AppState) -> Result<JsonBody<T>, ApiError> {
         let bytes = read_bytes(request, state).await?;
         Ok(JsonBody(parse(&bytes)?))
     }
@@ -42,10 +57,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 /// A JSON body that may be absent.
 pub struct OptionalJsonBody<T>(pub T);
 
-impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJsonBody<T> {
+impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &S) -> Result<OptionalJsonBody<T>, ApiError> {
+    async fn from_request(request: Request, state: &AppState) -> Result<OptionalJsonBody<T>, ApiError> {
         let bytes = read_bytes(request, state).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJsonBody(T::default()));

@@ -2,6 +2,8 @@
 //! `{"error":{"code":"...","message":"..."}}`. Details of 5xx errors are
 //! logged, never sent.
 
+use std::time::Duration;
+
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -13,11 +15,58 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds for `Retry-After`; 503s without one say 1.
+    pub retry_after_s: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into() }
+        ApiError { status, code, message: message.into(), retry_after_s: None }
+    }
+
+    /// 429 `rate_limited`, retry after `wait` (whole seconds, rounded up).
+    pub fn rate_limited(message: impl Into<String>, wait: Duration) -> ApiError {
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        ApiError {
+            retry_after_s: Some(seconds.max(1)),
+            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+        }
+    }
+
+    /// 429 `too_many_requests`: the caller has as many writes in flight as
+    /// one user may.
+    pub fn too_many_requests(in_flight_max: usize) -> ApiError {
+        ApiError {
+            retry_after_s: Some(1),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                format!("at most {in_flight_max} writes of one user may be in flight; wait for an answer first"),
+            )
+        }
+    }
+
+    /// 408 `request_timeout`: the request (or its body) took longer than its deadline.
+    pub fn request_timeout(what: &str, deadline: Duration) -> ApiError {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!("{what} did not arrive within {} ms", deadline.as_millis()),
+        )
+    }
+
+    /// 413 `body_too_large`.
+    pub fn body_too_large() -> ApiError {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request bodies are at most {} bytes", crate::BODY_BYTES_MAX),
+        )
+    }
+
+    /// 409 `idempotency_key_reused`.
+    pub fn key_reused() -> ApiError {
+        ApiError::conflict("idempotency_key_reused", "this Idempotency-Key was used for a different request")
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
@@ -69,8 +118,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Json(json!({ "error": { "code": self.code, "message": self.message } }));
         let mut response = (self.status, body).into_response();
-        if self.status == StatusCode::SERVICE_UNAVAILABLE || self.status == StatusCode::TOO_MANY_REQUESTS {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        let retry_after_s = self.retry_after_s.or((self.status == StatusCode::SERVICE_UNAVAILABLE).then_some(1));
+        if let Some(seconds) = retry_after_s {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

@@ -1,16 +1,22 @@
 //! hongbao's HTTP API: axum routes that translate JSON to engine commands
 //! and outcomes back to JSON. Every error is `{"error":{"code","message"}}`
-//! with a stable code; bad input is a 4xx, never a 500 or a panic.
+//! with a stable code; bad input is a 4xx, never a 500 or a panic. Every
+//! request has deadlines (`listener`, `deadline`, `body`), every user route
+//! a rate limit (`rate_limit`), and every write a permit (`admission`).
 
 pub mod admission;
 pub mod auth;
 pub mod body;
+mod deadline;
 pub mod error;
+pub mod listener;
 pub mod rate_limit;
 mod routes;
+pub mod token;
 mod views;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -18,53 +24,102 @@ use axum::middleware;
 use axum::routing::{get, post};
 use hongbao_engine::Engine;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
-pub use auth::Auth;
+pub use auth::SharedAuth;
 pub use error::ApiError;
+pub use token::Auth;
+
+use admission::{USER_WRITES_IN_FLIGHT_MAX, WRITES_IN_FLIGHT_MAX, WriteGate};
+use listener::Timeouts;
+use rate_limit::{RateLimits, Rates};
 
 /// The largest request body. Every request hongbao takes is a small JSON
 /// object; anything bigger is refused with 413 before it is buffered.
 pub const BODY_BYTES_MAX: usize = 16 * 1024;
 
+/// The server's settings (each has a `serve` flag).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ServerConfig {
+    pub timeouts: Timeouts,
+    pub rates: Rates,
+    /// Writes in flight on the node before more are refused with 503.
+    pub writes_in_flight_max: usize,
+    /// Writes in flight of one user before more are refused with 429.
+    pub user_writes_in_flight_max: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            timeouts: Timeouts::default(),
+            rates: Rates::default(),
+            writes_in_flight_max: WRITES_IN_FLIGHT_MAX,
+            user_writes_in_flight_max: USER_WRITES_IN_FLIGHT_MAX,
+        }
+    }
+}
+
 /// What every handler shares.
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub engine: Engine,
-    pub auth: Arc<Auth>,
-    pub opens: Arc<rate_limit::RateLimiter>,
-    /// Permits for writes in flight (see `admission`).
-    pub writes: Arc<Semaphore>,
+    pub auth: Arc<SharedAuth>,
+    pub config: ServerConfig,
+    pub rates: Arc<RateLimits>,
+    pub writes: Arc<WriteGate>,
+    /// Set when the server starts to stop: `/readyz` then says so.
+    pub draining: Arc<AtomicBool>,
+}
+
+impl AppState {
+    pub fn new(engine: Engine, auth: Arc<SharedAuth>, config: ServerConfig) -> AppState {
+        AppState {
+            engine,
+            auth,
+            config,
+            rates: Arc::new(RateLimits::new(config.rates)),
+            writes: Arc::new(WriteGate::new(config.writes_in_flight_max, config.user_writes_in_flight_max)),
+            draining: Arc::new(AtomicBool::new(false)),
+        }
+    }
 }
 
 /// The whole API.
 pub fn router(state: AppState) -> Router {
-    let writes = Router::new()
-        .route("/v1/admin/deposits", post(routes::admin::deposit))
-        .route("/v1/packets", post(routes::packets::send))
-        .route("/v1/packets/{id}/grab", post(routes::packets::grab))
-        .route("/v1/packets/{id}/open", post(routes::packets::open))
-        .route_layer(middleware::from_fn_with_state(state.clone(), admission::admit_write));
     Router::new()
-        .route("/healthz", get(routes::health))
+        .route("/livez", get(routes::health::live))
+        .route("/healthz", get(routes::health::live))
+        .route("/readyz", get(routes::health::ready))
         .route("/v1/admin/tokens", post(routes::admin::token))
+        .route("/v1/admin/deposits", post(routes::admin::deposit))
         .route("/v1/account", get(routes::account::account))
+        .route("/v1/packets", post(routes::packets::send))
         .route("/v1/packets/sent", get(routes::lists::sent))
         .route("/v1/packets/received", get(routes::lists::received))
         .route("/v1/packets/{id}", get(routes::packets::detail))
-        .merge(writes)
+        .route("/v1/packets/{id}/grab", post(routes::packets::grab))
+        .route("/v1/packets/{id}/open", post(routes::packets::open))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .layer(middleware::from_fn(body::refuse_oversized))
+        .layer(middleware::from_fn_with_state(state.clone(), deadline::request_deadline))
         .with_state(state)
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then stops
-/// accepting and lets requests in flight finish.
+/// accepting, lets requests in flight finish within the drain deadline,
+/// and closes what is left (see `listener`).
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    let draining = state.draining.clone();
+    let timeouts = state.config.timeouts;
+    let shutdown = async move {
+        shutdown.await;
+        draining.store(true, std::sync::atomic::Ordering::Relaxed);
+    };
+    listener::serve(listener, router(state), timeouts, shutdown).await
 }

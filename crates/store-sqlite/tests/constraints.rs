@@ -35,7 +35,7 @@ fn history(kind: &str, recipient: Option<&str>) -> (tempfile::TempDir, hongbao_s
         ..SpecInput::default()
     };
     let spec = PacketSpec::parse(&input, &user("alice"), &Limits::default()).unwrap();
-    let id = PacketId { day: 20_270_128, set: SetId(0), seq: 1, nonce: 7 };
+    let id = PacketId::new(20_270_128, SetId(0), 1, 7);
     let packet = Packet::new(id, user("alice"), &spec, 42, NOW);
     let effects = Effects {
         next_seq: 2,

@@ -1,5 +1,7 @@
 //! The caller's own wallet.
 
+use std::time::Instant;
+
 use axum::Json;
 use axum::extract::State;
 use serde_json::{Value, json};
@@ -7,8 +9,10 @@ use serde_json::{Value, json};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::rate_limit::Route;
 
 pub async fn account(State(state): State<AppState>, Caller(user): Caller) -> Result<Json<Value>, ApiError> {
+    state.rates.admit(Route::Read, &user, Instant::now())?;
     let balance = state.engine.balance(user.clone()).await?;
     Ok(Json(json!({ "user": user.as_str(), "balance": balance.fen() })))
 }

@@ -1,5 +1,7 @@
 //! Admin routes: issue user tokens, and deposit (the stand-in for a bank
-//! top-up).
+//! top-up). Every admin action is logged with the admin's name.
+
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
@@ -12,11 +14,13 @@ use crate::AppState;
 use crate::auth::Admin;
 use crate::body::{JsonBody, idempotency_key};
 use crate::error::ApiError;
+use crate::token::{USER_TOKEN_TTL_DEFAULT, USER_TOKEN_TTL_MAX, expiry};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
     user: String,
+    ttl_s: Option<i64>,
 }
 
 fn parse_user(name: &str) -> Result<UserId, ApiError> {
@@ -24,13 +28,30 @@ fn parse_user(name: &str) -> Result<UserId, ApiError> {
         .map_err(|_| ApiError::bad_request("invalid_user", "user must be 1 to 64 characters from A-Z a-z 0-9 _ . -"))
 }
 
+/// A token lifetime in seconds: 1 to `USER_TOKEN_TTL_MAX`.
+pub fn parse_ttl(ttl_s: Option<i64>) -> Result<Duration, ApiError> {
+    let max = USER_TOKEN_TTL_MAX.as_secs();
+    match ttl_s {
+        None => Ok(USER_TOKEN_TTL_DEFAULT),
+        Some(seconds) => u64::try_from(seconds)
+            .ok()
+            .filter(|seconds| (1..=max).contains(seconds))
+            .map(Duration::from_secs)
+            .ok_or_else(|| ApiError::bad_request("invalid_ttl", format!("ttl_s must be from 1 to {max} seconds"))),
+    }
+}
+
 pub async fn token(
     State(state): State<AppState>,
-    _admin: Admin,
+    Admin(admin): Admin,
     JsonBody(request): JsonBody<TokenRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let user = parse_user(&request.user)?;
-    Ok(Json(json!({ "user": user.as_str(), "token": state.auth.token_for(&user) })))
+    let ttl = parse_ttl(request.ttl_s)?;
+    let expires_at = expiry(state.engine.now(), ttl);
+    let token = state.auth.current().issue(&user, expires_at);
+    tracing::info!(%admin, %user, expires_at = expires_at.0, "admin issued a user token");
+    Ok(Json(json!({ "user": user.as_str(), "token": token, "expires_at": expires_at.0 })))
 }
 
 #[derive(Deserialize)]
@@ -42,7 +63,7 @@ pub struct DepositRequest {
 
 pub async fn deposit(
     State(state): State<AppState>,
-    _admin: Admin,
+    Admin(admin): Admin,
     headers: HeaderMap,
     JsonBody(request): JsonBody<DepositRequest>,
 ) -> Result<Json<Value>, ApiError> {
@@ -55,18 +76,21 @@ pub async fn deposit(
             ApiError::bad_request("invalid_amount", format!("amount must be an integer number of fen from 1 to {max}"))
         })?;
     let key = idempotency_key(&headers)?;
-    match state.engine.deposit(user.clone(), amount, key).await? {
+    let _permit = state.writes.admit(None)?;
+    let outcome = state.engine.deposit(user.clone(), amount, key.clone()).await?;
+    let key = key.as_deref().unwrap_or("");
+    match outcome {
         DepositOutcome::Deposited { balance, .. } => {
+            tracing::info!(%admin, %user, amount = amount.fen(), key, "admin deposited");
             Ok(Json(json!({ "user": user.as_str(), "balance": balance.fen() })))
         }
-        DepositOutcome::KeyReused => Err(key_reused()),
-        DepositOutcome::BalanceLimit => Err(ApiError::conflict(
-            "balance_limit_exceeded",
-            format!("the balance may not exceed {} fen", limits.balance_max.fen()),
-        )),
+        DepositOutcome::KeyReused => Err(ApiError::key_reused()),
+        DepositOutcome::BalanceLimit => {
+            tracing::info!(%admin, %user, amount = amount.fen(), key, "admin deposit refused: balance limit");
+            Err(ApiError::conflict(
+                "balance_limit_exceeded",
+                format!("the balance may not exceed {} fen", limits.balance_max.fen()),
+            ))
+        }
     }
-}
-
-pub fn key_reused() -> ApiError {
-    ApiError::conflict("idempotency_key_reused", "this Idempotency-Key was used for a different request")
 }

@@ -1,5 +1,7 @@
 //! What a user sent and received, newest first, cursor-paged.
 
+use std::time::Instant;
+
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -9,6 +11,7 @@ use serde::Deserialize;
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::rate_limit::Route;
 use crate::views::{PageView, ReceivedView, SentView};
 
 /// Items per page when the caller names no limit.
@@ -49,6 +52,7 @@ pub async fn sent(
     let list = query(list)?;
     let limit = limit(&list)?;
     let cursor = list.cursor.as_deref().map(|text| text.parse::<u64>().map_err(|_| invalid_cursor())).transpose()?;
+    state.rates.admit(Route::List, &user, Instant::now())?;
     let page = state.engine.sent(user, cursor, limit).await?;
     let now = state.engine.now();
     Ok(Json(PageView {
@@ -66,6 +70,7 @@ pub async fn received(
     let limit = limit(&list)?;
     let cursor =
         list.cursor.as_deref().map(|text| parse_received_cursor(text).ok_or_else(invalid_cursor)).transpose()?;
+    state.rates.admit(Route::List, &user, Instant::now())?;
     let page = state.engine.received(user, cursor, limit).await?;
     Ok(Json(PageView { items: page.items.iter().map(ReceivedView::from).collect(), next_cursor: page.next_cursor }))
 }

@@ -2,18 +2,13 @@
 
 pub mod account;
 pub mod admin;
+pub mod health;
 pub mod lists;
 pub mod packets;
 
-use axum::Json;
 use axum::http::StatusCode;
-use serde_json::{Value, json};
 
 use crate::error::ApiError;
-
-pub async fn health() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
-}
 
 pub async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")

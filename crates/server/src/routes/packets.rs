@@ -1,4 +1,9 @@
 //! Packets: send, grab (抢, non-binding), open (拆, binding), and detail.
+//! Each handler checks its input first, then takes a token from the
+//! caller's bucket for its route, then (for writes) its write permits,
+//! then calls the engine.
+
+use std::time::Instant;
 
 use axum::Json;
 use axum::extract::rejection::PathRejection;
@@ -13,7 +18,7 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::body::{JsonBody, OptionalJsonBody, idempotency_key};
 use crate::error::ApiError;
-use crate::routes::admin::key_reused;
+use crate::rate_limit::Route;
 use crate::views::{PacketDetail, PacketView};
 
 #[derive(Deserialize)]
@@ -53,12 +58,14 @@ pub async fn send(
     let spec = PacketSpec::parse(&input, &sender, limits)
         .map_err(|error| ApiError::bad_request(error.code(), error.message(limits)))?;
     let key = idempotency_key(&headers)?;
+    state.rates.admit(Route::Send, &sender, Instant::now())?;
+    let _permit = state.writes.admit(Some(&sender))?;
     match state.engine.send(sender, spec, key).await? {
         SendOutcome::Sent { packet, .. } => Ok((StatusCode::CREATED, Json(PacketView::from(&*packet)))),
         SendOutcome::InsufficientBalance => {
             Err(ApiError::conflict("insufficient_balance", "the balance does not cover total_amount"))
         }
-        SendOutcome::KeyReused => Err(key_reused()),
+        SendOutcome::KeyReused => Err(ApiError::key_reused()),
     }
 }
 
@@ -68,6 +75,8 @@ pub async fn grab(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let id = packet_id(path)?;
+    state.rates.admit(Route::Grab, &user, Instant::now())?;
+    let _permit = state.writes.admit(Some(&user))?;
     match state.engine.grab(id, user).await? {
         GrabOutcome::NotFound => Err(ApiError::packet_not_found()),
         GrabOutcome::NotRecipient => Err(not_recipient()),
@@ -88,13 +97,8 @@ pub async fn open(
     OptionalJsonBody(request): OptionalJsonBody<OpenRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let id = packet_id(path)?;
-    if !state.opens.admit(&user, std::time::Instant::now()) {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            "too many opens from this user; retry after the time in Retry-After",
-        ));
-    }
+    state.rates.admit(Route::Open, &user, Instant::now())?;
+    let _permit = state.writes.admit(Some(&user))?;
     match state.engine.open(id, user, request.password).await? {
         OpenOutcome::Opened { amount, .. } | OpenOutcome::AlreadyOpened { amount } => {
             Ok(Json(json!({ "status": "opened", "amount": amount.fen() })))
@@ -115,10 +119,11 @@ fn not_recipient() -> ApiError {
 
 pub async fn detail(
     State(state): State<AppState>,
-    Caller(_user): Caller,
+    Caller(user): Caller,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<PacketDetail>, ApiError> {
     let id = packet_id(path)?;
+    state.rates.admit(Route::Read, &user, Instant::now())?;
     let packet = state.engine.packet(id).await?.ok_or_else(ApiError::packet_not_found)?;
     Ok(Json(PacketDetail::of(&packet, state.engine.now())))
 }
