@@ -15,6 +15,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use hongbao::{Running, ServeOptions, start};
+use hongbao_server::listener::Timeouts;
 use hongbao_server::rate_limit::{Rate, Rates};
 use proptest::prelude::*;
 
@@ -31,10 +32,31 @@ struct Target {
 /// One server for all cases, with a funded user and a live packet.
 fn target() -> &'static Target {
     static TARGET: OnceLock<Target> = OnceLock::new();
-    TARGET.get_or_init(|| {
+    TARGET.get_or_init(|| serve_target(Timeouts::default()))
+}
+
+/// The deadlines of the server the timing target runs against: short, so
+/// a case that runs into one takes a fraction of a second.
+const SLOW_TIMEOUTS: Timeouts = Timeouts {
+    header: Duration::from_millis(300),
+    body: Duration::from_millis(300),
+    request: Duration::from_secs(2),
+    write: Duration::from_secs(1),
+    drain: Duration::from_secs(1),
+};
+
+/// A second server, with `SLOW_TIMEOUTS`, for the timing target.
+fn slow_target() -> &'static Target {
+    static TARGET: OnceLock<Target> = OnceLock::new();
+    TARGET.get_or_init(|| serve_target(SLOW_TIMEOUTS))
+}
+
+fn serve_target(timeouts: Timeouts) -> Target {
+    {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let mut options = ServeOptions::new(dir.path().join("data"), "127.0.0.1:0".parse().unwrap());
+        options.server.timeouts = timeouts;
         // The rate limits would answer most cases 429 before their input is
         // looked at; they are lifted here so the input is what is exercised
         // (`tests/hardening.rs` tests the limits themselves).
@@ -66,7 +88,7 @@ fn target() -> &'static Target {
         );
         let packet = body.split(r#""id":""#).nth(1).unwrap().split('"').next().unwrap().to_owned();
         Target { addr, admin, alice, packet, _runtime: runtime, _running: running, _dir: dir }
-    })
+    }
 }
 
 /// Sends one request as raw bytes; answers the status and the body.
@@ -181,6 +203,50 @@ fn tokens() -> impl Strategy<Value = Option<Vec<u8>>> {
     ]
 }
 
+/// Checks an answer: no 5xx, and every refusal with a body carries an
+/// error code.
+fn check_answer(status: u16, answer: &str, what: &str) -> Result<(), TestCaseError> {
+    prop_assert!(status < 500, "{status} for {what}: {answer}");
+    if status >= 400 && !answer.is_empty() {
+        let json: serde_json::Value = serde_json::from_str(answer).unwrap_or_default();
+        prop_assert!(json["error"]["code"].is_string(), "{status} without an error code: {answer}");
+    }
+    Ok(())
+}
+
+/// Sends `request` in pieces, pausing at each cut, and stops after
+/// `truncate` bytes if given; answers the status (if the server answered),
+/// the body, and how long until the server closed the connection.
+fn send_slowly(
+    addr: &str,
+    request: &[u8],
+    cuts: &[(usize, u64)],
+    truncate: Option<usize>,
+) -> (Option<u16>, String, Duration) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let end = truncate.map_or(request.len(), |n| n.min(request.len()));
+    let mut cuts: Vec<(usize, u64)> = cuts.iter().map(|&(at, pause)| (at.min(end), pause)).collect();
+    cuts.sort_unstable();
+    let started = std::time::Instant::now();
+    let mut sent = 0;
+    for (at, pause) in cuts.into_iter().chain([(end, 0)]) {
+        // The server may cut us off mid-send (that is what is tested).
+        if stream.write_all(&request[sent..at]).is_err() {
+            break;
+        }
+        sent = at;
+        std::thread::sleep(Duration::from_millis(pause));
+    }
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let elapsed = started.elapsed();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer.strip_prefix("HTTP/1.1 ").and_then(|rest| rest.get(..3)).and_then(|code| code.parse().ok());
+    let body = answer.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+    (status, body, elapsed)
+}
+
 /// Fills in the live packet and the real tokens, sends, and checks the
 /// answer: no 5xx, and every refusal with a body carries an error code.
 fn check(
@@ -201,12 +267,7 @@ fn check(
     }
     all.extend(headers);
     let (status, answer) = raw(&target.addr, method.as_bytes(), &path, &all, body);
-    prop_assert!(status < 500, "{status} for {method} {}: {answer}", String::from_utf8_lossy(&path));
-    if status >= 400 && !answer.is_empty() {
-        let json: serde_json::Value = serde_json::from_str(&answer).unwrap_or_default();
-        prop_assert!(json["error"]["code"].is_string(), "{status} without an error code: {answer}");
-    }
-    Ok(())
+    check_answer(status, &answer, &format!("{method} {}", String::from_utf8_lossy(&path)))
 }
 
 /// The routes that take a body, with the token each expects.
@@ -237,6 +298,47 @@ fn header_names() -> impl Strategy<Value = String> {
 fn config() -> ProptestConfig {
     let cases = std::env::var("PROPTEST_CASES").ok().and_then(|cases| cases.parse().ok()).unwrap_or(1500);
     ProptestConfig { cases, ..ProptestConfig::default() }
+}
+
+/// The timing target's cases: each may wait out a deadline (a few tenths of
+/// a second), so a fiftieth of the others' count, at least 24.
+fn slow_config() -> ProptestConfig {
+    let cases = (config().cases / 50).max(24);
+    ProptestConfig { cases, ..ProptestConfig::default() }
+}
+
+proptest! {
+    #![proptest_config(slow_config())]
+
+    /// Timing: a valid write sent in pieces with pauses, or stopped part
+    /// way: it is answered (never a 5xx; never a success if cut short), or
+    /// the connection is closed, within its deadlines; nothing waits longer.
+    #[test]
+    fn slow_and_truncated_requests_are_answered_or_cut_off_at_their_deadlines(
+        (path, token) in write_routes(),
+        cuts in proptest::collection::vec((0usize..400, 0u64..250), 0..5),
+        truncate in proptest::option::of(0usize..400),
+    ) {
+        let target = slow_target();
+        let token = if token == b"ADMIN" { &target.admin } else { &target.alice };
+        let path = String::from_utf8_lossy(path).replace("PACKET", &target.packet);
+        let body = br#"{"user":"alice","amount":1}"#;
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        let request = [head.as_bytes(), body.as_slice()].concat();
+        let (status, answer, elapsed) = send_slowly(&target.addr, &request, &cuts, truncate);
+        let paused: u64 = cuts.iter().map(|&(_, pause)| pause).sum();
+        // Head and body deadlines, the pauses, and a second for a busy machine.
+        let bound = SLOW_TIMEOUTS.header + SLOW_TIMEOUTS.body + Duration::from_millis(paused + 1000);
+        prop_assert!(elapsed < bound, "held {elapsed:?} (bound {bound:?})");
+        if let Some(status) = status {
+            check_answer(status, &answer, &path)?;
+            let cut_short = truncate.is_some_and(|n| n < request.len());
+            prop_assert!(!(cut_short && status < 300), "{status} for a request cut short: {answer}");
+        }
+    }
 }
 
 proptest! {
