@@ -152,6 +152,13 @@ fn save(dir: &Path, keys: &Keys) -> Result<()> {
 /// The keys of an existing data directory.
 pub fn load(dir: &Path) -> Result<Keys> {
     let path = dir.join(KEYS_FILE);
+    if !path.exists() {
+        bail!(
+            "{} has no {KEYS_FILE}: it is not a data directory yet; run `hongbao serve --data {}` once to create it",
+            dir.display(),
+            dir.display()
+        );
+    }
     let text = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
     parse(&text).with_context(|| format!("reading {}", path.display()))
 }
@@ -187,6 +194,7 @@ pub fn load_or_create(dir: &Path) -> Result<Keys> {
 
 /// Applies `edit` to the directory's keys under `keys.lock`, and writes them.
 fn edit<T>(dir: &Path, edit: impl FnOnce(&mut Keys) -> Result<T>) -> Result<T> {
+    load(dir)?; // a directory without keys is refused before a lock file is made in it
     let lock_path = dir.join(KEYS_LOCK_FILE);
     let lock = File::options()
         .create(true)

@@ -166,7 +166,7 @@ pub fn audit_snapshots(snapshots: &[SetSnapshot]) -> AuditReport {
 
 /// The keys of an existing data directory, ready to sign and verify.
 pub fn auth(dir: &Path) -> Result<Auth> {
-    let keys = keys::load(dir).with_context(|| format!("loading the keys of {}", dir.display()))?;
+    let keys = keys::load(dir)?;
     Auth::new(keys).with_context(|| format!("the keys of {}", dir.display()))
 }
 

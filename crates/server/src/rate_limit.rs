@@ -138,10 +138,14 @@ impl<K: Hash + Eq + Clone + AsRef<[u8]>> Buckets<K> {
         Buckets { rate, shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect() }
     }
 
+    fn shard(&self, key: &K) -> std::sync::MutexGuard<'_, HashMap<K, Bucket>> {
+        let shard = &self.shards[(fnv1a64(key.as_ref()) % SHARDS as u64) as usize];
+        shard.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Runs `f` on `key`'s bucket, refilled to `now`.
     fn with<T>(&self, key: &K, now: Instant, f: impl FnOnce(&mut Bucket) -> T) -> T {
-        let shard = &self.shards[(fnv1a64(key.as_ref()) % SHARDS as u64) as usize];
-        let mut buckets = shard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut buckets = self.shard(key);
         let Rate { per_s, burst } = self.rate;
         if buckets.len() >= BUCKETS_PER_SHARD_MAX && !buckets.contains_key(key) {
             // A bucket that has refilled is the same as no bucket: drop those.
@@ -171,9 +175,14 @@ impl<K: Hash + Eq + Clone + AsRef<[u8]>> Buckets<K> {
         })
     }
 
-    /// Whether `key` has a token, without taking it.
+    /// Whether `key` has a token, without taking it (and without making a
+    /// bucket for a key that has none: that is a full bucket).
     pub fn check(&self, key: &K, now: Instant) -> Result<(), Duration> {
-        self.with(key, now, |bucket| if bucket.tokens >= 1.0 { Ok(()) } else { Err(self.wait(bucket)) })
+        let buckets = self.shard(key);
+        let Some(bucket) = buckets.get(key) else { return Ok(()) };
+        let refill = now.saturating_duration_since(bucket.at).as_secs_f64() * self.rate.per_s;
+        let refilled = Bucket { tokens: (bucket.tokens + refill).min(self.rate.burst), at: now };
+        if refilled.tokens >= 1.0 { Ok(()) } else { Err(self.wait(&refilled)) }
     }
 
     /// Takes a token if there is one; an empty bucket stays empty.
