@@ -7,8 +7,6 @@
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
 use crate::AppState;
@@ -20,14 +18,13 @@ const IDEMPOTENCY_KEY_LEN_MAX: usize = 64;
 /// A JSON body; with `optional`, an empty body reads as `T::default()`.
 pub struct JsonBody<T>(pub T);
 
-/// Refuses, from its header alone, a body declared larger than the limit,
-/// on every route (one that reads no body would otherwise leave it unread).
-pub(crate) async fn refuse_oversized(request: Request, next: Next) -> Response {
+/// Whether a request declares a body over the limit: refused 413 from its
+/// header alone, on every route (one that reads no body would otherwise
+/// leave it unread). Called by the one layer every request passes
+/// (`deadline::request_deadline`).
+pub(crate) fn declares_too_large(request: &Request) -> bool {
     let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|value| value.to_str().ok());
-    match declared.map(str::parse::<u64>) {
-        Some(Ok(length)) if length > crate::BODY_BYTES_MAX as u64 => ApiError::body_too_large().into_response(),
-        _ => next.run(request).await,
-    }
+    declared.and_then(|text| text.parse::<u64>().ok()).is_some_and(|length| length > crate::BODY_BYTES_MAX as u64)
 }
 
 async fn read_bytes(request: Request, state: &AppState) -> Result<Bytes, ApiError> {

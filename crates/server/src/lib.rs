@@ -59,33 +59,47 @@ impl Default for ServerConfig {
     }
 }
 
-/// What every handler shares.
+/// What every handler shares, behind one reference count: axum clones a
+/// route's state for every request it serves, so the state is one `Arc`
+/// (a state of six `Arc`s cost 3% of a `floor-http` profile).
 #[derive(Clone, Debug)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+#[derive(Debug)]
+pub struct Shared {
     pub engine: Engine,
     pub auth: Arc<SharedAuth>,
     pub config: ServerConfig,
-    pub rates: Arc<RateLimits>,
+    pub rates: RateLimits,
     pub writes: Arc<WriteGate>,
     /// Set when the server starts to stop: `/readyz` then says so.
-    pub draining: Arc<AtomicBool>,
+    pub draining: AtomicBool,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 impl AppState {
     pub fn new(engine: Engine, auth: Arc<SharedAuth>, config: ServerConfig) -> AppState {
-        AppState {
+        AppState(Arc::new(Shared {
             engine,
             auth,
             config,
-            rates: Arc::new(RateLimits::new(config.rates)),
+            rates: RateLimits::new(config.rates),
             writes: Arc::new(WriteGate::new(config.writes_in_flight_max, config.user_writes_in_flight_max)),
-            draining: Arc::new(AtomicBool::new(false)),
-        }
+            draining: AtomicBool::new(false),
+        }))
     }
 }
 
 /// The whole API.
 pub fn router(state: AppState) -> Router {
+    let deadline = state.config.timeouts.request;
     Router::new()
         .route("/livez", get(routes::health::live))
         .route("/healthz", get(routes::health::live))
@@ -102,8 +116,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
-        .layer(middleware::from_fn(body::refuse_oversized))
-        .layer(middleware::from_fn_with_state(state.clone(), deadline::request_deadline))
+        .layer(middleware::from_fn(move |request, next| deadline::request_deadline(deadline, request, next)))
         .with_state(state)
 }
 
@@ -115,11 +128,11 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let draining = state.draining.clone();
     let timeouts = state.config.timeouts;
+    let draining = state.clone();
     let shutdown = async move {
         shutdown.await;
-        draining.store(true, std::sync::atomic::Ordering::Relaxed);
+        draining.draining.store(true, std::sync::atomic::Ordering::Relaxed);
     };
     listener::serve(listener, router(state), timeouts, shutdown).await
 }

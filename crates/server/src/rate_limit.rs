@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use hongbao_domain::UserId;
@@ -130,22 +131,44 @@ struct Bucket {
 pub struct Buckets<K> {
     rate: Rate,
     shards: Vec<Mutex<HashMap<K, Bucket>>>,
+    /// Each shard's bucket count, kept under its lock, read without it.
+    lens: Vec<AtomicUsize>,
 }
 
 impl<K: Hash + Eq + Clone + AsRef<[u8]>> Buckets<K> {
     pub fn new(rate: Rate) -> Buckets<K> {
         assert!(rate.is_valid(), "invalid rate {rate:?}");
-        Buckets { rate, shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect() }
+        Buckets {
+            rate,
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            lens: (0..SHARDS).map(|_| AtomicUsize::new(0)).collect(),
+        }
     }
 
-    fn shard(&self, key: &K) -> std::sync::MutexGuard<'_, HashMap<K, Bucket>> {
-        let shard = &self.shards[(fnv1a64(key.as_ref()) % SHARDS as u64) as usize];
-        shard.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn index(key: &K) -> usize {
+        (fnv1a64(key.as_ref()) % SHARDS as u64) as usize
+    }
+
+    fn lock(&self, index: usize) -> std::sync::MutexGuard<'_, HashMap<K, Bucket>> {
+        self.shards[index].lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Runs `f` on `key`'s bucket, refilled to `now`.
     fn with<T>(&self, key: &K, now: Instant, f: impl FnOnce(&mut Bucket) -> T) -> T {
-        let mut buckets = self.shard(key);
+        let index = Self::index(key);
+        let mut buckets = self.lock(index);
+        let answer = self.with_locked(&mut buckets, key, now, f);
+        self.lens[index].store(buckets.len(), Ordering::Relaxed);
+        answer
+    }
+
+    fn with_locked<T>(
+        &self,
+        buckets: &mut HashMap<K, Bucket>,
+        key: &K,
+        now: Instant,
+        f: impl FnOnce(&mut Bucket) -> T,
+    ) -> T {
         let Rate { per_s, burst } = self.rate;
         if buckets.len() >= BUCKETS_PER_SHARD_MAX && !buckets.contains_key(key) {
             // A bucket that has refilled is the same as no bucket: drop those.
@@ -178,7 +201,13 @@ impl<K: Hash + Eq + Clone + AsRef<[u8]>> Buckets<K> {
     /// Whether `key` has a token, without taking it (and without making a
     /// bucket for a key that has none: that is a full bucket).
     pub fn check(&self, key: &K, now: Instant) -> Result<(), Duration> {
-        let buckets = self.shard(key);
+        let index = Self::index(key);
+        if self.lens[index].load(Ordering::Relaxed) == 0 {
+            // No bucket in this shard, so none for `key`: a full bucket.
+            // (Skips the lock on the path every authenticated request takes.)
+            return Ok(());
+        }
+        let buckets = self.lock(index);
         let Some(bucket) = buckets.get(key) else { return Ok(()) };
         let refill = now.saturating_duration_since(bucket.at).as_secs_f64() * self.rate.per_s;
         let refilled = Bucket { tokens: (bucket.tokens + refill).min(self.rate.burst), at: now };
