@@ -51,22 +51,26 @@ pub struct PacketId {
     pub day: u32,
     pub set: SetId,
     pub seq: u64,
-    pub nonce: Nonce,
+    /// The secret part; a `Legacy32` nonce fits in 32 bits.
+    pub nonce: u64,
+    pub nonce_width: NonceWidth,
 }
 
-/// A packet id's secret part, in one of its two widths.
+/// How many hex digits an id's nonce is spelled with. A width beside a
+/// `u64` rather than an enum holding the nonce keeps an id at 24 bytes,
+/// as it was with 32-bit nonces (it is a key of every live packet's map).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Nonce {
+pub enum NonceWidth {
     /// The ids made before 64-bit nonces: 8 hex digits.
-    Legacy32(u32),
+    Legacy32,
     /// 16 hex digits: every id made now.
-    Secret64(u64),
+    Secret64,
 }
 
 impl PacketId {
     /// A new packet's id, with a 64-bit nonce.
     pub fn new(day: u32, set: SetId, seq: u64, nonce: u64) -> PacketId {
-        PacketId { day, set, seq, nonce: Nonce::Secret64(nonce) }
+        PacketId { day, set, seq, nonce, nonce_width: NonceWidth::Secret64 }
     }
 }
 
@@ -76,9 +80,9 @@ pub struct InvalidPacketId;
 impl fmt::Display for PacketId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}-{}-{}-", self.day, self.set.0, self.seq)?;
-        match self.nonce {
-            Nonce::Legacy32(nonce) => write!(f, "{nonce:08x}"),
-            Nonce::Secret64(nonce) => write!(f, "{nonce:016x}"),
+        match self.nonce_width {
+            NonceWidth::Legacy32 => write!(f, "{:08x}", self.nonce),
+            NonceWidth::Secret64 => write!(f, "{:016x}", self.nonce),
         }
     }
 }
@@ -101,12 +105,13 @@ impl FromStr for PacketId {
         if parts.next().is_some() {
             return Err(InvalidPacketId);
         }
-        let nonce = match nonce_text.len() {
-            8 => Nonce::Legacy32(u32::from_str_radix(nonce_text, 16).map_err(|_| InvalidPacketId)?),
-            16 => Nonce::Secret64(u64::from_str_radix(nonce_text, 16).map_err(|_| InvalidPacketId)?),
+        let nonce_width = match nonce_text.len() {
+            8 => NonceWidth::Legacy32,
+            16 => NonceWidth::Secret64,
             _ => return Err(InvalidPacketId),
         };
-        let id = PacketId { day, set: SetId(set), seq, nonce };
+        let nonce = u64::from_str_radix(nonce_text, 16).map_err(|_| InvalidPacketId)?;
+        let id = PacketId { day, set: SetId(set), seq, nonce, nonce_width };
         if !is_valid_civil_day(day) || set >= SETS_MAX || id.to_string() != text {
             return Err(InvalidPacketId);
         }
@@ -123,10 +128,17 @@ mod tests {
         let id = PacketId::new(20_270_128, SetId(3), 1742, 0x9f3a_1c2e_77b0_4d15);
         assert_eq!(id.to_string(), "20270128-3-1742-9f3a1c2e77b04d15");
         assert_eq!("20270128-3-1742-9f3a1c2e77b04d15".parse::<PacketId>(), Ok(id));
-        let legacy = PacketId { day: 20_270_128, set: SetId(3), seq: 1742, nonce: Nonce::Legacy32(0x9f3a_1c2e) };
+        let legacy = PacketId {
+            day: 20_270_128,
+            set: SetId(3),
+            seq: 1742,
+            nonce: 0x9f3a_1c2e,
+            nonce_width: NonceWidth::Legacy32,
+        };
         assert_eq!(legacy.to_string(), "20270128-3-1742-9f3a1c2e");
         assert_eq!("20270128-3-1742-9f3a1c2e".parse::<PacketId>(), Ok(legacy), "ids made before 64-bit nonces");
         assert_ne!(legacy, PacketId::new(20_270_128, SetId(3), 1742, 0x9f3a_1c2e), "one packet, one spelling");
+        assert_eq!(std::mem::size_of::<PacketId>(), 24, "an id is a key of every live packet's map");
         for bad in [
             "20270128-3-1742-9f3a1c2e77b04d1",
             "20270128-3-1742-9f3a1c2e77b04d150",

@@ -18,7 +18,7 @@ pub mod split;
 pub mod time;
 pub mod user;
 
-pub use id::{Nonce, PacketId, SetId};
+pub use id::{NonceWidth, PacketId, SetId};
 pub use limits::Limits;
 pub use money::Amount;
 pub use outcome::{DepositOutcome, GrabOutcome, OpenOutcome, SendOutcome};
