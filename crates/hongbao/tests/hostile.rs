@@ -311,8 +311,9 @@ proptest! {
     #![proptest_config(slow_config())]
 
     /// Timing: a valid write sent in pieces with pauses, or stopped part
-    /// way: it is answered (never a 5xx; never a success if cut short), or
-    /// the connection is closed, within its deadlines; nothing waits longer.
+    /// way: it is answered (never a 5xx; never a success if cut short on a
+    /// route that reads its body), or the connection is closed, within its
+    /// deadlines; nothing waits longer.
     #[test]
     fn slow_and_truncated_requests_are_answered_or_cut_off_at_their_deadlines(
         (path, token) in write_routes(),
@@ -335,8 +336,11 @@ proptest! {
         prop_assert!(elapsed < bound, "held {elapsed:?} (bound {bound:?})");
         if let Some(status) = status {
             check_answer(status, &answer, &path)?;
+            // A grab reads no body, so one cut short in its body may be
+            // answered; every route that reads its body must not succeed.
             let cut_short = truncate.is_some_and(|n| n < request.len());
-            prop_assert!(!(cut_short && status < 300), "{status} for a request cut short: {answer}");
+            let reads_body = !path.ends_with("/grab");
+            prop_assert!(!(cut_short && reads_body && status < 300), "{status} for a request cut short: {answer}");
         }
     }
 }

@@ -196,12 +196,7 @@ pub fn load_or_create(dir: &Path) -> Result<Keys> {
 fn edit<T>(dir: &Path, edit: impl FnOnce(&mut Keys) -> Result<T>) -> Result<T> {
     load(dir)?; // a directory without keys is refused before a lock file is made in it
     let lock_path = dir.join(KEYS_LOCK_FILE);
-    let lock = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .with_context(|| format!("opening {}", lock_path.display()))?;
+    let lock = crate::open_lock_file(&lock_path)?;
     lock.lock().with_context(|| format!("locking {}", lock_path.display()))?;
     let mut keys = load(dir)?;
     let answer = edit(&mut keys)?;

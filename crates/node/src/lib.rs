@@ -69,14 +69,18 @@ impl std::fmt::Debug for Running {
 /// Takes the data directory's lock: two servers on one directory would be
 /// two writers for every set.
 fn lock(dir: &Path) -> Result<File> {
-    let path = dir.join(LOCK_FILE);
-    let file = File::options()
+    try_lock(dir, open_lock_file(&dir.join(LOCK_FILE))?)
+}
+
+/// A lock file, made if missing and never truncated (it holds nothing but
+/// the lock).
+pub(crate) fn open_lock_file(path: &Path) -> Result<File> {
+    File::options()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    try_lock(dir, file)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))
 }
 
 /// The lock a reader of a stopped directory takes: the lock file opened for

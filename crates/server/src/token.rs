@@ -53,50 +53,44 @@ fn is_name(text: &str) -> bool {
     (1..=32).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// A signing key's id, carried in every token it signs.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct KeyId(String);
-
 /// A name that is not a valid key id or admin name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0:?} is not a valid name: 1 to 32 characters from A-Z a-z 0-9 _ -")]
 pub struct InvalidName(pub String);
 
-impl KeyId {
-    pub fn parse(text: &str) -> Result<KeyId, InvalidName> {
-        if is_name(text) { Ok(KeyId(text.to_owned())) } else { Err(InvalidName(text.to_owned())) }
-    }
+/// A name type: parsed only through `is_name`, printed as itself.
+macro_rules! name_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+        pub struct $name(String);
 
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
+        impl $name {
+            pub fn parse(text: &str) -> Result<$name, InvalidName> {
+                if is_name(text) { Ok($name(text.to_owned())) } else { Err(InvalidName(text.to_owned())) }
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
 }
 
-impl fmt::Display for KeyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// An admin's name, logged with every admin action.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct AdminName(String);
-
-impl AdminName {
-    pub fn parse(text: &str) -> Result<AdminName, InvalidName> {
-        if is_name(text) { Ok(AdminName(text.to_owned())) } else { Err(InvalidName(text.to_owned())) }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for AdminName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+name_type!(
+    /// A signing key's id, carried in every token it signs.
+    KeyId
+);
+name_type!(
+    /// An admin's name, logged with every admin action.
+    AdminName
+);
 
 /// A key that signs (if current) or verifies user tokens.
 #[derive(Clone)]
