@@ -331,96 +331,125 @@ pub async fn run(options: BenchOptions) -> Result<bool> {
     };
     let bars = MultiProgress::new();
     let mut suite = Suite { sizes, target, only, sets: options.sets, bars, runs: Vec::new(), audits: Vec::new() };
-    if suite.wants("floor-http") {
-        suite.floor_http().await?;
-    }
-    let (packets, count, clients) = (suite.sizes.spread_packets, suite.sizes.spread_count, suite.sizes.clients);
-    let mut spread = None;
-    if suite.wants("open-http") || (suite.wants("open-http-open-loop") && options.rate.is_none()) {
-        spread = Some(suite.open_http("open-http", packets, count, Mode::Closed { clients }).await?);
-    }
-    let local = suite.target.is_none();
-    if !local {
-        let why = [
-            ("open-http-hot", "needs an in-process server: a hot packet is past a target's share limit"),
-            ("open-engine", "needs the engine in-process"),
-        ];
-        for (name, why) in why.into_iter().filter(|(name, _)| suite.wants(name)) {
-            suite.skip(name, &anyhow::anyhow!(why));
-        }
-    }
-    if local && suite.wants("open-http-hot") {
-        suite.open_http("open-http-hot", 1, suite.sizes.hot_count, Mode::Closed { clients }).await?;
-    }
-    if local && suite.wants("open-engine") {
-        suite.open_engine().await?;
-    }
-    let rate = options.rate.or(spread.map(|spread| (spread / 2.0).max(1.0) as u64));
-    if let Some(rate) = rate.filter(|_| suite.wants("open-http-open-loop")) {
-        eprintln!("open-http-open-loop offers {rate} opens/s");
-        suite.open_http("open-http-open-loop", packets, count, Mode::Open { rate, clients: clients * 4 }).await?;
-    }
-    if suite.named("open-store") {
-        let sizes = &suite.sizes;
-        let sets = suite.sets.unwrap_or(hongbao_node::SETS_DEFAULT);
-        let bar = suite.bar("open-store");
-        let floor = store_floor::measure(
-            sets,
-            sizes.spread_packets,
-            sizes.spread_count,
-            sizes.engine_clients,
-            sizes.duration,
-            &bar,
-        )
-        .await?;
-        eprintln!(
-            "open-store: the engine made {:.0} opens/s in {} batches; the store alone commits them at {:.0} opens/s",
-            floor.engine.ops_per_s, floor.batches, floor.store.ops_per_s
-        );
-        suite.runs.push(floor.engine);
-        suite.runs.push(floor.store);
-    }
-    if suite.named("overload-http") {
-        match &suite.target {
-            None => suite.overload().await?,
-            Some(_) => suite.skip("overload-http", &anyhow::anyhow!("starts its own server, not a target")),
-        }
-    }
+    suite.hongbao_runs(options.rate).await?;
+    suite.named_runs().await?;
     if suite.wants("nye-http") {
         suite.new_year_eve().await?;
     }
-    for (name, durable) in [("redis-lua", false), ("redis-lua-durable", true)] {
-        if suite.wants(name)
-            && let Err(error) = suite.redis_lua(name, durable, options.redis.as_deref()).await
-        {
-            suite.skip(name, &error);
+    suite.baselines(&options).await;
+    suite.report(&options)
+}
+
+impl Suite {
+    /// hongbao's own runs: the HTTP floor, opens spread and hot, the engine
+    /// alone, and the open loop at half of what the spread run reached.
+    async fn hongbao_runs(&mut self, rate: Option<u64>) -> Result<()> {
+        if self.wants("floor-http") {
+            self.floor_http().await?;
+        }
+        let (packets, count, clients) = (self.sizes.spread_packets, self.sizes.spread_count, self.sizes.clients);
+        let mut spread = None;
+        if self.wants("open-http") || (self.wants("open-http-open-loop") && rate.is_none()) {
+            spread = Some(self.open_http("open-http", packets, count, Mode::Closed { clients }).await?);
+        }
+        let local = self.target.is_none();
+        if !local {
+            let why = [
+                ("open-http-hot", "needs an in-process server: a hot packet is past a target's share limit"),
+                ("open-engine", "needs the engine in-process"),
+            ];
+            for (name, why) in why.into_iter().filter(|(name, _)| self.wants(name)) {
+                self.skip(name, &anyhow::anyhow!(why));
+            }
+        }
+        if local && self.wants("open-http-hot") {
+            self.open_http("open-http-hot", 1, self.sizes.hot_count, Mode::Closed { clients }).await?;
+        }
+        if local && self.wants("open-engine") {
+            self.open_engine().await?;
+        }
+        let rate = rate.or(spread.map(|spread| (spread / 2.0).max(1.0) as u64));
+        if let Some(rate) = rate.filter(|_| self.wants("open-http-open-loop")) {
+            eprintln!("open-http-open-loop offers {rate} opens/s");
+            self.open_http("open-http-open-loop", packets, count, Mode::Open { rate, clients: clients * 4 }).await?;
+        }
+        Ok(())
+    }
+
+    /// The runs left out of the suite unless named: the store's ceiling and
+    /// overload.
+    async fn named_runs(&mut self) -> Result<()> {
+        if self.named("open-store") {
+            let sizes = &self.sizes;
+            let sets = self.sets.unwrap_or(hongbao_node::SETS_DEFAULT);
+            let bar = self.bar("open-store");
+            let floor = store_floor::measure(
+                sets,
+                sizes.spread_packets,
+                sizes.spread_count,
+                sizes.engine_clients,
+                sizes.duration,
+                &bar,
+            )
+            .await?;
+            eprintln!(
+                "open-store: the engine made {:.0} opens/s in {} batches; the store alone commits them at {:.0} opens/s",
+                floor.engine.ops_per_s, floor.batches, floor.store.ops_per_s
+            );
+            self.runs.push(floor.engine);
+            self.runs.push(floor.store);
+        }
+        if self.named("overload-http") {
+            match &self.target {
+                None => self.overload().await?,
+                Some(_) => self.skip("overload-http", &anyhow::anyhow!("starts its own server, not a target")),
+            }
+        }
+        Ok(())
+    }
+
+    /// The alternatives on the same workload; one that cannot run (no
+    /// redis-server, no PostgreSQL) is skipped with the reason.
+    async fn baselines(&mut self, options: &BenchOptions) {
+        for (name, durable) in [("redis-lua", false), ("redis-lua-durable", true)] {
+            if self.wants(name)
+                && let Err(error) = self.redis_lua(name, durable, options.redis.as_deref()).await
+            {
+                self.skip(name, &error);
+            }
+        }
+        let (packets, count) = (self.sizes.spread_packets, self.sizes.spread_count);
+        let pg_hot = self.sizes.hot_count / 4;
+        for (name, packets, count) in [("pg-row-lock", packets, count), ("pg-row-lock-hot", 1, pg_hot)] {
+            if self.wants(name)
+                && let Err(error) = self.pg_row_lock(name, &options.pg, packets, count).await
+            {
+                self.skip(name, &error);
+            }
         }
     }
-    let pg_hot = suite.sizes.hot_count / 4;
-    for (name, packets, count) in [("pg-row-lock", packets, count), ("pg-row-lock-hot", 1, pg_hot)] {
-        if suite.wants(name)
-            && let Err(error) = suite.pg_row_lock(name, &options.pg, packets, count).await
-        {
-            suite.skip(name, &error);
+
+    /// Prints the table and the audits, writes the JSON and the chart;
+    /// answers whether every audit passed.
+    fn report(&self, options: &BenchOptions) -> Result<bool> {
+        println!("\n{}", report::table(&self.runs));
+        let ok = self.audits.iter().all(|(_, audit)| audit.ok);
+        for (name, audit) in &self.audits {
+            println!(
+                "audit {name}: {} ({} acknowledged opens checked)",
+                if audit.ok { "ok" } else { "FAILED" },
+                audit.acked
+            );
+            for violation in &audit.violations {
+                println!("  violation: {violation}");
+            }
         }
-    }
-    println!("\n{}", report::table(&suite.runs));
-    let ok = suite.audits.iter().all(|(_, audit)| audit.ok);
-    for (name, audit) in &suite.audits {
-        println!(
-            "audit {name}: {} ({} acknowledged opens checked)",
-            if audit.ok { "ok" } else { "FAILED" },
-            audit.acked
-        );
-        for violation in &audit.violations {
-            println!("  violation: {violation}");
+        if let Some(path) = &options.json {
+            report::write_json(path, &self.runs, &self.audits)?;
         }
+        if let Some(path) = &options.chart {
+            report::write_chart(path, &self.runs)?;
+        }
+        Ok(ok)
     }
-    if let Some(path) = &options.json {
-        report::write_json(path, &suite.runs, &suite.audits)?;
-    }
-    if let Some(path) = &options.chart {
-        report::write_chart(path, &suite.runs)?;
-    }
-    Ok(ok)
 }

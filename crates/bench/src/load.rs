@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
+use tokio::task::JoinHandle;
 
 /// How load is offered.
 #[derive(Clone, Copy, Debug)]
@@ -127,6 +128,70 @@ pub trait Client: Send + 'static {
     }
 }
 
+/// The instants that frame a run: requests are due from `begin`, recorded
+/// from `start` (after the warm-up), and none is sent at or after `deadline`.
+#[derive(Clone, Copy)]
+struct Window {
+    begin: Instant,
+    start: Instant,
+    deadline: Instant,
+}
+
+/// Shows the run's progress and rate on `bar` until the deadline.
+fn ticker(bar: &ProgressBar, sequence: Arc<AtomicU64>, window: Window, duration: Duration) -> JoinHandle<()> {
+    bar.set_length(duration.as_secs());
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>18} [{bar:30}] {pos}/{len} s {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    let bar = bar.clone();
+    tokio::spawn(async move {
+        while Instant::now() < window.deadline {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let done = sequence.load(Ordering::Relaxed);
+            bar.set_position(window.start.elapsed().as_secs().min(duration.as_secs()));
+            bar.set_message(format!("{:.0} ops/s", done as f64 / window.begin.elapsed().as_secs_f64()));
+        }
+    })
+}
+
+/// One client's loop: takes the next request number, waits for its due time
+/// (open loop) or goes at once (closed loop), sends it, and records it if it
+/// was due after the warm-up.
+async fn client_loop<C: Client>(
+    mut client: C,
+    sequence: Arc<AtomicU64>,
+    interval: Option<Duration>,
+    window: Window,
+) -> (Record, C) {
+    let mut record = Record::new();
+    loop {
+        let n = sequence.fetch_add(1, Ordering::Relaxed);
+        let due = match interval {
+            Some(interval) => window.begin + interval.mul_f64(n as f64),
+            None => Instant::now(),
+        };
+        if due >= window.deadline {
+            break;
+        }
+        if interval.is_some() {
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let refused_before = client.refused();
+        let sent = Instant::now();
+        let ok = client.call(n).await;
+        let done = Instant::now();
+        if due >= window.start {
+            let second = due.duration_since(window.start).as_secs() as usize;
+            let refused = client.refused() > refused_before;
+            let (latency, service) = (done.duration_since(due), done.duration_since(sent));
+            record.add(second, Sample { latency, service, ok, refused });
+        }
+    }
+    (record, client)
+}
+
 /// Drives `clients` for `duration`, showing progress on `bar`.
 /// Returns what was measured and the clients, with whatever they recorded.
 pub async fn drive<C: Client>(
@@ -140,62 +205,16 @@ pub async fn drive<C: Client>(
     // first second (cold page cache, statements being compiled) is not the
     // steady state a run measures.
     let begin = Instant::now();
-    let start = begin + WARMUP;
-    let deadline = start + duration;
-    bar.set_length(duration.as_secs());
-    bar.set_style(
-        ProgressStyle::with_template("{prefix:>18} [{bar:30}] {pos}/{len} s {msg}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    let ticker = {
-        let bar = bar.clone();
-        let sequence = sequence.clone();
-        tokio::spawn(async move {
-            while Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(250)).await;
-                let done = sequence.load(Ordering::Relaxed);
-                bar.set_position(start.elapsed().as_secs().min(duration.as_secs()));
-                bar.set_message(format!("{:.0} ops/s", done as f64 / begin.elapsed().as_secs_f64()));
-            }
-        })
-    };
+    let window = Window { begin, start: begin + WARMUP, deadline: begin + WARMUP + duration };
+    let start = window.start;
+    let ticker = ticker(bar, sequence.clone(), window, duration);
     let interval = match mode {
         Mode::Open { rate, .. } => Some(Duration::from_secs_f64(1.0 / rate.max(1) as f64)),
         Mode::Closed { .. } => None,
     };
     let clients: Vec<_> = clients
         .into_iter()
-        .map(|mut client| {
-            let sequence = sequence.clone();
-            tokio::spawn(async move {
-                let mut record = Record::new();
-                loop {
-                    let n = sequence.fetch_add(1, Ordering::Relaxed);
-                    let due = match interval {
-                        Some(interval) => begin + interval.mul_f64(n as f64),
-                        None => Instant::now(),
-                    };
-                    if due >= deadline {
-                        break;
-                    }
-                    if interval.is_some() {
-                        tokio::time::sleep_until(due.into()).await;
-                    }
-                    let refused_before = client.refused();
-                    let sent = Instant::now();
-                    let ok = client.call(n).await;
-                    let done = Instant::now();
-                    if due >= start {
-                        let second = due.duration_since(start).as_secs() as usize;
-                        let refused = client.refused() > refused_before;
-                        let (latency, service) = (done.duration_since(due), done.duration_since(sent));
-                        record.add(second, Sample { latency, service, ok, refused });
-                    }
-                }
-                (record, client)
-            })
-        })
+        .map(|client| tokio::spawn(client_loop(client, sequence.clone(), interval, window)))
         .collect();
     let (mut latency_us, mut service_us) = (histogram(), histogram());
     let mut per_second: Vec<Histogram<u64>> = Vec::new();

@@ -13,13 +13,13 @@ use crate::packet::PacketKind;
 use crate::split::lucky_share;
 use crate::user::UserId;
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AccountRow {
     pub user: String,
     pub balance: i64,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LedgerRow {
     pub reference: String,
     pub user: String,
@@ -27,7 +27,7 @@ pub struct LedgerRow {
     pub kind: String,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PacketRow {
     pub id: String,
     pub sender: String,
@@ -42,7 +42,7 @@ pub struct PacketRow {
     pub expires_at: i64,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClaimRow {
     pub packet_id: String,
     pub user: String,
@@ -50,7 +50,7 @@ pub struct ClaimRow {
     pub amount: i64,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutboxRow {
     pub reference: String,
     pub user: String,
@@ -58,7 +58,7 @@ pub struct OutboxRow {
 }
 
 /// Everything one set's store holds that the invariants speak of.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SetSnapshot {
     pub set: u16,
     pub accounts: Vec<AccountRow>,

@@ -32,9 +32,9 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
-            total_amount_max: Amount::from_fen(20_000).unwrap(),
+            total_amount_max: Amount::from_fen(20_000).expect("a constant within range"),
             count_max: 100,
-            share_min: Amount::from_fen(1).unwrap(),
+            share_min: Amount::from_fen(1).expect("a constant within range"),
             expires_in_s_default: 86_400,
             expires_in_s_min: 1,
             expires_in_s_max: 7 * 86_400,
@@ -42,8 +42,8 @@ impl Default for Limits {
             password_chars_max: 64,
             // 10,000,000.00 a deposit, 1,000,000,000.00 a balance: far beyond a
             // red-packet wallet, far below any overflow.
-            deposit_max: Amount::from_fen(1_000_000_000).unwrap(),
-            balance_max: Amount::from_fen(100_000_000_000).unwrap(),
+            deposit_max: Amount::from_fen(1_000_000_000).expect("a constant within range"),
+            balance_max: Amount::from_fen(100_000_000_000).expect("a constant within range"),
         }
     }
 }

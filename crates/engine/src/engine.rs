@@ -44,6 +44,8 @@ struct Inner {
     readers: Vec<Arc<dyn StoreReader>>,
     /// Each set's health (see `Writer::health`).
     healthy: Vec<Arc<AtomicBool>>,
+    /// Set once `shutdown` begins: no set takes writes after it.
+    stopped: AtomicBool,
     writers: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -109,6 +111,7 @@ impl Engine {
             door_closes_at_us,
             readers,
             healthy,
+            stopped: AtomicBool::new(false),
             writers: Mutex::new(writers),
         };
         Ok(Engine { inner: Arc::new(inner) })
@@ -124,6 +127,11 @@ impl Engine {
 
     pub fn now(&self) -> Millis {
         self.inner.clock.now()
+    }
+
+    /// Whether `shutdown` has begun.
+    pub fn is_stopped(&self) -> bool {
+        self.inner.stopped.load(Ordering::Relaxed)
     }
 
     /// The sets that do not serve writes now (a failed commit they have not
@@ -259,6 +267,7 @@ impl Engine {
     /// Stops taking commands, lets every set finish what is queued and commit
     /// it, and waits for the writers. Blocks: call it off the async runtime.
     pub fn shutdown(&self) {
+        self.inner.stopped.store(true, Ordering::Relaxed);
         for queue in &self.inner.queues {
             // Waits for room: the commands ahead of it are still answered.
             let _ = queue.send(Queued { at: self.inner.clock.monotonic(), command: Command::Shutdown });

@@ -157,60 +157,72 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Chaos { kills, duration_s, clients, seed, json } => {
-            let seed = seed.unwrap_or_else(|| std::process::id().into());
-            let binary = std::env::current_exe().context("finding the hongbao binary")?;
-            let duration = std::time::Duration::from_secs(duration_s);
-            println!("chaos: seed {seed}, {kills} kills over {duration_s} s, {clients} clients");
-            let options = hongbao_chaos::ChaosOptions { binary, kills, duration, clients, seed, json };
-            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            let report = runtime.block_on(hongbao_chaos::run(options))?;
-            for problem in report.problems.iter().take(20) {
-                println!("  {problem}");
-            }
-            println!(
-                "chaos {}: {} kills, {} acknowledged operations checked, {} lost, {} duplicated, audit {} (seed {})",
-                if report.ok() { "ok" } else { "FAILED" },
-                report.kills,
-                report.acked,
-                report.lost,
-                report.duplicated,
-                if report.audit_ok { "ok" } else { "FAILED" },
-                report.seed
-            );
-            if !report.audit_ok {
-                println!("{}", report.audit);
-            }
-            Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            chaos_command(kills, duration_s, clients, seed, json)
         }
-        Command::Simulate { seeds, from, steps } => {
-            let (mut opens, mut shed, mut crashes, mut faults) = (0, 0, 0, 0);
-            for seed in from..from.saturating_add(seeds) {
-                match hongbao_engine::sim::simulate(seed, steps) {
-                    Ok(report) => {
-                        opens += report.opens_acked;
-                        shed += report.opens_shed;
-                        crashes += report.crashes;
-                        faults += report.faults;
-                    }
-                    Err(failure) => {
-                        println!("simulation FAILED: {failure}");
-                        println!("replay: hongbao simulate --from {seed} --seeds 1 --steps {steps}");
-                        return Ok(ExitCode::FAILURE);
-                    }
-                }
-            }
-            println!(
-                "simulation ok: {seeds} seeds from {from}, {steps} steps each, {opens} acknowledged opens checked, \
-                 {shed} shed opens checked unapplied, {crashes} crashes, {faults} storage faults"
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Simulate { seeds, from, steps } => Ok(simulate_command(seeds, from, steps)),
         Command::Audit { data } => {
             let report = audit_dir(&data)?;
             println!("{report}");
             Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
     }
+}
+
+fn chaos_command(
+    kills: u32,
+    duration_s: u64,
+    clients: usize,
+    seed: Option<u64>,
+    json: Option<PathBuf>,
+) -> Result<ExitCode> {
+    let seed = seed.unwrap_or_else(|| std::process::id().into());
+    let binary = std::env::current_exe().context("finding the hongbao binary")?;
+    let duration = std::time::Duration::from_secs(duration_s);
+    println!("chaos: seed {seed}, {kills} kills over {duration_s} s, {clients} clients");
+    let options = hongbao_chaos::ChaosOptions { binary, kills, duration, clients, seed, json };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let report = runtime.block_on(hongbao_chaos::run(options))?;
+    for problem in report.problems.iter().take(20) {
+        println!("  {problem}");
+    }
+    println!(
+        "chaos {}: {} kills, {} acknowledged operations checked, {} lost, {} duplicated, audit {} (seed {})",
+        if report.ok() { "ok" } else { "FAILED" },
+        report.kills,
+        report.acked,
+        report.lost,
+        report.duplicated,
+        if report.audit_ok { "ok" } else { "FAILED" },
+        report.seed
+    );
+    if !report.audit_ok {
+        println!("{}", report.audit);
+    }
+    Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn simulate_command(seeds: u64, from: u64, steps: usize) -> ExitCode {
+    let (mut opens, mut shed, mut crashes, mut faults) = (0, 0, 0, 0);
+    for seed in from..from.saturating_add(seeds) {
+        match hongbao_engine::sim::simulate(seed, steps) {
+            Ok(report) => {
+                opens += report.opens_acked;
+                shed += report.opens_shed;
+                crashes += report.crashes;
+                faults += report.faults;
+            }
+            Err(failure) => {
+                println!("simulation FAILED: {failure}");
+                println!("replay: hongbao simulate --from {seed} --seeds 1 --steps {steps}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    println!(
+        "simulation ok: {seeds} seeds from {from}, {steps} steps each, {opens} acknowledged opens checked, \
+         {shed} shed opens checked unapplied, {crashes} crashes, {faults} storage faults"
+    );
+    ExitCode::SUCCESS
 }
 
 fn keys_command(data: &Path, action: KeysAction) -> Result<()> {

@@ -1,5 +1,6 @@
 //! `hongbao audit` on a real data directory: it passes after real work, and
 //! fails, naming the violation, on a directory corrupted on purpose.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::path::Path;
 use std::process::Command;

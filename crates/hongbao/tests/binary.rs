@@ -1,6 +1,7 @@
 //! The real `hongbao serve` process: it serves, and on SIGTERM (or SIGINT)
 //! it stops accepting, drains its queues, commits and exits cleanly, leaving
 //! a data directory that passes the audit.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::io::Write;
 use std::path::Path;

@@ -2,6 +2,7 @@
 //! stalled bodies, slow heads, unread answers, oversized bodies, a stop with
 //! a client mid-request; and the credentials: tokens that expire, keys that
 //! rotate and are removed, admins that are revoked; and the rate limits.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

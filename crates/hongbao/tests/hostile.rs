@@ -8,6 +8,7 @@
 //! the varied part, not of a neighbour, is what is exercised).
 //! `PROPTEST_CASES=1000000 cargo test -p hongbao --test hostile --release`
 //! runs as many as you like per target; CI runs the default count.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

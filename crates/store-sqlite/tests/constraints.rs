@@ -1,6 +1,7 @@
 //! The store's second line of defence: effects that break an invariant are
 //! refused whole, whatever the engine decided. Each case writes one wrong
 //! batch on top of a valid history and checks nothing of it landed.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use hongbao_domain::ledger::{EntryKind, send_ref};
 use hongbao_domain::packet::SpecInput;

@@ -1,6 +1,7 @@
 //! Engine scenarios on the real SQLite store: races, expiry, credits across
 //! sets, and restarts with work in flight. Each reads as a table of what
 //! happens and what must hold after; each ends with the full audit.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::future::{Future, poll_fn};
 use std::path::Path;

@@ -2,6 +2,7 @@
 //! `hongbao serve` on port 0, speak raw HTTP/1.1 to it, signal it, read its
 //! data directory's tokens, audit what it left.
 #![allow(dead_code)] // each test file uses some of these
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

@@ -20,7 +20,7 @@ pub async fn live() -> Json<Value> {
 /// `not_ready` otherwise, saying why. (While the node starts, nothing
 /// listens yet: the address is bound only once every set has recovered.)
 pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    if state.draining.load(Ordering::Relaxed) {
+    if state.draining.load(Ordering::Relaxed) || state.engine.is_stopped() {
         return Err(not_ready("the node is stopping".to_owned()));
     }
     let unavailable = state.engine.unavailable_sets();
