@@ -137,7 +137,10 @@ mod tests {
         };
         assert_eq!(legacy.to_string(), "20270128-3-1742-9f3a1c2e");
         assert_eq!("20270128-3-1742-9f3a1c2e".parse::<PacketId>(), Ok(legacy), "ids made before 64-bit nonces");
-        assert_ne!(legacy, PacketId::new(20_270_128, SetId(3), 1742, 0x9f3a_1c2e), "one packet, one spelling");
+        let wide: PacketId = "20270128-3-1742-000000009f3a1c2e".parse().unwrap();
+        assert_eq!(wide, PacketId::new(20_270_128, SetId(3), 1742, 0x9f3a_1c2e));
+        assert_ne!(wide.to_string(), legacy.to_string(), "one packet, one spelling: the widths are two ids");
+        assert_ne!(wide, legacy);
         assert_eq!(std::mem::size_of::<PacketId>(), 24, "an id is a key of every live packet's map");
         for bad in [
             "20270128-3-1742-9f3a1c2e77b04d1",
@@ -158,10 +161,15 @@ mod tests {
         }
     }
 
+    /// fnv1a64("alice") % 8.
+    const PINNED_ALICE_SET: u16 = 7;
+
     #[test]
     fn users_spread_over_sets_stably() {
+        // Where an account lives is part of the data layout: pinned.
         let alice = UserId::parse("alice").unwrap();
-        assert_eq!(SetId::of_user(&alice, 8), SetId::of_user(&alice, 8));
+        assert_eq!(SetId::of_user(&alice, 8), SetId((fnv1a64(b"alice") % 8) as u16));
+        assert_eq!(SetId::of_user(&alice, 8), SetId(PINNED_ALICE_SET));
         let mut seen = [false; 8];
         for i in 0..200 {
             let user = UserId::parse(&format!("user{i}")).unwrap();

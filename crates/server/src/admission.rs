@@ -125,7 +125,15 @@ mod tests {
         assert_eq!(gate.admit(None).unwrap_err().code, "overloaded", "the node's three are taken");
         assert_eq!(gate.admit(Some(&bob)).unwrap_err().code, "overloaded");
         drop(first);
-        assert!(gate.admit(Some(&alice)).is_ok(), "a finished write gives both permits back");
-        assert!(gate.users.iter().all(|shard| shard.lock().unwrap().values().all(|&n| n > 0)), "no idle entries");
+        let again = gate.admit(Some(&alice)).unwrap();
+        let idle = |gate: &WriteGate| gate.users.iter().all(|shard| shard.lock().unwrap().is_empty());
+        assert!(!idle(&gate), "writes in flight are counted");
+        drop((again, _second, _bob));
+        assert!(idle(&gate), "no entry stays for a user with nothing in flight");
+        let held: Vec<_> = (0..3).map(|_| gate.admit(None).unwrap()).collect();
+        assert_eq!(gate.admit(Some(&alice)).unwrap_err().code, "overloaded");
+        assert!(idle(&gate), "a write refused at the node gives the user's slot back");
+        drop(held);
+        assert!(gate.admit(Some(&alice)).is_ok());
     }
 }
