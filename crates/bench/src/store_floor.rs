@@ -18,7 +18,8 @@ use hongbao_domain::{Millis, SetId};
 use hongbao_engine::{
     Effects, Engine, Fetched, OsEntropy, Recovered, SetStores, Store, StoreError, SystemClock, Wants,
 };
-use hongbao_store_sqlite::{DataDir, SqliteStore, open_set};
+use hongbao_node::DataDir;
+use hongbao_store_sqlite::{SqliteStore, open_set};
 use indicatif::ProgressBar;
 
 use crate::hongbao::{OpenEngine, bench_config, prepare};

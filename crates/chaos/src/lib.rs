@@ -77,7 +77,7 @@ pub async fn run(options: ChaosOptions) -> Result<ChaosReport> {
     let journal = Arc::new(Journal::default());
     // The keys are read once; every client signs with them.
     let auth = Arc::new(hongbao_node::auth(&data)?);
-    let admin_token = data.join(hongbao_node::keys::ADMIN_TOKEN_FILE);
+    let admin_token = data.join(hongbao_node::data_dir::ADMIN_TOKEN_FILE);
     let admin = std::fs::read_to_string(&admin_token)
         .with_context(|| format!("reading {}", admin_token.display()))?
         .trim()

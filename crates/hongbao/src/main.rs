@@ -269,7 +269,7 @@ async fn serve(options: ServeOptions) -> Result<()> {
         data = %running.data.path.display(),
         sets = running.data.sets,
         "hongbao serving; the first admin's token is in {} (until you remove it)",
-        running.data.path.join(keys::ADMIN_TOKEN_FILE).display()
+        running.data.path.join(hongbao::data_dir::ADMIN_TOKEN_FILE).display()
     );
     stop.wait().await;
     info!("shutting down: draining queues and committing");

@@ -23,10 +23,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hongbao_server::token::{AdminCredential, AdminName, Auth, KeyId, Keys, SigningKey, admin_digest, admin_token};
 use serde::{Deserialize, Serialize};
 
-pub const KEYS_FILE: &str = "keys.json";
-pub const ADMIN_TOKEN_FILE: &str = "admin.token";
-const KEYS_LOCK_FILE: &str = "keys.lock";
-const LEGACY_SECRET_FILE: &str = "token.secret";
+use crate::data_dir::{ADMIN_TOKEN_FILE, KEYS_FILE, KEYS_LOCK_FILE, LEGACY_SECRET_FILE, open_lock_file};
+
 const FORMAT_VERSION: u32 = 1;
 /// The first admin, made with the directory.
 pub const FIRST_ADMIN: &str = "root";
@@ -196,7 +194,7 @@ pub fn load_or_create(dir: &Path) -> Result<Keys> {
 fn edit<T>(dir: &Path, edit: impl FnOnce(&mut Keys) -> Result<T>) -> Result<T> {
     load(dir)?; // a directory without keys is refused before a lock file is made in it
     let lock_path = dir.join(KEYS_LOCK_FILE);
-    let lock = crate::open_lock_file(&lock_path)?;
+    let lock = open_lock_file(&lock_path)?;
     lock.lock().with_context(|| format!("locking {}", lock_path.display()))?;
     let mut keys = load(dir)?;
     let answer = edit(&mut keys)?;

@@ -7,21 +7,22 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
-use hongbao_domain::SetId;
+use anyhow::{Context, Result};
 use hongbao_domain::audit::{AuditReport, SetSnapshot, audit};
 use hongbao_engine::{Clock, Engine, EngineConfig, OsEntropy, SystemClock};
 use hongbao_server::{AppState, Auth, ServerConfig, SharedAuth};
-use hongbao_store_sqlite::{DataDir, open_set, snapshot};
+use hongbao_store_sqlite::{open_set, snapshot};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub mod data_dir;
 pub mod keys;
+
+pub use data_dir::DataDir;
 
 /// Sets in a new data directory when `--sets` is not given.
 pub const SETS_DEFAULT: u16 = 8;
-const LOCK_FILE: &str = "lock";
 
 pub struct ServeOptions {
     pub data: PathBuf,
@@ -66,53 +67,18 @@ impl std::fmt::Debug for Running {
     }
 }
 
-/// Takes the data directory's lock: two servers on one directory would be
-/// two writers for every set.
-fn lock(dir: &Path) -> Result<File> {
-    try_lock(dir, open_lock_file(&dir.join(LOCK_FILE))?)
-}
-
-/// A lock file, made if missing and never truncated (it holds nothing but
-/// the lock).
-pub(crate) fn open_lock_file(path: &Path) -> Result<File> {
-    File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .with_context(|| format!("opening {}", path.display()))
-}
-
-/// The lock a reader of a stopped directory takes: the lock file opened for
-/// reading (a lock needs no write access), so a read-only copy of a data
-/// directory can be audited too.
-fn lock_to_read(dir: &Path) -> Result<File> {
-    let path = dir.join(LOCK_FILE);
-    match File::open(&path) {
-        Ok(file) => try_lock(dir, file),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => lock(dir),
-        Err(error) => Err(error).with_context(|| format!("opening {}", path.display())),
-    }
-}
-
-fn try_lock(dir: &Path, file: File) -> Result<File> {
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(_) => bail!("{} is in use by another hongbao process", dir.display()),
-    }
-}
-
 /// Opens (or creates) the data directory, recovers every set and starts
 /// serving on `options.listen`.
 pub async fn start(options: ServeOptions) -> Result<Running> {
     let data = DataDir::open_or_create(&options.data, options.sets, SETS_DEFAULT)
         .with_context(|| format!("opening data directory {}", options.data.display()))?;
-    let lock = lock(&data.path)?;
+    let lock = data.lock_to_serve()?;
     let keys =
         keys::load_or_create(&data.path).with_context(|| format!("loading keys from {}", data.path.display()))?;
     let auth = Arc::new(SharedAuth::new(Auth::new(keys).context("the data directory's keys")?));
-    let stores = (0..data.sets)
-        .map(|set| open_set(&data.path, SetId(set)))
+    let stores = data
+        .set_ids()
+        .map(|set| open_set(&data.path, set))
         .collect::<Result<Vec<_>, _>>()
         .context("opening the sets' databases")?;
     let engine =
@@ -120,7 +86,8 @@ pub async fn start(options: ServeOptions) -> Result<Running> {
     let listener =
         TcpListener::bind(options.listen).await.with_context(|| format!("listening on {}", options.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
-    let admin_token = std::fs::read_to_string(data.path.join(keys::ADMIN_TOKEN_FILE)).ok().map(|t| t.trim().to_owned());
+    let admin_token =
+        std::fs::read_to_string(data.file(data_dir::ADMIN_TOKEN_FILE)).ok().map(|text| text.trim().to_owned());
     let keys_watch = tokio::spawn(keys::watch(data.path.clone(), {
         let auth = auth.clone();
         move |keys| auth.replace(keys)
@@ -156,11 +123,8 @@ pub fn audit_dir(dir: &Path) -> Result<AuditReport> {
 /// that check more than the audit does (the bench, chaos).
 pub fn read_dir(dir: &Path) -> Result<Vec<SetSnapshot>> {
     let data = DataDir::open(dir).with_context(|| format!("opening {}", dir.display()))?;
-    let _lock = lock_to_read(&data.path).context("the audit needs a stopped data directory")?;
-    (0..data.sets)
-        .map(|set| snapshot(&data.path, SetId(set)))
-        .collect::<Result<Vec<_>, _>>()
-        .context("reading the sets")
+    let _lock = data.lock_to_read().context("the audit needs a stopped data directory")?;
+    data.set_ids().map(|set| snapshot(&data.path, set)).collect::<Result<Vec<_>, _>>().context("reading the sets")
 }
 
 /// The audit of rows already read with `read_dir`.

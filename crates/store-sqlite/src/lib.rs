@@ -15,7 +15,7 @@ mod schema;
 mod writer;
 
 pub use audit::snapshot;
-pub use layout::{DataDir, set_path};
+pub use layout::set_path;
 pub use reader::SqliteReader;
 pub use writer::SqliteStore;
 
