@@ -4,11 +4,11 @@
 //! (the same opens without HTTP). Every open the client saw acknowledged is
 //! recorded and checked against the store afterwards.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
+use hongbao_domain::audit::StoredClaims;
 use hongbao_domain::packet::SpecInput;
 use hongbao_domain::{Amount, Limits, OpenOutcome, PacketId, PacketSpec, SendOutcome, UserId};
 use hongbao_engine::{Engine, EngineConfig};
@@ -73,17 +73,12 @@ impl Node {
         let snapshots = hongbao_node::read_dir(&path)?;
         let report = hongbao_node::audit_snapshots(&snapshots);
         let mut violations = report.violations.clone();
-        let claims: HashMap<_, _> = snapshots
-            .into_iter()
-            .flat_map(|snapshot| snapshot.claims)
-            .map(|claim| ((claim.packet_id, claim.user), claim.amount))
-            .collect();
+        let stored = StoredClaims::of(&snapshots);
         for ack in acked {
-            let key = (ack.packet.to_string(), ack.user.to_string());
-            if claims.get(&key).copied() != Some(ack.amount as i64) {
+            if !stored.holds(&ack.packet.to_string(), ack.user.as_str(), ack.amount as i64) {
                 violations.push(format!(
                     "acknowledged open of {} by {} for {} is not in the store",
-                    key.0, key.1, ack.amount
+                    ack.packet, ack.user, ack.amount
                 ));
             }
         }

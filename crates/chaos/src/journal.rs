@@ -6,6 +6,8 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use anyhow::Result;
+use hongbao_domain::audit::StoredClaims;
+use hongbao_domain::ledger::{DepositKey, deposit_ref};
 
 use crate::ChaosReport;
 
@@ -51,7 +53,7 @@ pub fn check(journal: &Journal, data: &Path) -> Result<ChaosReport> {
     let mut ledger = HashMap::new();
     let mut packets = HashMap::new();
     let mut packets_by_sender: HashMap<String, usize> = HashMap::new();
-    let mut claims = HashMap::new();
+    let claims = StoredClaims::of(&snapshots);
     for snapshot in snapshots {
         for row in snapshot.ledger {
             ledger.insert(row.reference, (row.user, row.amount));
@@ -60,19 +62,16 @@ pub fn check(journal: &Journal, data: &Path) -> Result<ChaosReport> {
             *packets_by_sender.entry(row.sender.clone()).or_default() += 1;
             packets.insert(row.id, (row.total_amount, row.sender));
         }
-        for row in snapshot.claims {
-            claims.insert((row.packet_id, row.user), row.amount);
-        }
     }
     let acked = journal.acked.lock().expect("journal lock").clone();
     let mut problems = Vec::new();
     for entry in &acked {
         let found = match entry {
             Acked::Deposit { user, key, amount } => {
-                ledger.get(&format!("deposit:{user}:key:{key}")) == Some(&(user.clone(), *amount))
+                ledger.get(&deposit_ref(user, DepositKey::Keyed(key))) == Some(&(user.clone(), *amount))
             }
             Acked::Send { id, sender, total } => packets.get(id) == Some(&(*total, sender.clone())),
-            Acked::Open { packet, user, amount } => claims.get(&(packet.clone(), user.clone())) == Some(amount),
+            Acked::Open { packet, user, amount } => claims.holds(packet, user, *amount),
         };
         if !found {
             problems.push(format!("lost: {entry:?}"));

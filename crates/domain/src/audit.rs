@@ -9,8 +9,7 @@ use std::fmt;
 use crate::id::{PacketId, SetId};
 use crate::ledger::{claim_ref, refund_ref, send_ref};
 use crate::money::Amount;
-use crate::packet::PacketKind;
-use crate::split::lucky_share;
+use crate::packet::{PacketKind, ShareDraw};
 use crate::user::UserId;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -116,6 +115,30 @@ impl fmt::Display for AuditReport {
             write!(f, "\nviolation: {violation}")?;
         }
         Ok(())
+    }
+}
+
+/// Every claim in a set of stores, by packet and user: what an open a
+/// client saw acknowledged is checked against (invariant 7). The simulation,
+/// the bench and chaos all ask it.
+#[derive(Debug, Default)]
+pub struct StoredClaims(HashMap<(String, String), i64>);
+
+impl StoredClaims {
+    pub fn of(sets: &[SetSnapshot]) -> StoredClaims {
+        let claims = sets.iter().flat_map(|set| &set.claims);
+        StoredClaims(claims.map(|claim| ((claim.packet_id.clone(), claim.user.clone()), claim.amount)).collect())
+    }
+
+    /// Whether the open of `packet` by `user`, acknowledged with `amount`
+    /// fen, is stored with that amount.
+    pub fn holds(&self, packet: &str, user: &str, amount: i64) -> bool {
+        self.0.get(&(packet.to_owned(), user.to_owned())) == Some(&amount)
+    }
+
+    /// Whether any claim of `packet` by `user` is stored.
+    pub fn any(&self, packet: &str, user: &str) -> bool {
+        self.0.contains_key(&(packet.to_owned(), user.to_owned()))
     }
 }
 
@@ -275,15 +298,24 @@ fn check_shares(packet: &PacketRow, claims: &[&ClaimRow], share_min: Amount, vio
             violations.push(format!("packet {}: share indexes are not 0..{}", packet.id, ordered.len()));
             return;
         }
-        let expected = match PacketKind::parse(&packet.kind) {
-            Some(PacketKind::Lucky) => lucky_share(packet.seed, index, remaining, count - index, share_min),
-            Some(PacketKind::Fixed) => total.checked_div(u64::from(count)).unwrap_or(Amount::ZERO),
-            Some(PacketKind::Exclusive) => total,
-            None => {
-                violations.push(format!("packet {} has unknown kind {}", packet.id, packet.kind));
-                return;
-            }
+        let Some(kind) = PacketKind::parse(&packet.kind) else {
+            violations.push(format!("packet {} has unknown kind {}", packet.id, packet.kind));
+            return;
         };
+        if index >= count || remaining.fen() < u64::from(count - index) * share_min.fen() {
+            violations.push(format!("packet {}: share {index} is past what its {count} shares can hold", packet.id));
+            return;
+        }
+        let expected = ShareDraw {
+            kind,
+            seed: packet.seed,
+            total_amount: total,
+            count,
+            index,
+            remaining_amount: remaining,
+            share_min,
+        }
+        .share();
         if i128::from(claim.amount) != i128::from(expected.fen()) {
             violations.push(format!(
                 "packet {}: share {index} of {} is {} fen, but its rule gives {}",

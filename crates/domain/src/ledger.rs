@@ -34,18 +34,51 @@ impl EntryKind {
     }
 }
 
-pub fn deposit_ref(user: impl Display, key: impl Display) -> String {
-    format!("deposit:{user}:{key}")
+/// What makes a deposit's reference unique.
+#[derive(Clone, Copy, Debug)]
+pub enum DepositKey<'a> {
+    /// The caller's `Idempotency-Key`: a retry names the same deposit.
+    Keyed(&'a str),
+    /// No key: a random draw, so two deposits are two entries.
+    Auto(u64),
+}
+
+/// Prefixes the store's triggers spell in SQL too (`store-sqlite/src/schema.rs`
+/// has a test that pins its SQL to these).
+pub const SEND_REF_PREFIX: &str = "send:";
+pub const REFUND_REF_PREFIX: &str = "refund:";
+
+/// `deposit:<user>:key:<key>`, or `deposit:<user>:auto:<16 hex digits>`.
+pub fn deposit_ref(user: impl Display, key: DepositKey<'_>) -> String {
+    match key {
+        DepositKey::Keyed(key) => format!("deposit:{user}:key:{key}"),
+        DepositKey::Auto(draw) => format!("deposit:{user}:auto:{draw:016x}"),
+    }
 }
 
 pub fn send_ref(packet: impl Display) -> String {
-    format!("send:{packet}")
+    format!("{SEND_REF_PREFIX}{packet}")
 }
 
+/// The credit of a share: the reference *is* the claim.
 pub fn claim_ref(packet: impl Display, user: impl Display) -> String {
     format!("claim:{packet}:{user}")
 }
 
 pub fn refund_ref(packet: impl Display) -> String {
-    format!("refund:{packet}")
+    format!("{REFUND_REF_PREFIX}{packet}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_are_spelled_as_the_stores_and_tools_read_them() {
+        assert_eq!(deposit_ref("alice", DepositKey::Keyed("k1")), "deposit:alice:key:k1");
+        assert_eq!(deposit_ref("alice", DepositKey::Auto(255)), "deposit:alice:auto:00000000000000ff");
+        assert_eq!(send_ref("20270128-1-2-ab"), "send:20270128-1-2-ab");
+        assert_eq!(claim_ref("20270128-1-2-ab", "bob"), "claim:20270128-1-2-ab:bob");
+        assert_eq!(refund_ref("20270128-1-2-ab"), "refund:20270128-1-2-ab");
+    }
 }

@@ -22,6 +22,6 @@ pub use id::{NonceWidth, PacketId, SetId};
 pub use limits::Limits;
 pub use money::Amount;
 pub use outcome::{DepositOutcome, GrabOutcome, OpenOutcome, SendOutcome};
-pub use packet::{Claim, Packet, PacketKind, PacketSpec, PasswordDigest, SpecError};
+pub use packet::{Claim, Packet, PacketKind, PacketSpec, PasswordDigest, ShareDraw, SpecError};
 pub use time::Millis;
 pub use user::UserId;

@@ -39,6 +39,36 @@ impl PacketKind {
     }
 }
 
+/// What a packet's share rule needs to give the share at an index: the
+/// packet as sent, and what was left before that share.
+#[derive(Clone, Copy, Debug)]
+pub struct ShareDraw {
+    pub kind: PacketKind,
+    pub seed: u64,
+    pub total_amount: Amount,
+    pub count: u32,
+    pub index: u32,
+    pub remaining_amount: Amount,
+    pub share_min: Amount,
+}
+
+impl ShareDraw {
+    /// The share rule of every kind, the one definition the open and the
+    /// audit both call: a lucky share is the double-mean draw for the seed
+    /// and index (`split.rs`), a fixed share the total over the count, an
+    /// exclusive packet's one share all of it.
+    pub fn share(self) -> Amount {
+        assert!(self.index < self.count, "share {} of a packet of {}", self.index, self.count);
+        match self.kind {
+            PacketKind::Lucky => {
+                lucky_share(self.seed, self.index, self.remaining_amount, self.count - self.index, self.share_min)
+            }
+            PacketKind::Fixed => self.total_amount.checked_div(u64::from(self.count)).expect("count > 0"),
+            PacketKind::Exclusive => self.remaining_amount,
+        }
+    }
+}
+
 /// Why a send request is refused before it reaches a set. Each has a stable
 /// code that the API returns as is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -402,11 +432,17 @@ impl Packet {
     }
 
     fn next_share(&self, index: u32, share_min: Amount) -> Amount {
-        match self.info.kind {
-            PacketKind::Lucky => lucky_share(self.seed, index, self.remaining_amount, self.remaining_count, share_min),
-            PacketKind::Fixed => self.info.total_amount.checked_div(u64::from(self.info.count)).expect("count > 0"),
-            PacketKind::Exclusive => self.remaining_amount,
+        debug_assert_eq!(self.info.count - index, self.remaining_count, "the next share's index");
+        ShareDraw {
+            kind: self.info.kind,
+            seed: self.seed,
+            total_amount: self.info.total_amount,
+            count: self.info.count,
+            index,
+            remaining_amount: self.remaining_amount,
+            share_min,
         }
+        .share()
     }
 
     /// At or after expiry, takes what is left for the sender: `Some(amount)`

@@ -116,12 +116,6 @@ impl MemStore {
         snapshot
     }
 
-    /// The claim of `user` on `packet`, if the store holds one.
-    pub fn claim(&self, packet: &PacketId, user: &UserId) -> Option<Amount> {
-        let data = self.data.lock().expect("store lock");
-        data.packets.get(packet).and_then(|p| p.claim_of(user)).map(|claim| claim.amount)
-    }
-
     pub fn outbox_len(&self) -> usize {
         self.data.lock().expect("store lock").outbox.len()
     }

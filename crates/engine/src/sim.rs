@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::bounded;
-use hongbao_domain::audit::audit;
+use hongbao_domain::audit::{StoredClaims, audit};
 use hongbao_domain::hash::mix64;
 use hongbao_domain::packet::SpecInput;
 use hongbao_domain::{Amount, Limits, Millis, OpenOutcome, PacketId, PacketSpec, SendOutcome, SetId, UserId};
@@ -184,8 +184,9 @@ impl World {
         if !report.ok() {
             return Err(format!("seed {seed}, step {step}: {report}"));
         }
+        let stored = StoredClaims::of(&snapshots);
         for ((id, user), amount) in &self.acked {
-            if self.stores[id.set.index()].claim(id, user) != Some(*amount) {
+            if !stored.holds(&id.to_string(), user.as_str(), amount.signed()) {
                 return Err(format!("seed {seed}, step {step}: the acknowledged open of {id} by {user} is not stored"));
             }
         }
@@ -194,11 +195,13 @@ impl World {
 
     /// Once every answer is in: no open shed as overloaded was applied.
     fn check_shed(&self, seed: u64) -> Result<(), String> {
+        let snapshots: Vec<_> = self.stores.iter().enumerate().map(|(set, store)| store.snapshot(set as u16)).collect();
+        let stored = StoredClaims::of(&snapshots);
         for (id, user) in &self.shed {
             let pair = (*id, user.clone());
             if !self.acked.contains_key(&pair)
                 && !self.unknown.contains(&pair)
-                && self.stores[id.set.index()].claim(id, user).is_some()
+                && stored.any(&id.to_string(), user.as_str())
             {
                 return Err(format!("seed {seed}: the open of {id} by {user} was shed as overloaded, yet applied"));
             }

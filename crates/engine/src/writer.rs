@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, select};
-use hongbao_domain::ledger::{EntryKind, claim_ref, deposit_ref, refund_ref, send_ref};
+use hongbao_domain::ledger::{DepositKey, EntryKind, claim_ref, deposit_ref, refund_ref, send_ref};
 use hongbao_domain::{
     Amount, Claim, DepositOutcome, GrabOutcome, Millis, OpenOutcome, Packet, PacketId, PacketSpec, SendOutcome, SetId,
     UserId,
@@ -463,8 +463,8 @@ impl<S: Store> Writer<S> {
                 None => DepositOutcome::BalanceLimit,
                 Some(balance) => {
                     let reference = match &key {
-                        Some(key) => deposit_ref(&user, format!("key:{key}")),
-                        None => deposit_ref(&user, format!("auto:{:016x}", self.entropy.next_u64())),
+                        Some(key) => deposit_ref(&user, DepositKey::Keyed(key)),
+                        None => deposit_ref(&user, DepositKey::Auto(self.entropy.next_u64())),
                     };
                     let entry = LedgerEntry {
                         reference,

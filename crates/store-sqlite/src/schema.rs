@@ -192,3 +192,24 @@ pub(crate) fn prepare(connection: &mut Connection) -> Result<(), StoreError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use hongbao_domain::ledger::{REFUND_REF_PREFIX, SEND_REF_PREFIX, refund_ref, send_ref};
+
+    use super::MIGRATIONS;
+
+    /// The triggers find a packet's send and refund entries by their
+    /// references, spelled in SQL; the Rust that writes those entries must
+    /// spell them the same (`domain/src/ledger.rs`).
+    #[test]
+    fn the_sql_spells_the_ledger_references_as_the_rust_does() {
+        let sql = MIGRATIONS.concat();
+        for (prefix, reference) in [(SEND_REF_PREFIX, send_ref("ID")), (REFUND_REF_PREFIX, refund_ref("ID"))] {
+            assert!(sql.contains(&format!("reference = '{prefix}' || NEW.id")), "{prefix} in the triggers");
+            assert_eq!(reference, format!("{prefix}ID"));
+        }
+        let spelled = sql.matches("reference = '").count();
+        assert_eq!(spelled, 2, "a reference spelled in SQL that this test does not pin");
+    }
+}
