@@ -24,6 +24,14 @@ pub enum OpenOutcome {
 }
 
 impl OpenOutcome {
+    /// The share the opener got, now or before; `None` for a refusal.
+    pub fn amount(&self) -> Option<Amount> {
+        match self {
+            OpenOutcome::Opened { amount, .. } | OpenOutcome::AlreadyOpened { amount } => Some(*amount),
+            _ => None,
+        }
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             OpenOutcome::Opened { .. } | OpenOutcome::AlreadyOpened { .. } => "opened",

@@ -29,6 +29,14 @@ fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (String, Instan
     (String::from_utf8_lossy(&answer).into_owned(), Instant::now())
 }
 
+/// Whether the server has sent anything on `stream` yet (without reading).
+fn answered(stream: &TcpStream) -> bool {
+    stream.set_nonblocking(true).unwrap();
+    let peeked = stream.peek(&mut [0u8; 1]);
+    stream.set_nonblocking(false).unwrap();
+    !matches!(peeked, Err(ref error) if error.kind() == std::io::ErrorKind::WouldBlock)
+}
+
 /// Polls `check` every 50 ms until it holds, for at most `limit`.
 fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
@@ -54,8 +62,9 @@ fn packet_id(body: &str) -> String {
 fn one_user_stalling_1100_bodies_stops_no_ones_writes_and_is_cut_off_at_the_body_deadline() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let body_timeout = Duration::from_secs(5);
-    let (child, addr) = serve_with(&data, &["--body-timeout-ms", "5000"]);
+    // The default body deadline, as in the attack reported.
+    let body_timeout = Duration::from_secs(10);
+    let (child, addr) = serve_with(&data, &["--body-timeout-ms", "10000"]);
     let (admin, mallory) = (admin_token(&data), user_token(&data, "mallory"));
     let (alice, bob) = (user_token(&data, "alice"), user_token(&data, "bob"));
 
@@ -82,6 +91,7 @@ fn one_user_stalling_1100_bodies_stops_no_ones_writes_and_is_cut_off_at_the_body
     let (status, body) = request(&addr, "POST", &format!("/v1/packets/{}/open", packet_id(&body)), &bob, "");
     assert_eq!(status, 200, "an open during the attack: {body}");
     assert!(started.elapsed() < body_timeout, "the writes went through before any stalled body was cut off");
+    assert!(stalled.iter().all(|stream| !answered(stream)), "and while every stalled body was still held");
 
     // Every stalled connection is answered 408 and closed at the body
     // deadline (with a margin for 1,100 answers on a busy machine).

@@ -51,9 +51,9 @@ fn client_ip(parts: &Parts) -> IpAddr {
 /// The bearer token of a request: missing → 401 `missing_token`.
 fn bearer(parts: &Parts) -> Result<&str, ApiError> {
     let Some(value) = parts.headers.get(AUTHORIZATION) else {
-        return Err(ApiError::unauthorized("missing_token", "send Authorization: Bearer <token>"));
+        return Err(ApiError::missing_token());
     };
-    let malformed = || ApiError::unauthorized("invalid_token", "the Authorization header must be Bearer <token>");
+    let malformed = ApiError::malformed_authorization;
     let text = value.to_str().map_err(|_| malformed())?;
     let (scheme, token) = text.split_once(' ').ok_or_else(malformed)?;
     if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
@@ -112,7 +112,7 @@ impl FromRequestParts<AppState> for Admin {
                 return Ok(Admin(name));
             }
             match auth.verify(token, now) {
-                Ok(_) => Err(ApiError::forbidden("admin_only", "this route needs an admin token")),
+                Ok(_) => Err(ApiError::admin_only()),
                 Err(error) => Err(refused(error)),
             }
         })

@@ -34,12 +34,12 @@ async fn read_bytes(request: Request, state: &AppState) -> Result<Bytes, ApiErro
         tokio::time::timeout(deadline, read).await.map_err(|_| ApiError::request_timeout("the body", deadline))?;
     bytes.map_err(|rejection| match rejection.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::body_too_large(),
-        _ => ApiError::bad_request("invalid_body", rejection.body_text()),
+        _ => ApiError::invalid_body(rejection.body_text()),
     })
 }
 
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|error| ApiError::bad_request("invalid_json", error.to_string()))
+    serde_json::from_slice(bytes).map_err(|error| ApiError::invalid_json(error.to_string()))
 }
 
 impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
@@ -76,9 +76,6 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> 
         Ok(key) if !key.is_empty() && key.len() <= IDEMPOTENCY_KEY_LEN_MAX && key.chars().all(allowed) => {
             Ok(Some(key.to_owned()))
         }
-        _ => Err(ApiError::bad_request(
-            "invalid_idempotency_key",
-            format!("Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_LEN_MAX} characters from A-Z a-z 0-9 _ . : -"),
-        )),
+        _ => Err(ApiError::invalid_idempotency_key(IDEMPOTENCY_KEY_LEN_MAX)),
     }
 }

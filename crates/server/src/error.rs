@@ -1,12 +1,18 @@
 //! The one HTTP error type: a status, a stable code and a message, sent as
 //! `{"error":{"code":"...","message":"..."}}`. Details of 5xx errors are
 //! logged, never sent.
+//!
+//! Every error the API answers has its constructor here, so a code is
+//! spelled once (or comes from the domain's outcome, as an open's refusal
+//! does from `OpenOutcome::code`), and the README's table of codes can be
+//! checked against one file.
 
 use std::time::Duration;
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use hongbao_domain::{Limits, OpenOutcome, SpecError};
 use hongbao_engine::EngineError;
 use serde_json::json;
 
@@ -64,6 +70,124 @@ impl ApiError {
         )
     }
 
+    /// 400 `invalid_user`.
+    pub fn invalid_user() -> ApiError {
+        ApiError::bad_request("invalid_user", "user must be 1 to 64 characters from A-Z a-z 0-9 _ . -")
+    }
+
+    /// 400 `invalid_ttl`: a token lifetime outside 1 to `max_s` seconds.
+    pub fn invalid_ttl(max_s: u64) -> ApiError {
+        ApiError::bad_request("invalid_ttl", format!("ttl_s must be from 1 to {max_s} seconds"))
+    }
+
+    /// 400 `invalid_amount`: a deposit outside 1 to `max_fen`.
+    pub fn invalid_amount(max_fen: u64) -> ApiError {
+        ApiError::bad_request("invalid_amount", format!("amount must be an integer number of fen from 1 to {max_fen}"))
+    }
+
+    /// 400 with the send rule's own code (`SpecError::code`).
+    pub fn invalid_spec(error: &SpecError, limits: &Limits) -> ApiError {
+        ApiError::bad_request(error.code(), error.message(limits))
+    }
+
+    /// 400 `invalid_limit`: a page length outside 1 to `max`.
+    pub fn invalid_limit(max: usize) -> ApiError {
+        ApiError::bad_request("invalid_limit", format!("limit must be from 1 to {max}"))
+    }
+
+    /// 400 `invalid_query`.
+    pub fn invalid_query(detail: String) -> ApiError {
+        ApiError::bad_request("invalid_query", detail)
+    }
+
+    /// 400 `invalid_cursor`.
+    pub fn invalid_cursor() -> ApiError {
+        ApiError::bad_request("invalid_cursor", "cursor must be a next_cursor from an earlier page")
+    }
+
+    /// 400 `invalid_body`: the body could not be read.
+    pub fn invalid_body(detail: String) -> ApiError {
+        ApiError::bad_request("invalid_body", detail)
+    }
+
+    /// 400 `invalid_json`.
+    pub fn invalid_json(detail: String) -> ApiError {
+        ApiError::bad_request("invalid_json", detail)
+    }
+
+    /// 400 `invalid_idempotency_key`.
+    pub fn invalid_idempotency_key(len_max: usize) -> ApiError {
+        ApiError::bad_request(
+            "invalid_idempotency_key",
+            format!("Idempotency-Key must be 1 to {len_max} characters from A-Z a-z 0-9 _ . : -"),
+        )
+    }
+
+    /// 401 `missing_token`.
+    pub fn missing_token() -> ApiError {
+        ApiError::unauthorized("missing_token", "send Authorization: Bearer <token>")
+    }
+
+    /// 401 `invalid_token`: the header is not `Bearer <token>`.
+    pub fn malformed_authorization() -> ApiError {
+        ApiError::unauthorized("invalid_token", "the Authorization header must be Bearer <token>")
+    }
+
+    /// 403 `admin_only`.
+    pub fn admin_only() -> ApiError {
+        ApiError::forbidden("admin_only", "this route needs an admin token")
+    }
+
+    /// 404 `not_found`: no such route.
+    pub fn route_not_found() -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+    }
+
+    /// 405 `method_not_allowed`.
+    pub fn method_not_allowed() -> ApiError {
+        ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method")
+    }
+
+    /// 409 `insufficient_balance`.
+    pub fn insufficient_balance() -> ApiError {
+        ApiError::conflict("insufficient_balance", "the balance does not cover total_amount")
+    }
+
+    /// 409 `balance_limit_exceeded`.
+    pub fn balance_limit_exceeded(max_fen: u64) -> ApiError {
+        ApiError::conflict("balance_limit_exceeded", format!("the balance may not exceed {max_fen} fen"))
+    }
+
+    /// 403 `not_recipient`.
+    pub fn not_recipient() -> ApiError {
+        ApiError::forbidden(OpenOutcome::NotRecipient.code(), "this packet is for someone else")
+    }
+
+    /// The refusal of an open, its code the outcome's own. (An open that
+    /// succeeded is no refusal: answering one as such is a bug, logged and
+    /// answered 500, never a panic.)
+    pub fn open_refused(outcome: &OpenOutcome) -> ApiError {
+        let code = outcome.code();
+        match outcome {
+            OpenOutcome::Empty => ApiError::conflict(code, "every share of this packet has been opened"),
+            OpenOutcome::Expired => ApiError::new(StatusCode::GONE, code, "this packet has expired"),
+            OpenOutcome::NotRecipient => ApiError::not_recipient(),
+            OpenOutcome::WrongPassword => {
+                ApiError::forbidden(code, "this packet needs its password, and that is not it")
+            }
+            OpenOutcome::NotFound => ApiError::packet_not_found(),
+            OpenOutcome::Opened { .. } | OpenOutcome::AlreadyOpened { .. } => {
+                tracing::error!(?outcome, "an open that succeeded was answered as a refusal");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+            }
+        }
+    }
+
+    /// 503 `not_ready`, saying why.
+    pub fn not_ready(message: String) -> ApiError {
+        ApiError { retry_after_s: Some(1), ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", message) }
+    }
+
     /// 409 `idempotency_key_reused`.
     pub fn key_reused() -> ApiError {
         ApiError::conflict("idempotency_key_reused", "this Idempotency-Key was used for a different request")
@@ -86,7 +210,7 @@ impl ApiError {
     }
 
     pub fn packet_not_found() -> ApiError {
-        ApiError::new(StatusCode::NOT_FOUND, "packet_not_found", "no packet has this id")
+        ApiError::new(StatusCode::NOT_FOUND, OpenOutcome::NotFound.code(), "no packet has this id")
     }
 }
 

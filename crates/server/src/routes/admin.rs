@@ -24,8 +24,7 @@ pub struct TokenRequest {
 }
 
 fn parse_user(name: &str) -> Result<UserId, ApiError> {
-    UserId::parse(name)
-        .map_err(|_| ApiError::bad_request("invalid_user", "user must be 1 to 64 characters from A-Z a-z 0-9 _ . -"))
+    UserId::parse(name).map_err(|_| ApiError::invalid_user())
 }
 
 /// A token lifetime in seconds: 1 to `USER_TOKEN_TTL_MAX`.
@@ -37,7 +36,7 @@ pub fn parse_ttl(ttl_s: Option<i64>) -> Result<Duration, ApiError> {
             .ok()
             .filter(|seconds| (1..=max).contains(seconds))
             .map(Duration::from_secs)
-            .ok_or_else(|| ApiError::bad_request("invalid_ttl", format!("ttl_s must be from 1 to {max} seconds"))),
+            .ok_or_else(|| ApiError::invalid_ttl(max)),
     }
 }
 
@@ -71,10 +70,7 @@ pub async fn deposit(
     let limits = state.engine.limits();
     let amount = Amount::from_signed(request.amount)
         .filter(|amount| !amount.is_zero() && *amount <= limits.deposit_max)
-        .ok_or_else(|| {
-            let max = limits.deposit_max.fen();
-            ApiError::bad_request("invalid_amount", format!("amount must be an integer number of fen from 1 to {max}"))
-        })?;
+        .ok_or_else(|| ApiError::invalid_amount(limits.deposit_max.fen()))?;
     let key = idempotency_key(&headers)?;
     let _permit = state.writes.admit(None)?;
     let outcome = state.engine.deposit(user.clone(), amount, key.clone()).await?;
@@ -87,10 +83,7 @@ pub async fn deposit(
         DepositOutcome::KeyReused => Err(ApiError::key_reused()),
         DepositOutcome::BalanceLimit => {
             tracing::info!(%admin, %user, amount = amount.fen(), key, "admin deposit refused: balance limit");
-            Err(ApiError::conflict(
-                "balance_limit_exceeded",
-                format!("the balance may not exceed {} fen", limits.balance_max.fen()),
-            ))
+            Err(ApiError::balance_limit_exceeded(limits.balance_max.fen()))
         }
     }
 }

@@ -6,7 +6,6 @@ use std::sync::atomic::Ordering;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use crate::AppState;
@@ -21,16 +20,12 @@ pub async fn live() -> Json<Value> {
 /// listens yet: the address is bound only once every set has recovered.)
 pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     if state.draining.load(Ordering::Relaxed) || state.engine.is_stopped() {
-        return Err(not_ready("the node is stopping".to_owned()));
+        return Err(ApiError::not_ready("the node is stopping".to_owned()));
     }
     let unavailable = state.engine.unavailable_sets();
     if !unavailable.is_empty() {
         let sets = unavailable.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
-        return Err(not_ready(format!("sets {sets} are recovering from a storage failure")));
+        return Err(ApiError::not_ready(format!("sets {sets} are recovering from a storage failure")));
     }
     Ok(Json(json!({ "status": "ready", "sets": state.engine.sets() })))
-}
-
-fn not_ready(message: String) -> ApiError {
-    ApiError { retry_after_s: Some(1), ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", message) }
 }

@@ -28,20 +28,16 @@ pub struct ListQuery {
 fn limit(query: &ListQuery) -> Result<usize, ApiError> {
     match &query.limit {
         None => Ok(PAGE_LEN_DEFAULT),
-        Some(text) => {
-            text.parse().ok().filter(|n| (1..=PAGE_LEN_MAX).contains(n)).ok_or_else(|| {
-                ApiError::bad_request("invalid_limit", format!("limit must be from 1 to {PAGE_LEN_MAX}"))
-            })
-        }
+        Some(text) => text
+            .parse()
+            .ok()
+            .filter(|n| (1..=PAGE_LEN_MAX).contains(n))
+            .ok_or_else(|| ApiError::invalid_limit(PAGE_LEN_MAX)),
     }
 }
 
 fn query(query: Result<Query<ListQuery>, QueryRejection>) -> Result<ListQuery, ApiError> {
-    query.map(|Query(query)| query).map_err(|rejection| ApiError::bad_request("invalid_query", rejection.body_text()))
-}
-
-fn invalid_cursor() -> ApiError {
-    ApiError::bad_request("invalid_cursor", "cursor must be a next_cursor from an earlier page")
+    query.map(|Query(query)| query).map_err(|rejection| ApiError::invalid_query(rejection.body_text()))
 }
 
 pub async fn sent(
@@ -51,7 +47,8 @@ pub async fn sent(
 ) -> Result<Json<PageView<SentView>>, ApiError> {
     let list = query(list)?;
     let limit = limit(&list)?;
-    let cursor = list.cursor.as_deref().map(|text| text.parse::<u64>().map_err(|_| invalid_cursor())).transpose()?;
+    let cursor =
+        list.cursor.as_deref().map(|text| text.parse::<u64>().map_err(|_| ApiError::invalid_cursor())).transpose()?;
     state.rates.admit(Route::List, &user, Instant::now())?;
     let page = state.engine.sent(user, cursor, limit).await?;
     let now = state.engine.now();
@@ -68,8 +65,11 @@ pub async fn received(
 ) -> Result<Json<PageView<ReceivedView>>, ApiError> {
     let list = query(list)?;
     let limit = limit(&list)?;
-    let cursor =
-        list.cursor.as_deref().map(|text| parse_received_cursor(text).ok_or_else(invalid_cursor)).transpose()?;
+    let cursor = list
+        .cursor
+        .as_deref()
+        .map(|text| parse_received_cursor(text).ok_or_else(ApiError::invalid_cursor))
+        .transpose()?;
     state.rates.admit(Route::List, &user, Instant::now())?;
     let page = state.engine.received(user, cursor, limit).await?;
     Ok(Json(PageView { items: page.items.iter().map(ReceivedView::from).collect(), next_cursor: page.next_cursor }))

@@ -10,7 +10,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use hongbao_domain::packet::SpecInput;
-use hongbao_domain::{GrabOutcome, OpenOutcome, PacketId, PacketSpec, SendOutcome};
+use hongbao_domain::{GrabOutcome, PacketId, PacketSpec, SendOutcome};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -55,16 +55,13 @@ pub async fn send(
         expires_in_s: request.expires_in_s,
     };
     let limits = state.engine.limits();
-    let spec = PacketSpec::parse(&input, &sender, limits)
-        .map_err(|error| ApiError::bad_request(error.code(), error.message(limits)))?;
+    let spec = PacketSpec::parse(&input, &sender, limits).map_err(|error| ApiError::invalid_spec(&error, limits))?;
     let key = idempotency_key(&headers)?;
     state.rates.admit(Route::Send, &sender, Instant::now())?;
     let _permit = state.writes.admit(Some(&sender))?;
     match state.engine.send(sender, spec, key).await? {
         SendOutcome::Sent { packet, .. } => Ok((StatusCode::CREATED, Json(PacketView::from(&*packet)))),
-        SendOutcome::InsufficientBalance => {
-            Err(ApiError::conflict("insufficient_balance", "the balance does not cover total_amount"))
-        }
+        SendOutcome::InsufficientBalance => Err(ApiError::insufficient_balance()),
         SendOutcome::KeyReused => Err(ApiError::key_reused()),
     }
 }
@@ -79,7 +76,7 @@ pub async fn grab(
     let _permit = state.writes.admit(Some(&user))?;
     match state.engine.grab(id, user).await? {
         GrabOutcome::NotFound => Err(ApiError::packet_not_found()),
-        GrabOutcome::NotRecipient => Err(not_recipient()),
+        GrabOutcome::NotRecipient => Err(ApiError::not_recipient()),
         outcome => Ok(Json(json!({ "status": outcome.code() }))),
     }
 }
@@ -99,22 +96,11 @@ pub async fn open(
     let id = packet_id(path)?;
     state.rates.admit(Route::Open, &user, Instant::now())?;
     let _permit = state.writes.admit(Some(&user))?;
-    match state.engine.open(id, user, request.password).await? {
-        OpenOutcome::Opened { amount, .. } | OpenOutcome::AlreadyOpened { amount } => {
-            Ok(Json(json!({ "status": "opened", "amount": amount.fen() })))
-        }
-        OpenOutcome::Empty => Err(ApiError::conflict("packet_empty", "every share of this packet has been opened")),
-        OpenOutcome::Expired => Err(ApiError::new(StatusCode::GONE, "packet_expired", "this packet has expired")),
-        OpenOutcome::NotRecipient => Err(not_recipient()),
-        OpenOutcome::WrongPassword => {
-            Err(ApiError::forbidden("wrong_password", "this packet needs its password, and that is not it"))
-        }
-        OpenOutcome::NotFound => Err(ApiError::packet_not_found()),
+    let outcome = state.engine.open(id, user, request.password).await?;
+    match outcome.amount() {
+        Some(amount) => Ok(Json(json!({ "status": outcome.code(), "amount": amount.fen() }))),
+        None => Err(ApiError::open_refused(&outcome)),
     }
-}
-
-fn not_recipient() -> ApiError {
-    ApiError::forbidden("not_recipient", "this packet is for someone else")
 }
 
 pub async fn detail(
