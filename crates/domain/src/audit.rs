@@ -414,3 +414,128 @@ fn check_ledger_explained(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::SetId;
+    use crate::ledger::{DepositKey, claim_ref, deposit_ref, send_ref};
+
+    const FAR: i64 = 4_000_000_000_000;
+
+    fn id(seq: u64) -> String {
+        PacketId::new(20_270_128, SetId(0), seq, 7).to_string()
+    }
+
+    fn entry(reference: String, user: &str, amount: i64, kind: &str) -> LedgerRow {
+        LedgerRow { reference, user: user.to_owned(), amount, kind: kind.to_owned() }
+    }
+
+    /// One set: alice deposits 1000 and sends a fixed packet of 300 in 3
+    /// shares; bob opens one (credited in the same set, so no outbox row).
+    fn books() -> SetSnapshot {
+        let packet = id(1);
+        SetSnapshot {
+            set: 0,
+            accounts: vec![
+                AccountRow { user: "alice".to_owned(), balance: 700 },
+                AccountRow { user: "bob".to_owned(), balance: 100 },
+            ],
+            ledger: vec![
+                entry(deposit_ref("alice", DepositKey::Keyed("k1")), "alice", 1000, "deposit"),
+                entry(send_ref(&packet), "alice", -300, "send"),
+                entry(claim_ref(&packet, "bob"), "bob", 100, "credit"),
+            ],
+            packets: vec![PacketRow {
+                id: packet.clone(),
+                sender: "alice".to_owned(),
+                kind: "fixed".to_owned(),
+                total_amount: 300,
+                count: 3,
+                remaining_amount: 200,
+                remaining_count: 2,
+                refunded_amount: 0,
+                seed: 1,
+                recipient: None,
+                expires_at: FAR,
+            }],
+            claims: vec![ClaimRow { packet_id: packet, user: "bob".to_owned(), index: 0, amount: 100 }],
+            outbox: vec![],
+        }
+    }
+
+    fn violations(books: SetSnapshot) -> Vec<String> {
+        audit(&[books], Amount::from_fen(1).expect("1 fen"), 0).violations
+    }
+
+    #[test]
+    fn sound_books_pass() {
+        assert_eq!(violations(books()), Vec::<String>::new());
+    }
+
+    /// Each row breaks one invariant of DESIGN.md §4 in otherwise sound
+    /// books; the audit must name it.
+    #[test]
+    fn each_broken_invariant_is_caught_by_name() {
+        type Break = fn(&mut SetSnapshot);
+        let table: [(&str, Break, &str); 10] = [
+            ("1: money leaves a packet", |b| b.packets[0].remaining_amount = 199, "claims 100 + remaining 199"),
+            ("1: more shares than count", |b| b.packets[0].remaining_count = 3, "1 claims and 3 shares left"),
+            (
+                "2: two claims by one user",
+                |b| {
+                    let mut again = b.claims[0].clone();
+                    again.index = 1;
+                    b.claims.push(again);
+                    b.packets[0].remaining_amount = 100;
+                    b.packets[0].remaining_count = 1;
+                },
+                "bob holds two claims",
+            ),
+            ("2: not the recipient", |b| b.packets[0].recipient = Some("carol".to_owned()), "not its recipient"),
+            (
+                "3: a share off its rule",
+                |b| {
+                    b.claims[0].amount = 99;
+                    b.packets[0].remaining_amount = 201;
+                },
+                "its rule gives 100",
+            ),
+            ("4: a balance off its entries", |b| b.accounts[1].balance = 101, "balance of bob is 101"),
+            (
+                "4: a balance below zero",
+                |b| {
+                    b.accounts[1].balance = -1;
+                    b.ledger.push(entry("deposit:bob:key:x".to_owned(), "bob", -101, "deposit"));
+                },
+                "balance of bob is negative",
+            ),
+            ("5: money from nowhere", |b| b.ledger[0].amount = 1001, "money is not conserved"),
+            ("6: a claim never credited", |b| drop(b.ledger.pop()), "was never credited"),
+            ("6: a send without its debit", |b| drop(b.ledger.remove(1)), "has no send debit"),
+        ];
+        for (invariant, break_it, expected) in table {
+            let mut broken = books();
+            break_it(&mut broken);
+            let found = violations(broken);
+            assert!(found.iter().any(|v| v.contains(expected)), "{invariant}: expected {expected:?} in {found:?}");
+        }
+    }
+
+    #[test]
+    fn a_claim_on_a_packet_that_does_not_exist_is_caught() {
+        let mut broken = books();
+        broken.claims.push(ClaimRow { packet_id: id(9), user: "carol".to_owned(), index: 0, amount: 5 });
+        let found = violations(broken);
+        assert!(found.iter().any(|v| v.contains("which does not exist")), "{found:?}");
+    }
+
+    #[test]
+    fn acknowledged_opens_are_found_only_with_their_amount() {
+        let stored = StoredClaims::of(&[books()]);
+        assert!(stored.holds(&id(1), "bob", 100));
+        assert!(!stored.holds(&id(1), "bob", 101), "the amount the client was told");
+        assert!(!stored.holds(&id(1), "alice", 100));
+        assert!(stored.any(&id(1), "bob") && !stored.any(&id(2), "bob"));
+    }
+}
