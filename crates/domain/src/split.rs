@@ -88,7 +88,12 @@ mod tests {
                 let left = count - index as u32;
                 prop_assert!(share.fen() >= 1);
                 if left > 1 {
-                    prop_assert!(*share <= lucky_bound(remaining, left, one));
+                    // The rule of the module doc, computed here, not by
+                    // `lucky_bound`: at most twice the mean of what is left,
+                    // and leaving a fen for each later share.
+                    let (share, remaining, left) = (share.fen(), remaining.fen(), u64::from(left));
+                    prop_assert!(share * left <= 2 * remaining, "{share} of {remaining} in {left}");
+                    prop_assert!(remaining - share >= left - 1, "{share} of {remaining} leaves too little");
                 } else {
                     prop_assert_eq!(*share, remaining);
                 }

@@ -284,12 +284,9 @@ async fn a_share_is_credited_to_a_wallet_in_another_set() {
     let openers: Vec<_> = (1..4).map(|set| user_in(set, 4, "opener")).collect();
     fund(&node.engine, &sender, 900).await;
     let id = send(&node.engine, &sender, spec("fixed", 900, 3, None)).await;
-    for opener in &openers {
+    for (index, opener) in openers.iter().enumerate() {
         let outcome = node.engine.open(id, opener.clone(), None).await.unwrap();
-        assert_eq!(
-            outcome,
-            OpenOutcome::Opened { amount: Amount::from_fen(300).unwrap(), index: outcome_index(&outcome) }
-        );
+        assert_eq!(outcome, OpenOutcome::Opened { amount: Amount::from_fen(300).unwrap(), index: index as u32 });
     }
     for opener in &openers {
         let engine = node.engine.clone();
@@ -304,13 +301,6 @@ async fn a_share_is_credited_to_a_wallet_in_another_set() {
     stop(node);
     let report = assert_audit_ok(dir.path(), 4, clock.now());
     assert_eq!(report.credits_pending, 0);
-}
-
-fn outcome_index(outcome: &OpenOutcome) -> u32 {
-    match outcome {
-        OpenOutcome::Opened { index, .. } => *index,
-        _ => u32::MAX,
-    }
 }
 
 fn outbox_len(path: &Path) -> i64 {
@@ -407,9 +397,14 @@ async fn idempotency_keys_are_scoped_by_user_and_operation() {
     assert!(matches!(sent, SendOutcome::Sent { replayed: false, .. }), "{sent:?}");
     let replayed = node.engine.send(alice.clone(), spec("fixed", 300, 3, None), key.clone()).await.unwrap();
     assert!(matches!(replayed, SendOutcome::Sent { replayed: true, .. }), "{replayed:?}");
-    let reused = node.engine.send(alice.clone(), spec("fixed", 600, 3, None), key).await.unwrap();
+    let reused = node.engine.send(alice.clone(), spec("fixed", 600, 3, None), key.clone()).await.unwrap();
     assert_eq!(reused, SendOutcome::KeyReused);
     assert_eq!(fen(node.engine.balance(alice).await.unwrap()), 200, "charged once");
+    // The same key from another user is that user's own, whatever set holds them.
+    for bob in [user_in(0, 4, "bob"), user_in(3, 4, "bob")] {
+        let theirs = node.engine.deposit(bob.clone(), Amount::from_fen(7).unwrap(), key.clone()).await.unwrap();
+        assert_eq!(theirs, DepositOutcome::Deposited { balance: Amount::from_fen(7).unwrap(), replayed: false });
+    }
     stop(node);
     assert_audit_ok(dir.path(), 4, clock.now());
 }
