@@ -39,14 +39,14 @@ pub fn bench_config() -> EngineConfig {
 }
 
 /// A server for one run: in-process on a fresh temporary data directory.
-pub struct Node {
+pub struct BenchServer {
     pub running: Running,
     pub auth: Arc<Auth>,
     _dir: tempfile::TempDir,
 }
 
-impl Node {
-    pub async fn start(sets: Option<u16>) -> Result<Node> {
+impl BenchServer {
+    pub async fn start(sets: Option<u16>) -> Result<BenchServer> {
         let dir = tempfile::tempdir().context("making a temporary data directory")?;
         let mut options = ServeOptions::new(dir.path().join("data"), "127.0.0.1:0".parse().expect("address"));
         options.engine = bench_config();
@@ -62,7 +62,7 @@ impl Node {
         options.sets = sets;
         let running = hongbao_node::start(options).await?;
         let auth = Arc::new(hongbao_node::auth(&running.data.path)?);
-        Ok(Node { running, auth, _dir: dir })
+        Ok(BenchServer { running, auth, _dir: dir })
     }
 
     /// Stops the server and checks the invariants and every acknowledged

@@ -37,7 +37,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use indicatif::{MultiProgress, ProgressBar};
 
-use crate::hongbao::{Ack, AuditResult, Floor, Node, OpenEngine, OpenHttp, connections, prepare};
+use crate::hongbao::{Ack, AuditResult, BenchServer, Floor, OpenEngine, OpenHttp, connections, prepare};
 use crate::load::{Mode, drive};
 pub use crate::report::{Machine, RunResult};
 use crate::target::{Target, Tokens};
@@ -155,11 +155,11 @@ impl Suite {
     }
 
     /// The server a run drives: a fresh in-process one, or the target.
-    async fn server(&self) -> Result<(SocketAddr, Option<Node>)> {
+    async fn server(&self) -> Result<(SocketAddr, Option<BenchServer>)> {
         match &self.target {
             Some(target) => Ok((target.addr, None)),
             None => {
-                let node = Node::start(self.sets).await?;
+                let node = BenchServer::start(self.sets).await?;
                 Ok((node.running.addr, Some(node)))
             }
         }
@@ -167,7 +167,7 @@ impl Suite {
 
     /// Audits after a run: the whole data directory of an in-process server,
     /// or the acknowledged opens through the target's API.
-    async fn audit(&mut self, name: &str, node: Option<Node>, acked: &[Ack], tokens: &Tokens) -> Result<()> {
+    async fn audit(&mut self, name: &str, node: Option<BenchServer>, acked: &[Ack], tokens: &Tokens) -> Result<()> {
         let audit = match (node, &self.target) {
             (Some(node), _) => node.stop_and_audit(acked).await?,
             (None, Some(target)) => target.verify(acked, tokens).await?,
@@ -249,7 +249,7 @@ impl Suite {
     }
 
     async fn open_engine(&mut self) -> Result<()> {
-        let node = Node::start(self.sets).await?;
+        let node = BenchServer::start(self.sets).await?;
         let sizes = &self.sizes;
         let plan = Arc::new(prepare(&node.running.engine, sizes.spread_packets, sizes.spread_count).await?);
         let clients = (0..sizes.engine_clients)

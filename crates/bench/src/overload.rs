@@ -73,7 +73,7 @@ impl Suite {
         let dir = tempfile::tempdir().context("making a temporary data directory")?;
         let data = dir.path().join("data");
         let binary = std::env::current_exe().context("finding the hongbao binary")?;
-        // Opens per user are the bench's, as in-process (see Node::start).
+        // Opens per user are the bench's, as in-process (see BenchServer::start).
         let options = ["--open-rate-per-s", "1000000", "--open-burst", "1000000"];
         let server = Server::start(&binary, &data, &options).await?;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());

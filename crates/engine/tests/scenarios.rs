@@ -55,13 +55,13 @@ impl Store for Switchable {
     }
 }
 
-struct Node {
+struct EngineOnSqlite {
     engine: Engine,
     failing: Vec<Arc<AtomicBool>>,
     stalls: Vec<Stall>,
 }
 
-impl Node {
+impl EngineOnSqlite {
     /// Stalls the next commit of `set`: returns a receiver told when the
     /// commit has begun, and the sender that lets it finish.
     fn stall(&self, set: u16) -> (mpsc::Receiver<()>, mpsc::Sender<()>) {
@@ -74,12 +74,12 @@ impl Node {
 
 /// A node whose manual clock's jumps stand for expiries coming due, not for
 /// commands waiting in their queue: nothing is shed for waiting.
-fn start(dir: &Path, sets: u16, clock: &ManualClock) -> Node {
+fn start(dir: &Path, sets: u16, clock: &ManualClock) -> EngineOnSqlite {
     let config = EngineConfig { queue_wait_max: Duration::from_secs(24 * 3600), ..EngineConfig::default() };
     start_with(dir, sets, clock, config)
 }
 
-fn start_with(dir: &Path, sets: u16, clock: &ManualClock, config: EngineConfig) -> Node {
+fn start_with(dir: &Path, sets: u16, clock: &ManualClock, config: EngineConfig) -> EngineOnSqlite {
     let failing: Vec<_> = (0..sets).map(|_| Arc::new(AtomicBool::new(false))).collect();
     let stalls: Vec<Stall> = (0..sets).map(|_| Stall::default()).collect();
     let stores = (0..sets)
@@ -94,10 +94,10 @@ fn start_with(dir: &Path, sets: u16, clock: &ManualClock, config: EngineConfig) 
         Box::new(SeededEntropy::new(u64::from(set.0) + 1))
     })
     .unwrap();
-    Node { engine, failing, stalls }
+    EngineOnSqlite { engine, failing, stalls }
 }
 
-fn stop(node: Node) {
+fn stop(node: EngineOnSqlite) {
     node.engine.shutdown();
 }
 
