@@ -274,8 +274,9 @@ mod tests {
         let plan = Plan::cycling(ids);
         assert_eq!(plan.target(0).1, plan.target(8).1);
         assert!((1..8).all(|n| plan.target(n).1 != plan.target(0).1));
-        // A fresh plan never repeats a user.
+        // A fresh plan never repeats a user (a cycling one does, at 8).
         let plan = Plan::new((0..7).map(|seq| PacketId::new(20_270_128, hongbao_domain::SetId(0), seq, 1)).collect());
-        assert_ne!(plan.target(0).1, plan.target(7).1);
+        let users: HashSet<_> = (0..7 * 8).map(|n| plan.target(n).1).collect();
+        assert_eq!(users.len(), 7 * 8, "every request of a fresh plan is a new user");
     }
 }
