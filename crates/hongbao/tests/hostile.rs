@@ -387,13 +387,13 @@ proptest! {
 
     /// Bodies: every write route, its right token, any body.
     #[test]
-    fn fuzz_bodies((path, token) in write_routes(), body in bodies()) {
+    fn no_body_gets_a_5xx_or_an_uncoded_refusal((path, token) in write_routes(), body in bodies()) {
         check("POST", path, Some(token), Vec::new(), &body)?;
     }
 
     /// Path ids: a real user's token on every route that takes an id, any id.
     #[test]
-    fn fuzz_path_ids(
+    fn no_path_id_gets_a_5xx_or_an_uncoded_refusal(
         method in prop_oneof![Just("GET"), Just("POST")],
         route in 0usize..3,
         id in id_shapes(),
@@ -408,7 +408,7 @@ proptest! {
 
     /// Tokens: any authorization on every route, with a valid body.
     #[test]
-    fn fuzz_tokens((path, _) in write_routes(), token in tokens(), read in any::<bool>()) {
+    fn no_token_gets_a_5xx_or_an_uncoded_refusal((path, _) in write_routes(), token in tokens(), read in any::<bool>()) {
         let (method, path, body) = match read {
             true => ("GET", b"/v1/account".as_slice(), b"".as_slice()),
             false => ("POST", path, valid_body(path)),
@@ -418,7 +418,7 @@ proptest! {
 
     /// Headers: any number of any visible headers on an otherwise valid write.
     #[test]
-    fn fuzz_headers(
+    fn no_header_gets_a_5xx_or_an_uncoded_refusal(
         (path, token) in write_routes(),
         headers in proptest::collection::vec((header_names(), "[ -~]{0,120}"), 0..8),
     ) {
