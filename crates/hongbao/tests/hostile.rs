@@ -313,7 +313,10 @@ fn config() -> ProptestConfig {
 }
 
 /// The timing target's cases: each may wait out a deadline (a few tenths of
-/// a second), so a fiftieth of the others' count, at least 24.
+/// a second), so a fiftieth of the others' count, at least 24. Proptest lets
+/// a set `PROPTEST_CASES` override any config, this one too: a large count
+/// is best run on the other targets by name (`no_`), and on this one alone
+/// with a count it can finish (about 0.3 s a case).
 fn slow_config() -> ProptestConfig {
     let cases = (config().cases / 50).max(24);
     ProptestConfig { cases, ..ProptestConfig::default() }
