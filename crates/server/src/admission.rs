@@ -19,14 +19,14 @@
 //! milliseconds (see RELIABILITY.md).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, MutexGuard};
 
 use hongbao_domain::UserId;
-use hongbao_domain::hash::fnv1a64;
 use hongbao_engine::EngineError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
+use crate::shards::{Shards, shard_of};
 
 /// Writes in flight per node by default: about 50 ms of this node's
 /// measured capacity (20,000 opens/s on 2 cores), and room for a
@@ -37,14 +37,12 @@ pub const WRITES_IN_FLIGHT_MAX: usize = 1024;
 /// network's retries and stops no one but a script.
 pub const USER_WRITES_IN_FLIGHT_MAX: usize = 8;
 
-const SHARDS: usize = 16;
-
 /// The permits for writes in flight.
 #[derive(Debug)]
 pub struct WriteGate {
     node: Arc<Semaphore>,
     user_max: usize,
-    users: Vec<Mutex<HashMap<UserId, usize>>>,
+    users: Shards<HashMap<UserId, usize>>,
 }
 
 /// A write's permits, given back when it is dropped.
@@ -57,16 +55,11 @@ pub struct WritePermit {
 impl WriteGate {
     pub fn new(node_max: usize, user_max: usize) -> WriteGate {
         assert!(node_max > 0 && user_max > 0, "write bounds must be positive");
-        WriteGate {
-            node: Arc::new(Semaphore::new(node_max)),
-            user_max,
-            users: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-        }
+        WriteGate { node: Arc::new(Semaphore::new(node_max)), user_max, users: Shards::default() }
     }
 
-    fn shard(&self, user: &UserId) -> std::sync::MutexGuard<'_, HashMap<UserId, usize>> {
-        let shard = &self.users[(fnv1a64(user.as_str().as_bytes()) % SHARDS as u64) as usize];
-        shard.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn shard(&self, user: &UserId) -> MutexGuard<'_, HashMap<UserId, usize>> {
+        self.users.lock(shard_of(user.as_str().as_bytes()))
     }
 
     /// Admits a write by `user` (an admin's write has no user bound):
@@ -126,7 +119,7 @@ mod tests {
         assert_eq!(gate.admit(Some(&bob)).unwrap_err().code, "overloaded");
         drop(first);
         let again = gate.admit(Some(&alice)).unwrap();
-        let idle = |gate: &WriteGate| gate.users.iter().all(|shard| shard.lock().unwrap().is_empty());
+        let idle = |gate: &WriteGate| gate.users.iter().all(|shard| shard.is_empty());
         assert!(!idle(&gate), "writes in flight are counted");
         drop((again, _second, _bob));
         assert!(idle(&gate), "no entry stays for a user with nothing in flight");

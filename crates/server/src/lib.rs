@@ -12,6 +12,7 @@ pub mod error;
 pub mod listener;
 pub mod rate_limit;
 mod routes;
+mod shards;
 pub mod token;
 mod views;
 

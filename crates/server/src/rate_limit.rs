@@ -8,17 +8,15 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::MutexGuard;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use hongbao_domain::UserId;
-use hongbao_domain::hash::fnv1a64;
 
 use crate::error::ApiError;
+use crate::shards::{SHARDS, Shards, shard_of};
 
-/// Shards of a bucket map, so concurrent requests rarely share a lock.
-const SHARDS: usize = 16;
 /// Buckets kept per shard before idle ones are dropped: bounds memory
 /// whatever the number of users or addresses.
 const BUCKETS_PER_SHARD_MAX: usize = 65_536;
@@ -55,6 +53,7 @@ pub enum Route {
 }
 
 impl Route {
+    /// Every route, in declaration order (so `route as usize` indexes it).
     pub const ALL: [Route; 5] = [Route::Open, Route::Grab, Route::Send, Route::Read, Route::List];
 
     pub fn name(self) -> &'static str {
@@ -130,7 +129,7 @@ struct Bucket {
 #[derive(Debug)]
 pub struct Buckets<K> {
     rate: Rate,
-    shards: Vec<Mutex<HashMap<K, Bucket>>>,
+    shards: Shards<HashMap<K, Bucket>>,
     /// Each shard's bucket count, kept under its lock, read without it.
     lens: Vec<AtomicUsize>,
 }
@@ -138,19 +137,15 @@ pub struct Buckets<K> {
 impl<K: Hash + Eq + Clone + AsRef<[u8]>> Buckets<K> {
     pub fn new(rate: Rate) -> Buckets<K> {
         assert!(rate.is_valid(), "invalid rate {rate:?}");
-        Buckets {
-            rate,
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            lens: (0..SHARDS).map(|_| AtomicUsize::new(0)).collect(),
-        }
+        Buckets { rate, shards: Shards::default(), lens: (0..SHARDS).map(|_| AtomicUsize::new(0)).collect() }
     }
 
     fn index(key: &K) -> usize {
-        (fnv1a64(key.as_ref()) % SHARDS as u64) as usize
+        shard_of(key.as_ref())
     }
 
-    fn lock(&self, index: usize) -> std::sync::MutexGuard<'_, HashMap<K, Bucket>> {
-        self.shards[index].lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock(&self, index: usize) -> MutexGuard<'_, HashMap<K, Bucket>> {
+        self.shards.lock(index)
     }
 
     /// Runs `f` on `key`'s bucket, refilled to `now`.
@@ -252,7 +247,8 @@ impl AsRef<[u8]> for UserKey {
 /// Every bucket of a server.
 #[derive(Debug)]
 pub struct RateLimits {
-    routes: Vec<(Route, Buckets<UserKey>)>,
+    /// One per route, in `Route::ALL`'s order (indexed by the route).
+    routes: Vec<Buckets<UserKey>>,
     auth_failures: Buckets<IpKey>,
 }
 
@@ -263,15 +259,14 @@ fn rate_limited(wait: Duration) -> ApiError {
 impl RateLimits {
     pub fn new(rates: Rates) -> RateLimits {
         RateLimits {
-            routes: Route::ALL.iter().map(|&route| (route, Buckets::new(rates.of(route)))).collect(),
+            routes: Route::ALL.iter().map(|&route| Buckets::new(rates.of(route))).collect(),
             auth_failures: Buckets::new(rates.auth_failures_per_ip),
         }
     }
 
     /// Takes one of `user`'s tokens for `route`: 429 `rate_limited` if none.
     pub fn admit(&self, route: Route, user: &UserId, now: Instant) -> Result<(), ApiError> {
-        let (_, buckets) = self.routes.iter().find(|(r, _)| *r == route).expect("every route has buckets");
-        buckets.admit(&UserKey(user.clone()), now).map_err(rate_limited)
+        self.routes[route as usize].admit(&UserKey(user.clone()), now).map_err(rate_limited)
     }
 
     /// Whether `ip` may still try a token: 429 `rate_limited` if it has
@@ -325,6 +320,7 @@ mod tests {
 
     #[test]
     fn each_route_has_its_own_bucket() {
+        assert!(Route::ALL.iter().enumerate().all(|(i, &route)| route as usize == i), "ALL indexes the buckets");
         let one = Rate { per_s: 0.001, burst: 1.0 };
         let limits = RateLimits::new(Rates { open: one, grab: one, ..Rates::default() });
         let alice = UserId::parse("alice").unwrap();
