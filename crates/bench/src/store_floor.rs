@@ -1,63 +1,74 @@
-//! `open-store` (only when `--only` names it): what the store alone costs
-//! for the opens `open-engine` makes, to show how much of the engine's time
-//! is the store's.
+//! `open-store` (only when `--only` names it): what the commit point and
+//! the tables alone cost for the opens `open-engine` makes, to show how much
+//! of the engine's time is theirs.
 //!
-//! An engine runs the `open-engine` workload on SQLite stores that record
-//! every batch they commit. Those batches are then committed again, in the
-//! same order and sizes, into a fresh data directory by one thread per set
-//! (as the writers run), with nothing else running: no engine, no clients.
-//! Opens per second of that replay is the store's ceiling for this workload
-//! on this machine; the engine cannot be faster than it.
+//! An engine runs the `open-engine` workload on journals that record every
+//! batch appended. Those records are then replayed into a fresh data
+//! directory by one thread per set (as the writers run), with nothing else
+//! running: no engine, no clients. First appended to fresh journals, one
+//! fdatasync each (`open-journal`: the commit point's ceiling), then
+//! materialized into fresh tables in the materializer's transactions
+//! (`open-tables`: what bounds a sustained rate, since the tables must keep
+//! up with the journal for it to be trimmed).
 
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use hdrhistogram::Histogram;
-use hongbao_domain::{Millis, SetId};
+use hongbao_domain::SetId;
+use hongbao_engine::journal::record::decode;
 use hongbao_engine::{
-    Effects, Engine, Fetched, OsEntropy, Recovered, SetStores, Store, StoreError, SystemClock, Wants,
+    Engine, Journal, JournalError, Journaled, OsEntropy, Position, SetStores, Store, StoreError, SystemClock,
 };
+use hongbao_journal::FileJournal;
 use hongbao_node::DataDir;
-use hongbao_store_sqlite::{SqliteStore, open_set};
+use hongbao_store_sqlite::{journal_path, open_set};
 use indicatif::ProgressBar;
 
 use crate::hongbao::{OpenEngine, bench_config, prepare};
 use crate::load::{Mode, drive, histogram};
 use crate::report::RunResult;
 
-/// SQLite's store, keeping a copy of every batch it commits.
+/// Batches per materializing transaction, as the materializer takes them.
+const BATCHES_PER_TRANSACTION_MAX: usize = 4096;
+
+type Records = Arc<Mutex<Vec<(Position, Vec<u8>)>>>;
+
+/// A set's journal, keeping a copy of every record it appends.
 struct Recording {
-    inner: SqliteStore,
-    batches: Arc<Mutex<Vec<Effects>>>,
+    inner: Box<dyn Journal>,
+    records: Records,
 }
 
-impl Store for Recording {
-    fn recover(&mut self, now: Millis) -> Result<Recovered, StoreError> {
-        self.inner.recover(now)
-    }
-
-    fn prefetch(&mut self, wants: &Wants) -> Result<Fetched, StoreError> {
-        self.inner.prefetch(wants)
-    }
-
-    fn commit(&mut self, effects: &Effects) -> Result<(), StoreError> {
-        self.inner.commit(effects)?;
-        self.batches.lock().expect("batches lock").push(effects.clone());
+impl Journal for Recording {
+    fn append(&mut self, position: Position, payload: &[u8]) -> Result<(), JournalError> {
+        self.inner.append(position, payload)?;
+        self.records.lock().expect("records lock").push((position, payload.to_vec()));
         Ok(())
     }
 
-    fn maintain(&mut self) {
-        self.inner.maintain();
+    fn recover(
+        &mut self,
+        after: Position,
+        each: &mut hongbao_engine::journal::EachRecord<'_>,
+    ) -> Result<Position, JournalError> {
+        self.inner.recover(after, each)
+    }
+
+    fn trim(&mut self, upto: Position) -> Result<(), JournalError> {
+        self.inner.trim(upto)
     }
 }
 
-/// What the two passes measured.
+/// What the passes measured.
 pub struct StoreFloor {
     /// The engine's opens per second while recording (`open-engine`'s run).
     pub engine: RunResult,
-    /// The replay: opens per second of the store alone; latency is per batch.
-    pub store: RunResult,
+    /// Appending the records alone; latency is per append.
+    pub journal: RunResult,
+    /// Materializing them alone; latency is per transaction.
+    pub tables: RunResult,
     pub batches: usize,
 }
 
@@ -75,17 +86,18 @@ pub async fn measure(
 ) -> Result<StoreFloor> {
     let recorded = tempfile::tempdir().context("making a temporary data directory")?;
     let dir = data_dir(recorded.path(), sets)?;
-    let logs: Vec<Arc<Mutex<Vec<Effects>>>> = (0..sets).map(|_| Arc::default()).collect();
+    let logs: Vec<Records> = (0..sets).map(|_| Arc::default()).collect();
     let stores = (0..sets)
         .map(|set| {
-            let SetStores { store, reader } = open_set(&dir.path, SetId(set))?;
-            Ok(SetStores { store: Recording { inner: store, batches: logs[usize::from(set)].clone() }, reader })
+            let stores = open_set(&dir.path, SetId(set))?;
+            let journal = Recording { inner: stores.journal, records: logs[usize::from(set)].clone() };
+            Ok(SetStores { journal: Box::new(journal), ..stores })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
     let engine = Engine::start(bench_config(), stores, Arc::new(SystemClock), |_| Box::new(OsEntropy))?;
     let plan = Arc::new(prepare(&engine, packets, count).await?);
     // Batches up to here set the packets up; the replay commits them untimed.
-    let setup: Vec<usize> = logs.iter().map(|log| log.lock().expect("batches lock").len()).collect();
+    let setup: Vec<usize> = logs.iter().map(|log| log.lock().expect("records lock").len()).collect();
     let clients: Vec<_> =
         (0..clients).map(|_| OpenEngine { engine: engine.clone(), plan: plan.clone(), acked: Vec::new() }).collect();
     let mode = Mode::Closed { clients: clients.len() };
@@ -96,66 +108,137 @@ pub async fn measure(
         move || engine.shutdown()
     })
     .await?;
-    let logs: Vec<Vec<Effects>> =
-        logs.into_iter().map(|log| std::mem::take(&mut *log.lock().expect("batches lock"))).collect();
+    let logs: Vec<Vec<(Position, Vec<u8>)>> =
+        logs.into_iter().map(|log| std::mem::take(&mut *log.lock().expect("records lock"))).collect();
     tokio::task::spawn_blocking(move || replay(sets, logs, setup, engine_run)).await?
 }
 
-/// Commits every set's recorded batches into a fresh directory, one thread
-/// per set, timing only the batches after setup.
-fn replay(sets: u16, logs: Vec<Vec<Effects>>, setup: Vec<usize>, engine: RunResult) -> Result<StoreFloor> {
+/// One set's share of a replay: opens, batches and per-item latencies.
+type Replayed = (u64, usize, Histogram<u64>);
+
+/// Replays every set's records into a fresh directory, one thread per set,
+/// timing only the records after setup: appended to journals, then
+/// materialized into tables.
+fn replay(sets: u16, logs: Vec<Vec<(Position, Vec<u8>)>>, setup: Vec<usize>, engine: RunResult) -> Result<StoreFloor> {
     let fresh = tempfile::tempdir().context("making a temporary data directory")?;
     let dir = data_dir(fresh.path(), sets)?;
+    let logs = Arc::new(logs);
+    let journal = timed(sets, "open-journal", {
+        let (path, logs, setup) = (dir.path.clone(), logs.clone(), setup.clone());
+        move |set, start| append_all(&path, set, &logs[set], setup[set], start)
+    })?;
+    let tables = timed(sets, "open-tables", {
+        let (path, logs) = (dir.path.clone(), logs.clone());
+        move |set, start| materialize_all(&path, set, &logs[set], setup[set], start)
+    })?;
+    let batches = journal.1.iter().sum();
+    Ok(StoreFloor { engine, journal: journal.0, tables: tables.0, batches })
+}
+
+/// Runs `each` on one thread per set; each prepares, waits at the barrier
+/// (on every path, so a failed preparation cannot hang the others), and
+/// runs. Opens over the wall time from the barrier to the last thread's end.
+fn timed(
+    sets: u16,
+    name: &str,
+    each: impl Fn(usize, &Barrier) -> Result<Replayed> + Send + Sync + 'static,
+) -> Result<(RunResult, Vec<usize>)> {
     let start = Arc::new(Barrier::new(usize::from(sets) + 1));
-    let threads: Vec<_> = logs
-        .into_iter()
-        .zip(setup)
-        .enumerate()
-        .map(|(set, (batches, setup))| {
-            let (path, start) = (dir.path.clone(), start.clone());
-            std::thread::spawn(move || -> Result<(u64, usize, Histogram<u64>)> {
-                let mut store = open_set(&path, SetId(set as u16))?.store;
-                store.recover(Millis(0))?;
-                for effects in &batches[..setup] {
-                    store.commit(effects)?;
-                }
-                start.wait();
-                let mut opens = 0;
-                let mut per_batch = histogram();
-                for effects in &batches[setup..] {
-                    let began = Instant::now();
-                    store.commit(effects)?;
-                    store.maintain();
-                    per_batch.saturating_record((began.elapsed().as_micros() as u64).max(1));
-                    opens += effects.claims.len() as u64;
-                }
-                Ok((opens, batches.len() - setup, per_batch))
-            })
+    let each = Arc::new(each);
+    let threads: Vec<_> = (0..usize::from(sets))
+        .map(|set| {
+            let (each, start) = (each.clone(), start.clone());
+            std::thread::spawn(move || each(set, &start))
         })
         .collect();
     start.wait();
     let began = Instant::now();
-    let (mut opens, mut batches) = (0, 0);
-    let mut per_batch = histogram();
+    let (mut opens, mut batches, mut latency) = (0, Vec::new(), histogram());
     for thread in threads {
-        let (set_opens, set_batches, histogram) =
+        let (set_opens, set_batches, set_latency) =
             thread.join().map_err(|_| anyhow::anyhow!("a replay thread panicked"))??;
         opens += set_opens;
-        batches += set_batches;
-        per_batch.add(&histogram).expect("same bounds");
+        batches.push(set_batches);
+        latency.add(&set_latency).expect("same bounds");
     }
     let elapsed = began.elapsed();
-    let store = RunResult {
-        name: "open-store".into(),
+    let run = RunResult {
+        name: name.into(),
         ops_per_s: opens as f64 / elapsed.as_secs_f64(),
-        p50_us: per_batch.value_at_quantile(0.5),
-        p99_us: per_batch.value_at_quantile(0.99),
-        p999_us: per_batch.value_at_quantile(0.999),
+        p50_us: latency.value_at_quantile(0.5),
+        p99_us: latency.value_at_quantile(0.99),
+        p999_us: latency.value_at_quantile(0.999),
         errors: 0,
         ops: opens,
         clients: usize::from(sets),
         timeline: Vec::new(),
         overload: None,
     };
-    Ok(StoreFloor { engine, store, batches })
+    Ok((run, batches))
+}
+
+/// The records decoded (untimed), with the opens each holds.
+fn decoded(log: &[(Position, Vec<u8>)]) -> Result<Vec<Journaled>> {
+    log.iter()
+        .map(|(position, payload)| {
+            let effects = decode(payload).map_err(|why| anyhow::anyhow!("record {position}: {why}"))?;
+            Ok(Journaled { position: *position, effects: Arc::new(effects) })
+        })
+        .collect()
+}
+
+fn append_all(
+    path: &std::path::Path,
+    set: usize,
+    log: &[(Position, Vec<u8>)],
+    setup: usize,
+    start: &Barrier,
+) -> Result<Replayed> {
+    let prepared = (|| -> Result<_> {
+        let opens: Vec<u64> = decoded(log)?.iter().map(|batch| batch.effects.claims.len() as u64).collect();
+        let mut journal = FileJournal::open(&journal_path(path, SetId(set as u16)))?;
+        journal.recover(0, &mut |_, _| Ok(()))?;
+        for (position, payload) in &log[..setup] {
+            journal.append(*position, payload)?;
+        }
+        Ok((journal, opens))
+    })();
+    start.wait();
+    let (mut journal, opens) = prepared?;
+    let mut per_append = histogram();
+    for (position, payload) in &log[setup..] {
+        let began = Instant::now();
+        journal.append(*position, payload)?;
+        per_append.saturating_record((began.elapsed().as_micros() as u64).max(1));
+    }
+    Ok((opens[setup..].iter().sum(), log.len() - setup, per_append))
+}
+
+fn materialize_all(
+    path: &std::path::Path,
+    set: usize,
+    log: &[(Position, Vec<u8>)],
+    setup: usize,
+    start: &Barrier,
+) -> Result<Replayed> {
+    let prepared = (|| -> Result<_> {
+        let batches = decoded(log)?;
+        let mut tables = open_set(path, SetId(set as u16))?.materializer;
+        for chunk in batches[..setup].chunks(BATCHES_PER_TRANSACTION_MAX) {
+            tables.materialize(chunk)?;
+        }
+        Ok((tables, batches))
+    })();
+    start.wait();
+    let (mut tables, batches) = prepared?;
+    let mut per_transaction = histogram();
+    let mut opens = 0;
+    for chunk in batches[setup..].chunks(BATCHES_PER_TRANSACTION_MAX) {
+        let began = Instant::now();
+        tables.materialize(chunk)?;
+        tables.maintain();
+        per_transaction.saturating_record((began.elapsed().as_micros() as u64).max(1));
+        opens += chunk.iter().map(|batch| batch.effects.claims.len() as u64).sum::<u64>();
+    }
+    Ok((opens, batches.len() - setup, per_transaction))
 }

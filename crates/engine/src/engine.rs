@@ -5,6 +5,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, TrySendError, bounded};
 use hongbao_domain::id::SETS_MAX;
@@ -18,14 +19,28 @@ use crate::clock::{Clock, Entropy};
 use crate::command::{Command, Queued, Reply};
 use crate::config::{EngineConfig, MAILBOX_CAPACITY};
 use crate::error::EngineError;
+use crate::journal::Journal;
+use crate::materializer::{Materializer, catch_up};
+use crate::progress::Progress;
 use crate::store::{Page, ReceivedItem, SentItem, Store, StoreError, StoreReader};
-use crate::writer::Writer;
+use crate::writer::{Links, Writer};
 
-/// One set's storage: the writer's side and the read side.
+/// One set's storage: its journal, two handles on its tables (the writer's,
+/// to recover and prefetch; the materializer's, to write), and the readers.
 pub struct SetStores<S: Store> {
-    pub store: S,
+    pub journal: Box<dyn Journal>,
+    pub writer: S,
+    pub materializer: S,
     pub reader: Arc<dyn StoreReader>,
 }
+
+/// Batches handed to a set's materializer and not yet taken: past this the
+/// writer waits, its queue fills and sheds load (the tables are too slow).
+const MATERIALIZER_QUEUE: usize = 8192;
+
+/// The longest a read waits for the tables to hold what was acknowledged
+/// before it; past it the read is refused (503), never answered stale.
+const READ_WAIT_MAX: Duration = Duration::from_secs(5);
 
 /// A cheap, cloneable handle to the running sets.
 #[derive(Clone)]
@@ -42,11 +57,12 @@ struct Inner {
     /// Half of `queue_wait_max`: past this delay a set refuses at the door.
     door_closes_at_us: u64,
     readers: Vec<Arc<dyn StoreReader>>,
-    /// Each set's health (see `Writer::health`).
-    healthy: Vec<Arc<AtomicBool>>,
+    /// Each set's journal and table positions, and its health.
+    progress: Vec<Arc<Progress>>,
     /// Set once `shutdown` begins: no set takes writes after it.
     stopped: AtomicBool,
-    writers: Mutex<Vec<JoinHandle<()>>>,
+    /// Writers first, then materializers: joined in that order.
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -56,8 +72,9 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    /// Recovers every set from its store (memory, then the outbox), and
-    /// starts one writer thread per set. Fails if any set cannot recover.
+    /// Recovers every set (its tables brought up to its journal's end,
+    /// then memory loaded from them) and starts its writer and materializer
+    /// threads. Fails if any set cannot recover.
     pub fn start<S: Store>(
         config: EngineConfig,
         stores: Vec<SetStores<S>>,
@@ -68,40 +85,43 @@ impl Engine {
         let sets = sets.ok_or_else(|| StoreError::new(format!("set count must be 1 to {SETS_MAX}")))?;
         let (mail_senders, mail_receivers): (Vec<_>, Vec<_>) = (0..sets).map(|_| bounded(MAILBOX_CAPACITY)).unzip();
         let peers = Arc::new(mail_senders);
-        let mut queues = Vec::new();
-        let mut queue_delays_us = Vec::new();
-        let mut readers = Vec::new();
-        let mut healthy = Vec::new();
-        let mut writers = Vec::new();
+        let (mut queues, mut queue_delays_us, mut readers, mut progress, mut threads) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut materializers = Vec::new();
         for ((index, stores), mail) in stores.into_iter().enumerate().zip(mail_receivers) {
             let set = SetId(index as u16);
-            let mut store = stores.store;
-            let recovered = store.recover(clock.now()).map_err(|e| StoreError::new(format!("set {set}: {e}")))?;
+            let started = Instant::now();
+            let fail = |what: &str, e: &dyn std::fmt::Display| StoreError::new(format!("set {set}: {what}: {e}"));
+            let set_progress = Arc::new(Progress::new(0));
+            let mut materializer = Materializer::new(set, stores.materializer, set_progress.clone())
+                .map_err(|e| fail("reading the tables' position", &e))?;
+            let mut journal = stores.journal;
+            let last = catch_up(&mut materializer, &mut *journal).map_err(|e| fail("replaying the journal", &e))?;
+            set_progress.ack(last);
+            let replayed = last - materializer.position().min(last);
+            tracing::info!(%set, position = last, ms = started.elapsed().as_millis() as u64, replayed, "journal replayed");
             let (queue, commands) = bounded(config.queue_capacity);
+            let (to_tables, from_writer) = bounded(MATERIALIZER_QUEUE);
             let queue_delay_us = Arc::new(AtomicU64::new(0));
-            queue_delays_us.push(queue_delay_us.clone());
-            let writer = Writer::new(
-                set,
-                sets,
-                config.clone(),
-                store,
-                recovered,
-                clock.clone(),
-                entropy(set),
+            let links = Links {
                 commands,
                 mail,
-                peers.clone(),
-                queue_delay_us,
-            );
-            healthy.push(writer.health());
-            let thread = std::thread::Builder::new()
-                .name(format!("hongbao-set-{index}"))
-                .spawn(move || run_or_abort(writer))
-                .map_err(|e| StoreError::new(format!("cannot start the writer of set {set}: {e}")))?;
+                peers: peers.clone(),
+                materializer: to_tables,
+                progress: set_progress.clone(),
+                queue_delay_us: queue_delay_us.clone(),
+            };
+            let writer =
+                Writer::new(set, sets, config.clone(), stores.writer, journal, clock.clone(), entropy(set), links)
+                    .map_err(|e| fail("loading memory", &e))?;
+            threads.push(spawn(format!("hongbao-set-{index}"), move || writer.run())?);
+            materializers.push(spawn(format!("hongbao-tables-{index}"), move || materializer.run(from_writer))?);
             queues.push(queue);
+            queue_delays_us.push(queue_delay_us);
             readers.push(stores.reader);
-            writers.push(thread);
+            progress.push(set_progress);
         }
+        threads.extend(materializers);
         let door_closes_at_us = u64::try_from(config.queue_wait_max.as_micros() / 2).unwrap_or(u64::MAX);
         let inner = Inner {
             limits: config.limits,
@@ -110,9 +130,9 @@ impl Engine {
             queue_delays_us,
             door_closes_at_us,
             readers,
-            healthy,
+            progress,
             stopped: AtomicBool::new(false),
-            writers: Mutex::new(writers),
+            threads: Mutex::new(threads),
         };
         Ok(Engine { inner: Arc::new(inner) })
     }
@@ -134,11 +154,16 @@ impl Engine {
         self.inner.stopped.load(Ordering::Relaxed)
     }
 
-    /// The sets that do not serve writes now (a failed commit they have not
-    /// yet recovered from).
+    /// The sets that do not serve writes now (a failed append they have not
+    /// yet recovered from, or tables that refused a record).
     pub fn unavailable_sets(&self) -> Vec<SetId> {
-        let healthy = self.inner.healthy.iter().map(|flag| flag.load(Ordering::Relaxed));
+        let healthy = self.inner.progress.iter().map(|progress| progress.is_healthy());
         healthy.enumerate().filter(|&(_, ok)| !ok).map(|(set, _)| SetId(set as u16)).collect()
+    }
+
+    /// Why a set stopped taking writes for good, if one did.
+    pub fn halted(&self) -> Vec<String> {
+        self.inner.progress.iter().filter_map(|progress| progress.halted()).collect()
     }
 
     fn set_of(&self, user: &UserId) -> SetId {
@@ -204,14 +229,23 @@ impl Engine {
         self.call(id.set, |reply| Command::Grab { id, user, reply }).await
     }
 
-    /// Runs a blocking read on the runtime's blocking pool.
+    /// Runs a blocking read on the runtime's blocking pool, once the tables
+    /// of `sets` hold every batch acknowledged before the read began: a
+    /// client that was answered reads what it was answered.
     async fn read<T: Send + 'static>(
         &self,
+        sets: impl IntoIterator<Item = usize>,
         read: impl FnOnce(&[Arc<dyn StoreReader>]) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, EngineError> {
+        let targets: Vec<(usize, u64)> = sets.into_iter().map(|set| (set, self.inner.progress[set].acked())).collect();
+        for (set, acked) in targets {
+            if !self.inner.progress[set].materialized_past(acked, READ_WAIT_MAX).await {
+                return Err(EngineError::Unavailable);
+            }
+        }
         let readers = self.inner.readers.clone();
         match tokio::task::spawn_blocking(move || read(&readers)).await {
-            Ok(result) => result.map_err(|e| EngineError::Storage(e.0)),
+            Ok(result) => result.map_err(|e| EngineError::Storage(e.message)),
             Err(join) => Err(EngineError::Storage(format!("read task failed: {join}"))),
         }
     }
@@ -219,21 +253,21 @@ impl Engine {
     /// The committed balance of `user` (zero for a user never seen).
     pub async fn balance(&self, user: UserId) -> Result<Amount, EngineError> {
         let set = self.set_of(&user).index();
-        self.read(move |readers| readers[set].balance(&user)).await
+        self.read([set], move |readers| readers[set].balance(&user)).await
     }
 
     pub async fn packet(&self, id: PacketId) -> Result<Option<Packet>, EngineError> {
         if id.set.0 >= self.sets() {
             return Ok(None);
         }
-        self.read(move |readers| readers[id.set.index()].packet(&id)).await
+        self.read([id.set.index()], move |readers| readers[id.set.index()].packet(&id)).await
     }
 
     /// Packets sent by `user`, newest first. The cursor is the `seq` of the
     /// last packet of the previous page (packets live in the sender's set).
     pub async fn sent(&self, user: UserId, cursor: Option<u64>, limit: usize) -> Result<Page<SentItem>, EngineError> {
         let set = self.set_of(&user).index();
-        let items = self.read(move |readers| readers[set].sent(&user, cursor, limit)).await?;
+        let items = self.read([set], move |readers| readers[set].sent(&user, cursor, limit)).await?;
         let next_cursor =
             (items.len() == limit).then(|| items.last().map(|item| item.info.id.seq.to_string())).flatten();
         Ok(Page { items, next_cursor })
@@ -248,7 +282,7 @@ impl Engine {
         limit: usize,
     ) -> Result<Page<ReceivedItem>, EngineError> {
         let mut items = self
-            .read(move |readers| {
+            .read(0..self.inner.readers.len(), move |readers| {
                 let mut items = Vec::new();
                 for reader in readers {
                     items.extend(reader.received(&user, cursor, limit)?);
@@ -265,29 +299,35 @@ impl Engine {
     }
 
     /// Stops taking commands, lets every set finish what is queued and commit
-    /// it, and waits for the writers. Blocks: call it off the async runtime.
+    /// it, and waits for the writers, then for the tables to hold it all.
+    /// Blocks: call it off the async runtime.
     pub fn shutdown(&self) {
         self.inner.stopped.store(true, Ordering::Relaxed);
         for queue in &self.inner.queues {
             // Waits for room: the commands ahead of it are still answered.
             let _ = queue.send(Queued { at: self.inner.clock.monotonic(), command: Command::Shutdown });
         }
-        let writers = std::mem::take(&mut *self.inner.writers.lock().expect("writers lock"));
-        for writer in writers {
-            let _ = writer.join();
+        let threads = std::mem::take(&mut *self.inner.threads.lock().expect("threads lock"));
+        for thread in threads {
+            let _ = thread.join();
         }
     }
 }
 
-/// Runs a writer; a panic in it is a broken invariant, and the process
-/// aborts rather than serve on with a set that no longer answers. Its store
-/// holds only committed batches, so a restart recovers a consistent state.
-fn run_or_abort<S: Store>(writer: Writer<S>) {
-    let set = writer.set;
-    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| writer.run())).is_err() {
-        tracing::error!(%set, "the writer of a set panicked on a broken invariant; aborting");
-        std::process::abort();
-    }
+/// Starts a set's thread. A panic in it is a broken invariant, and the
+/// process aborts rather than serve on with a set that no longer answers:
+/// the journal holds only durable batches, so a restart recovers.
+fn spawn(name: String, run: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, StoreError> {
+    let thread = name.clone();
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(move || {
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).is_err() {
+                tracing::error!(thread, "a set's thread panicked on a broken invariant; aborting");
+                std::process::abort();
+            }
+        })
+        .map_err(|e| StoreError::new(format!("cannot start a set's thread: {e}")))
 }
 
 /// The order of the `received` list, newest first: by time, then by set and

@@ -1,17 +1,21 @@
 //! The engine of hongbao: SETs, each a single writer that owns its state and
 //! takes commands from one bounded FIFO queue, applies a batch in memory,
-//! writes it in one durable transaction and only then answers (DESIGN.md §2).
+//! appends it as one record to the set's journal and only then answers
+//! (DESIGN.md §2). The tables follow behind, many batches per transaction.
 //!
-//! The engine is generic over its `Store`; the store is batch-shaped (recover,
-//! prefetch what a batch needs, commit a batch), so the same engine runs on
-//! SQLite, PostgreSQL or an in-memory store for simulation.
+//! The engine is generic over its `Store` (the tables: recover, prefetch,
+//! materialize) and takes any `Journal`, so the same engine runs on SQLite
+//! with segment files, on PostgreSQL, or in memory for the simulation.
 
 pub mod clock;
 mod command;
 pub mod config;
 mod engine;
 pub mod error;
+pub mod journal;
+mod materializer;
 pub mod memory;
+mod progress;
 pub mod sim;
 pub mod store;
 mod writer;
@@ -20,7 +24,8 @@ pub use clock::{Clock, Entropy, ManualClock, OsEntropy, SeededEntropy, SystemClo
 pub use config::EngineConfig;
 pub use engine::{Engine, SetStores, parse_received_cursor, received_order};
 pub use error::EngineError;
+pub use journal::{Journal, JournalError, Position};
 pub use store::{
-    Credit, Effects, Fetched, IdempotencyOp, IdempotencyRecord, LedgerEntry, Page, ReceivedItem, Recovered, SentItem,
-    Store, StoreError, StoreReader, Wants,
+    Credit, Effects, Fetched, IdempotencyOp, IdempotencyRecord, IdempotencyResult, Journaled, LedgerEntry, Page,
+    ReceivedItem, Recovered, SentItem, Store, StoreError, StoreReader, Wants,
 };

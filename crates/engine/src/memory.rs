@@ -1,8 +1,7 @@
-//! An in-memory store for the simulation: the same contract as SQLite's
-//! (a commit applies whole or not at all, and refuses what breaks an
-//! invariant), plus injected faults: a commit that fails before it applies,
-//! one that applies but reports failure (the ambiguous fsync), one torn
-//! half-way through its writes, and slow storage.
+//! In-memory tables for the simulation: the same contract as SQLite's (a
+//! materialization applies whole or not at all, records its position, and
+//! refuses what breaks an invariant). Disk faults are the journal's
+//! (`journal/mem.rs`): the tables sit behind the commit point.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -10,8 +9,11 @@ use std::sync::{Arc, Mutex};
 use hongbao_domain::audit::{AccountRow, ClaimRow, LedgerRow, OutboxRow, PacketRow, SetSnapshot};
 use hongbao_domain::{Amount, Claim, Millis, Packet, PacketId, UserId};
 
-use crate::clock::ManualClock;
-use crate::store::{Credit, Effects, Fetched, IdempotencyOp, IdempotencyRecord, Recovered, Store, StoreError, Wants};
+use crate::journal::Position;
+use crate::store::{
+    Credit, Effects, Fetched, IdempotencyOp, IdempotencyRecord, IdempotencyResult, Journaled, Recovered, Store,
+    StoreError, Wants,
+};
 
 #[derive(Clone, Debug, Default)]
 pub struct MemData {
@@ -21,46 +23,19 @@ pub struct MemData {
     outbox: BTreeMap<String, Credit>,
     idempotency: HashMap<(UserId, IdempotencyOp, String), IdempotencyRecord>,
     next_seq: u64,
-}
-
-/// A fault to inject into the next commit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fault {
-    /// The commit fails and nothing is applied.
-    FailBefore,
-    /// The commit is applied but reports failure.
-    FailAfter,
-    /// The process dies half-way through writing the batch: what was
-    /// written is never committed (SQLite's WAL discards frames without a
-    /// commit record at recovery), and the commit reports failure.
-    Torn,
-    /// The commit succeeds but takes this many milliseconds of the store's
-    /// clock: expiries pass and queued commands age while it runs.
-    Slow(i64),
+    position: Position,
 }
 
 #[derive(Clone, Debug, Default)]
 pub struct MemStore {
     data: Arc<Mutex<MemData>>,
-    fault: Arc<Mutex<Option<Fault>>>,
-    /// The clock slow commits advance (the simulation's).
-    clock: Option<ManualClock>,
 }
 
 fn refuse(why: impl Into<String>) -> StoreError {
-    StoreError::new(why)
+    StoreError::refused(why)
 }
 
 impl MemStore {
-    /// A store whose slow commits take time on `clock`.
-    pub fn on_clock(clock: ManualClock) -> MemStore {
-        MemStore { clock: Some(clock), ..MemStore::default() }
-    }
-
-    pub fn inject(&self, fault: Fault) {
-        *self.fault.lock().expect("fault lock") = Some(fault);
-    }
-
     /// The rows the audit reads, as SQLite's snapshot gives them.
     pub fn snapshot(&self, set: u16) -> SetSnapshot {
         let data = self.data.lock().expect("store lock");
@@ -114,6 +89,12 @@ impl MemStore {
             })
             .collect();
         snapshot
+    }
+
+    /// A copy with its own data: what the checks replay the journal into,
+    /// leaving the tables as they are.
+    pub fn fork(&self) -> MemStore {
+        MemStore { data: Arc::new(Mutex::new(self.data.lock().expect("store lock").clone())) }
     }
 
     pub fn outbox_len(&self) -> usize {
@@ -185,7 +166,7 @@ fn apply(data: &mut MemData, effects: &Effects) -> Result<(), StoreError> {
         data.outbox.remove(reference);
     }
     for record in &effects.idempotency {
-        let key = (record.user.clone(), record.op, record.key.clone());
+        let key = (record.user.clone(), record.op(), record.key.clone());
         if data.idempotency.insert(key, record.clone()).is_some() {
             return Err(refuse("duplicate idempotency key"));
         }
@@ -203,7 +184,12 @@ impl Store for MemStore {
             .filter(|p| p.info.expires_at > now || (!p.remaining_amount.is_zero() && p.refunded_amount.is_zero()))
             .cloned()
             .collect();
-        Ok(Recovered { next_seq: data.next_seq.max(1), packets, outbox: data.outbox.values().cloned().collect() })
+        Ok(Recovered {
+            position: data.position,
+            next_seq: data.next_seq.max(1),
+            packets,
+            outbox: data.outbox.values().cloned().collect(),
+        })
     }
 
     fn prefetch(&mut self, wants: &Wants) -> Result<Fetched, StoreError> {
@@ -215,8 +201,7 @@ impl Store for MemStore {
         }
         for (user, op, key) in &wants.idempotency {
             if let Some(record) = data.idempotency.get(&(user.clone(), *op, key.clone())) {
-                if record.op == IdempotencyOp::Send {
-                    let id: PacketId = record.result.parse().map_err(|_| refuse("stored send result"))?;
+                if let IdempotencyResult::Sent(id) = record.result {
                     fetched.packets.extend(data.packets.get(&id).cloned());
                 }
                 fetched.idempotency.push(record.clone());
@@ -230,28 +215,21 @@ impl Store for MemStore {
         Ok(fetched)
     }
 
-    fn commit(&mut self, effects: &Effects) -> Result<(), StoreError> {
-        let fault = self.fault.lock().expect("fault lock").take();
-        if fault == Some(Fault::FailBefore) {
-            return Err(refuse("injected: the commit failed"));
-        }
+    fn materialized(&mut self) -> Result<Position, StoreError> {
+        Ok(self.data.lock().expect("store lock").position)
+    }
+
+    fn materialize(&mut self, batches: &[Journaled]) -> Result<(), StoreError> {
         let mut data = self.data.lock().expect("store lock");
         let mut next = data.clone();
-        if fault == Some(Fault::Torn) {
-            // Half the ledger entries reach the log, then the process dies
-            // before the commit record: recovery sees none of them.
-            let torn = Effects { ledger: effects.ledger[..effects.ledger.len() / 2].to_vec(), ..Effects::default() };
-            let _ = apply(&mut next, &torn);
-            return Err(refuse("injected: the batch was torn half-way; nothing of it committed"));
+        for batch in batches {
+            if batch.position != next.position + 1 {
+                return Err(refuse(format!("batch {} after position {}", batch.position, next.position)));
+            }
+            apply(&mut next, &batch.effects)?;
+            next.position = batch.position;
         }
-        if let (Some(Fault::Slow(ms)), Some(clock)) = (fault, &self.clock) {
-            clock.advance_ms(ms);
-        }
-        apply(&mut next, effects)?;
         *data = next;
-        match fault {
-            Some(Fault::FailAfter) => Err(refuse("injected: the commit applied but reported failure")),
-            _ => Ok(()),
-        }
+        Ok(())
     }
 }

@@ -1,17 +1,23 @@
-//! The deterministic simulation: every set's writer driven from one thread
-//! on in-memory stores, a seeded workload, a simulated clock, crashes
-//! (memory lost, rebuilt from the store) and injected commit faults (failed,
-//! ambiguous, torn, slow). After every step the full audit runs over the
-//! stores, and every acknowledged open must be in its store with the amount
-//! the client was told; at the end, no open shed as overloaded may have been
-//! applied. A failure names its seed; the same seed replays the same run.
+//! The deterministic simulation: every set's writer and materializer driven
+//! from one thread on in-memory journals and tables, a seeded workload, a
+//! simulated clock (which also times credit resends), crashes (memory and
+//! the materializer's queue lost; tables caught up from the journal, memory
+//! rebuilt from them) at any point: between append and reply, with batches
+//! not yet materialized, between materializing and trimming. Appends fail
+//! before writing, after writing (the ambiguous fsync), torn half-way, or
+//! slowly. After every step the full audit runs over each set's tables with
+//! its journal replayed past them (as `hongbao audit` does), and every
+//! acknowledged open must be there with the amount the client was told; no
+//! set may halt on a refused record; at the end, no open shed as overloaded
+//! may have been applied. A failure names its seed; the same seed replays
+//! the same run.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::bounded;
-use hongbao_domain::audit::{StoredClaims, audit};
+use crossbeam_channel::{Receiver, bounded};
+use hongbao_domain::audit::{SetSnapshot, StoredClaims, audit};
 use hongbao_domain::hash::mix64;
 use hongbao_domain::packet::SpecInput;
 use hongbao_domain::{Amount, Limits, Millis, OpenOutcome, PacketId, PacketSpec, SendOutcome, SetId, UserId};
@@ -21,8 +27,13 @@ use crate::clock::{Clock, ManualClock, SeededEntropy};
 use crate::command::{Command, Mail, Queued};
 use crate::config::{EngineConfig, MAILBOX_CAPACITY};
 use crate::error::EngineError;
-use crate::memory::{Fault, MemStore};
-use crate::writer::Writer;
+use crate::journal::mem::{Fault, MemJournal};
+use crate::journal::record::decode;
+use crate::materializer::{Materializer, ToMaterializer};
+use crate::memory::MemStore;
+use crate::progress::Progress;
+use crate::store::{Journaled, Store};
+use crate::writer::{Links, Writer};
 
 const START: Millis = Millis(1_800_000_000_000);
 
@@ -56,7 +67,13 @@ struct World {
     sets: u16,
     clock: ManualClock,
     writers: Vec<Writer<MemStore>>,
+    materializers: Vec<Materializer<MemStore>>,
+    /// What each writer handed its materializer, not yet taken.
+    to_tables: Vec<Receiver<ToMaterializer>>,
+    mailboxes: Vec<Receiver<Mail>>,
     stores: Vec<MemStore>,
+    journals: Vec<MemJournal>,
+    progress: Vec<Arc<Progress>>,
     pending: Vec<Vec<Queued>>,
     opens: Vec<(PacketId, UserId, OpenReply)>,
     sends: Vec<oneshot::Receiver<Result<SendOutcome, EngineError>>>,
@@ -83,49 +100,68 @@ impl World {
         // moves 100-1600 ms at a time, and slow commits age the queue); the
         // others never shed, so opens race expiries in the queue instead.
         let queue_wait_max = Duration::from_millis(if seed.is_multiple_of(3) { 250 } else { 3_600_000 });
-        // Resends on the wall clock would make a run depend on its speed.
+        // Resends run on the simulated clock: a credit unacknowledged for a
+        // second (a dropped mail, a crash) is sent again.
         let config =
-            EngineConfig { credit_resend_after: Duration::from_secs(3600), queue_wait_max, ..EngineConfig::default() };
+            EngineConfig { credit_resend_after: Duration::from_secs(1), queue_wait_max, ..EngineConfig::default() };
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..sets).map(|_| bounded(MAILBOX_CAPACITY)).unzip();
         let peers = Arc::new(senders);
-        let mut writers = Vec::new();
-        let mut stores = Vec::new();
-        for (index, mail) in receivers.into_iter().enumerate() {
-            let mut store = MemStore::on_clock(clock.clone());
-            stores.push(store.clone());
-            let recovered = crate::store::Store::recover(&mut store, clock.now()).expect("an empty store recovers");
-            let (_queue, commands) = bounded(1);
-            let entropy = Box::new(SeededEntropy::new(seed ^ (index as u64 + 1) << 48));
-            let set = SetId(index as u16);
-            let clock: Arc<dyn Clock> = Arc::new(clock.clone());
-            writers.push(Writer::new(
-                set,
-                sets,
-                config.clone(),
-                store,
-                recovered,
-                clock,
-                entropy,
-                commands,
-                mail,
-                peers.clone(),
-                Default::default(),
-            ));
-        }
-        let pending = (0..sets).map(|_| Vec::new()).collect();
-        World {
+        let mut world = World {
             sets,
-            clock,
-            writers,
-            stores,
-            pending,
+            clock: clock.clone(),
+            writers: Vec::new(),
+            materializers: Vec::new(),
+            to_tables: Vec::new(),
+            mailboxes: receivers.clone(),
+            stores: Vec::new(),
+            journals: Vec::new(),
+            progress: Vec::new(),
+            pending: (0..sets).map(|_| Vec::new()).collect(),
             opens: Vec::new(),
             sends: Vec::new(),
             packets: Vec::new(),
             acked: HashMap::new(),
             shed: HashSet::new(),
             unknown: HashSet::new(),
+        };
+        for (index, mail) in receivers.into_iter().enumerate() {
+            let set = SetId(index as u16);
+            let store = MemStore::default();
+            let journal = MemJournal::on_clock(clock.clone());
+            let progress = Arc::new(Progress::new(0));
+            let materializer = Materializer::new(set, store.clone(), progress.clone()).expect("empty tables");
+            let (_queue, commands) = bounded(1);
+            // Never full: the simulation takes from it on its own schedule.
+            let (to_tables, from_writer) = bounded(1 << 20);
+            let links = Links {
+                commands,
+                mail,
+                peers: peers.clone(),
+                materializer: to_tables,
+                progress: progress.clone(),
+                queue_delay_us: Default::default(),
+            };
+            let entropy = Box::new(SeededEntropy::new(seed ^ (index as u64 + 1) << 48));
+            let dyn_clock: Arc<dyn Clock> = Arc::new(clock.clone());
+            let writer = Writer::new(
+                set,
+                sets,
+                config.clone(),
+                store.clone(),
+                Box::new(journal.clone()),
+                dyn_clock,
+                entropy,
+                links,
+            )
+            .expect("empty tables recover");
+            world.writers.push(writer);
+            world.materializers.push(materializer);
+            world.to_tables.push(from_writer);
+            world.stores.push(store);
+            world.journals.push(journal);
+            world.progress.push(progress);
         }
+        world
     }
 
     /// Queues a command for its set's next turn, stamped with the clock.
@@ -142,7 +178,7 @@ impl World {
     fn turn(&mut self) {
         for (set, writer) in self.writers.iter_mut().enumerate() {
             let commands = std::mem::take(&mut self.pending[set]);
-            let mail: Vec<Mail> = writer.mail.try_iter().collect();
+            let mail: Vec<Mail> = self.mailboxes[set].try_iter().collect();
             // Four or more commands in one turn stand for a standing queue.
             let backlog = commands.len() >= 4;
             writer.step(commands, mail, backlog);
@@ -178,8 +214,53 @@ impl World {
         self.sends = waiting;
     }
 
+    /// The materializer of `set` takes up to `most` of the batches handed to it.
+    fn materialize(&mut self, set: usize, most: usize) {
+        let batches: Vec<Journaled> = self.to_tables[set]
+            .try_iter()
+            .take(most)
+            .filter_map(|message| match message {
+                ToMaterializer::Batch(batch) => Some(batch),
+                ToMaterializer::Stop => None,
+            })
+            .collect();
+        self.materializers[set].step(&batches).expect("in-memory tables fail only by refusing");
+    }
+
+    /// A crash of `set`: queued commands, memory and the materializer's
+    /// queue are lost; the tables catch up from the journal, memory is
+    /// rebuilt from them.
+    fn crash(&mut self, set: usize) {
+        self.pending[set].clear();
+        self.to_tables[set].try_iter().for_each(drop);
+        if let Err(failure) = self.writers[set].restart(&mut self.materializers[set]) {
+            panic!("set {set} did not recover from its journal: {failure}");
+        }
+    }
+
+    /// Every set's tables with its journal replayed past them, as `hongbao
+    /// audit` reads a directory left by a crash.
+    fn replayed(&self) -> Result<Vec<SetSnapshot>, String> {
+        let mut snapshots = Vec::new();
+        for (set, (store, journal)) in self.stores.iter().zip(&self.journals).enumerate() {
+            let mut scratch = store.fork();
+            let after = scratch.materialized().map_err(|e| e.message)?;
+            let batches = journal
+                .records_after(after)
+                .into_iter()
+                .map(|(position, payload)| Ok(Journaled { position, effects: Arc::new(decode(&payload)?) }))
+                .collect::<Result<Vec<_>, String>>()?;
+            scratch.materialize(&batches).map_err(|e| format!("set {set}: replaying the journal: {}", e.message))?;
+            snapshots.push(scratch.snapshot(set as u16));
+        }
+        Ok(snapshots)
+    }
+
     fn check(&self, seed: u64, step: usize) -> Result<(), String> {
-        let snapshots: Vec<_> = self.stores.iter().enumerate().map(|(set, store)| store.snapshot(set as u16)).collect();
+        if let Some(why) = self.progress.iter().find_map(|progress| progress.halted()) {
+            return Err(format!("seed {seed}, step {step}: {why}"));
+        }
+        let snapshots = self.replayed().map_err(|why| format!("seed {seed}, step {step}: {why}"))?;
         let report = audit(&snapshots, Limits::default().share_min, self.clock.now().0);
         if !report.ok() {
             return Err(format!("seed {seed}, step {step}: {report}"));
@@ -195,7 +276,7 @@ impl World {
 
     /// Once every answer is in: no open shed as overloaded was applied.
     fn check_shed(&self, seed: u64) -> Result<(), String> {
-        let snapshots: Vec<_> = self.stores.iter().enumerate().map(|(set, store)| store.snapshot(set as u16)).collect();
+        let snapshots = self.replayed()?;
         let stored = StoredClaims::of(&snapshots);
         for (id, user) in &self.shed {
             let pair = (*id, user.clone());
@@ -246,13 +327,12 @@ impl World {
                 self.opens.push((id, who, answer));
             }
             65..72 => self.clock.advance_ms(100 + rng.below(1_500) as i64),
-            72..76 => {
+            72..75 => {
                 let set = rng.below(u64::from(self.sets)) as usize;
-                self.pending[set].clear();
-                assert!(self.writers[set].restart(), "a memory store always recovers");
+                self.crash(set);
                 report.crashes += 1;
             }
-            76..80 => {
+            75..79 => {
                 let set = rng.below(u64::from(self.sets)) as usize;
                 let fault = match rng.below(4) {
                     0 => Fault::FailBefore,
@@ -260,8 +340,13 @@ impl World {
                     2 => Fault::Torn,
                     _ => Fault::Slow(50 + rng.below(400) as i64),
                 };
-                self.stores[set].inject(fault);
+                self.journals[set].inject(fault);
                 report.faults += 1;
+            }
+            79..86 => {
+                let set = rng.below(u64::from(self.sets)) as usize;
+                let most = 1 + rng.below(4) as usize;
+                self.materialize(set, most);
             }
             _ => self.turn(),
         }
@@ -287,14 +372,17 @@ fn run(seed: u64, steps: usize) -> Result<(SimReport, World), String> {
     world.clock.advance_ms(10_000);
     for _ in 0..8 {
         world.turn();
-        for writer in &mut world.writers {
-            writer.restart();
+        for set in 0..world.sets as usize {
+            world.crash(set);
         }
         world.turn();
     }
+    for set in 0..world.sets as usize {
+        world.materialize(set, usize::MAX);
+    }
     world.check(seed, steps)?;
     world.check_shed(seed)?;
-    let pending: usize = world.stores.iter().map(MemStore::outbox_len).sum();
+    let pending: usize = world.replayed()?.iter().map(|snapshot| snapshot.outbox.len()).sum();
     if pending != 0 {
         return Err(format!("seed {seed}: {pending} credits never landed"));
     }

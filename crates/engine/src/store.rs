@@ -1,20 +1,37 @@
-//! The store contract. Batch-shaped, not row-by-row: a set recovers its hot
-//! state once, prefetches what a batch needs, and commits a batch's effects
-//! in one durable transaction. Reads for the API go through `StoreReader`,
-//! which sees only committed (and so acknowledged) data.
+//! The tables' contract. Batch-shaped, not row-by-row: a set recovers its
+//! hot state once, prefetches what a batch needs that memory does not hold,
+//! and the materializer writes many journaled batches in one transaction
+//! behind the commit point (the journal, `journal/mod.rs`). Reads for the API
+//! go through `StoreReader`, which sees materialized data; the engine makes a
+//! read wait until what was acknowledged before it is materialized.
+
+use std::sync::Arc;
 
 use hongbao_domain::ledger::EntryKind;
 use hongbao_domain::packet::PacketInfo;
 use hongbao_domain::{Amount, Claim, Millis, Packet, PacketId, UserId};
 use thiserror::Error;
 
+use crate::journal::Position;
+
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
-#[error("{0}")]
-pub struct StoreError(pub String);
+#[error("{message}")]
+pub struct StoreError {
+    pub message: String,
+    /// The store refused what it was asked to write: a constraint caught a
+    /// broken invariant (an engine bug), so retrying cannot help.
+    pub refused: bool,
+}
 
 impl StoreError {
+    /// A failure that may pass (i/o, a busy database).
     pub fn new(message: impl Into<String>) -> StoreError {
-        StoreError(message.into())
+        StoreError { message: message.into(), refused: false }
+    }
+
+    /// A write the store's constraints refused.
+    pub fn refused(message: impl Into<String>) -> StoreError {
+        StoreError { message: message.into(), refused: true }
     }
 }
 
@@ -55,21 +72,46 @@ impl IdempotencyOp {
     }
 }
 
+/// What a remembered request did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdempotencyResult {
+    /// A deposit, and the balance it left.
+    Deposited(Amount),
+    /// A send, and the packet it made.
+    Sent(PacketId),
+}
+
+impl IdempotencyResult {
+    pub fn op(self) -> IdempotencyOp {
+        match self {
+            IdempotencyResult::Deposited(_) => IdempotencyOp::Deposit,
+            IdempotencyResult::Sent(_) => IdempotencyOp::Send,
+        }
+    }
+}
+
 /// An `Idempotency-Key` remembered with what it did: the request's
-/// fingerprint and its result (the balance after a deposit, or the id of
-/// the packet sent).
+/// fingerprint and its result.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IdempotencyRecord {
     pub user: UserId,
     pub key: String,
-    pub op: IdempotencyOp,
     pub fingerprint: String,
-    pub result: String,
+    pub result: IdempotencyResult,
+}
+
+impl IdempotencyRecord {
+    pub fn op(&self) -> IdempotencyOp {
+        self.result.op()
+    }
 }
 
 /// What a set holds in memory when it starts serving.
 #[derive(Clone, Debug, Default)]
 pub struct Recovered {
+    /// The journal position the tables have materialized, read in the same
+    /// snapshot as the rest.
+    pub position: Position,
     pub next_seq: u64,
     /// Packets not yet settled: unexpired, or expired with money to refund.
     pub packets: Vec<Packet>,
@@ -137,18 +179,31 @@ impl Effects {
     }
 }
 
-/// The writer's side of one set's storage.
+/// A batch as the journal holds it: its position and what it did.
+#[derive(Clone, Debug)]
+pub struct Journaled {
+    pub position: Position,
+    pub effects: Arc<Effects>,
+}
+
+/// One set's tables. A set opens two handles: the writer's (recover,
+/// prefetch) and the materializer's (materialize).
 pub trait Store: Send + 'static {
-    /// Loads what the set keeps in memory: called at start and after a
-    /// failed commit.
+    /// Loads what the set keeps in memory, once the tables hold the whole
+    /// journal: at start and after a failure.
     fn recover(&mut self, now: Millis) -> Result<Recovered, StoreError>;
-    /// Loads what a batch needs that memory does not hold.
+    /// Loads what a batch needs that memory does not hold. Memory holds
+    /// everything not yet materialized, so the tables' answer is complete.
     fn prefetch(&mut self, wants: &Wants) -> Result<Fetched, StoreError>;
-    /// Writes a batch in one transaction; returns only once it is durable.
-    /// On error nothing of the batch is applied.
-    fn commit(&mut self, effects: &Effects) -> Result<(), StoreError>;
-    /// Housekeeping between batches, after the last batch was answered (a
-    /// database copying its log back, say). It never changes what is stored.
+    /// The journal position the tables have reached.
+    fn materialized(&mut self) -> Result<Position, StoreError>;
+    /// Writes these journaled batches (consecutive, after `materialized`) in
+    /// one transaction that also records the last one's position; durable
+    /// on return. On error nothing of them is applied; a constraint's
+    /// refusal is `StoreError::refused`.
+    fn materialize(&mut self, batches: &[Journaled]) -> Result<(), StoreError>;
+    /// Housekeeping between transactions (a database copying its log back,
+    /// say). It never changes what is stored.
     fn maintain(&mut self) {}
 }
 

@@ -17,41 +17,44 @@ use hongbao_domain::{
     Amount, DepositOutcome, Limits, Millis, OpenOutcome, PacketId, PacketSpec, SendOutcome, SetId, UserId,
 };
 use hongbao_engine::{
-    Clock, Effects, Engine, EngineConfig, EngineError, Fetched, ManualClock, Recovered, SeededEntropy, SetStores,
-    Store, StoreError, Wants,
+    Clock, Engine, EngineConfig, EngineError, Journal, JournalError, ManualClock, Position, SeededEntropy, SetStores,
 };
-use hongbao_store_sqlite::{SqliteStore, open_set, set_path, snapshot};
+use hongbao_store_sqlite::{open_set, set_path, snapshot};
 
-/// The SQLite store with a switch that makes every commit fail, as a full
-/// or failing disk would, and a stall: a disk that stops answering.
+/// A set's journal with a switch that makes every append fail, as a full or
+/// failing disk would, and a stall: a disk that stops answering.
 struct Switchable {
-    inner: SqliteStore,
+    inner: Box<dyn Journal>,
     failing: Arc<AtomicBool>,
     stall: Stall,
 }
 
-/// Armed, the next commit reports that it has begun, then waits for release.
+/// Armed, the next append reports that it has begun, then waits for release.
 type Stall = Arc<Mutex<Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>>>;
 
-impl Store for Switchable {
-    fn recover(&mut self, now: Millis) -> Result<Recovered, StoreError> {
-        self.inner.recover(now)
-    }
-
-    fn prefetch(&mut self, wants: &Wants) -> Result<Fetched, StoreError> {
-        self.inner.prefetch(wants)
-    }
-
-    fn commit(&mut self, effects: &Effects) -> Result<(), StoreError> {
+impl Journal for Switchable {
+    fn append(&mut self, position: Position, payload: &[u8]) -> Result<(), JournalError> {
         if self.failing.load(Ordering::SeqCst) {
-            return Err(StoreError::new("injected: the disk refuses writes"));
+            return Err(JournalError::Io("injected: the disk refuses writes".into()));
         }
         let stall = self.stall.lock().unwrap().take();
         if let Some((begun, release)) = stall {
             begun.send(()).unwrap();
             release.recv().unwrap();
         }
-        self.inner.commit(effects)
+        self.inner.append(position, payload)
+    }
+
+    fn recover(
+        &mut self,
+        after: Position,
+        each: &mut hongbao_engine::journal::EachRecord<'_>,
+    ) -> Result<Position, JournalError> {
+        self.inner.recover(after, each)
+    }
+
+    fn trim(&mut self, upto: Position) -> Result<(), JournalError> {
+        self.inner.trim(upto)
     }
 }
 
@@ -62,8 +65,8 @@ struct EngineOnSqlite {
 }
 
 impl EngineOnSqlite {
-    /// Stalls the next commit of `set`: returns a receiver told when the
-    /// commit has begun, and the sender that lets it finish.
+    /// Stalls the next append of `set`: returns a receiver told when the
+    /// append has begun, and the sender that lets it finish.
     fn stall(&self, set: u16) -> (mpsc::Receiver<()>, mpsc::Sender<()>) {
         let (begun_tx, begun) = mpsc::channel();
         let (release, release_rx) = mpsc::channel();
@@ -84,10 +87,11 @@ fn start_with(dir: &Path, sets: u16, clock: &ManualClock, config: EngineConfig) 
     let stalls: Vec<Stall> = (0..sets).map(|_| Stall::default()).collect();
     let stores = (0..sets)
         .map(|set| {
-            let SetStores { store, reader } = open_set(dir, SetId(set)).unwrap();
+            let stores = open_set(dir, SetId(set)).unwrap();
             let set = usize::from(set);
-            let store = Switchable { inner: store, failing: failing[set].clone(), stall: stalls[set].clone() };
-            SetStores { store, reader }
+            let journal =
+                Switchable { inner: stores.journal, failing: failing[set].clone(), stall: stalls[set].clone() };
+            SetStores { journal: Box::new(journal), ..stores }
         })
         .collect();
     let engine = Engine::start(config, stores, Arc::new(clock.clone()), |set| {
@@ -337,7 +341,7 @@ async fn a_restart_with_credits_in_the_outbox_delivers_them_once() {
             other => panic!("unexpected outcome {other:?}"),
         }
     }
-    // A set whose commit failed refuses writes until it has recovered.
+    // A set whose append failed refuses writes until it has recovered.
     let refused = node.engine.deposit(openers[0].clone(), Amount::from_fen(1).unwrap(), None).await;
     assert_eq!(refused, Err(EngineError::Unavailable));
     stop(node);
@@ -435,7 +439,7 @@ async fn queued<T>(mut call: Answer<T>) -> Answer<T> {
 async fn a_stalled_disk_sheds_what_waited_too_long_and_serves_at_once_when_it_returns() {
     // Batches of 8, so 20 queued opens stand in the queue for three batches.
     // | when                                | what must hold                                   |
-    // | a commit stalls with u0's open      | u0 waits (its batch is not durable)              |
+    // | an append stalls with u0's open      | u0 waits (its batch is not durable)              |
     // | 20 opens queue behind it for 1 s    |                                                  |
     // | the disk returns                    | u0 is answered                                   |
     // | batches of u1-u8, u9-u16            | queue still standing: refused overloaded, unapplied |

@@ -1,5 +1,6 @@
-//! The embedded store of hongbao: one SQLite database per set, in WAL mode
-//! with `synchronous=FULL`, so a commit returns only once it is on disk.
+//! The embedded store of hongbao: per set, a journal of segment files (the
+//! commit point, `hongbao_journal`) and one SQLite database (the tables it
+//! materializes, in WAL mode with `synchronous=FULL`).
 //!
 //! The schema enforces the invariants itself (unique claims and ledger
 //! references, no negative balance or remaining amount, balances changed
@@ -8,6 +9,7 @@
 
 mod audit;
 mod checkpoint;
+mod idempotency;
 mod layout;
 mod reader;
 mod rows;
@@ -15,7 +17,7 @@ mod schema;
 mod writer;
 
 pub use audit::snapshot;
-pub use layout::set_path;
+pub use layout::{journal_path, set_path};
 pub use reader::SqliteReader;
 pub use writer::SqliteStore;
 
@@ -24,14 +26,17 @@ use std::sync::Arc;
 
 use hongbao_domain::SetId;
 use hongbao_engine::{SetStores, StoreError};
+use hongbao_journal::FileJournal;
 
-/// Opens (creating and migrating if needed) the database of one set, with
-/// its writer and its readers.
+/// Opens (creating and migrating if needed) the database and the journal of
+/// one set, with the writer's and the materializer's handles and the readers.
 pub fn open_set(dir: &Path, set: SetId) -> Result<SetStores<SqliteStore>, StoreError> {
     let path = set_path(dir, set);
-    let store = SqliteStore::open(&path, set)?;
+    let writer = SqliteStore::open(&path, set)?;
+    let materializer = SqliteStore::open(&path, set)?;
+    let journal = FileJournal::open(&journal_path(dir, set)).map_err(|e| StoreError::new(e.to_string()))?;
     let reader = SqliteReader::new(path, set);
-    Ok(SetStores { store, reader: Arc::new(reader) })
+    Ok(SetStores { journal: Box::new(journal), writer, materializer, reader: Arc::new(reader) })
 }
 
 pub(crate) fn failed(context: &str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {

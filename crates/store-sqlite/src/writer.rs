@@ -1,14 +1,27 @@
-//! The writer's side of a set's database: recover, prefetch, and commit a
-//! batch in one transaction that is on disk when `commit` returns.
+//! The tables of a set: the writer's handle recovers and prefetches; the
+//! materializer's writes journaled batches, many per transaction, with the
+//! journal position they reach (`meta.journal_position`), on disk when
+//! `materialize` returns.
+//!
+//! Credits that are added and acknowledged within one transaction's batches
+//! never touch the outbox table: the transaction writes the net of the
+//! batches' outbox changes (measured: most credits are acknowledged within
+//! milliseconds, so a busy transaction writes almost no outbox rows).
 
 use std::path::Path;
 
+use std::collections::HashSet;
+
 use hongbao_domain::{Millis, SetId, UserId};
-use hongbao_engine::{Credit, Effects, Fetched, IdempotencyOp, IdempotencyRecord, Recovered, Store, StoreError, Wants};
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use hongbao_engine::{
+    Credit, Effects, Fetched, IdempotencyOp, IdempotencyRecord, IdempotencyResult, Journaled, Position, Recovered,
+    Store, StoreError, Wants,
+};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, Transaction, params};
 
 use crate::checkpoint::{Checkpoints, WAL_FILE_BYTES_MAX};
 use crate::failed;
+use crate::idempotency::{result_from_text, result_text};
 use crate::rows::{
     CLAIM_COLUMNS, PACKET_COLUMNS, assemble, balance, claim_from_row, load_packet, packet_from_row, packet_id,
 };
@@ -35,6 +48,15 @@ impl SqliteStore {
         connection.execute_batch("PRAGMA wal_autocheckpoint = 0").map_err(failed("configuring checkpoints"))?;
         connection.pragma_update(None, "journal_size_limit", WAL_FILE_BYTES_MAX).map_err(failed("limiting the WAL"))?;
         Ok(SqliteStore { connection, set, checkpoints: Checkpoints::new() })
+    }
+
+    fn position(&self) -> Result<Position, StoreError> {
+        let stored: Option<i64> = self
+            .connection
+            .query_row("SELECT value FROM meta WHERE key = 'journal_position'", [], |row| row.get(0))
+            .optional()
+            .map_err(failed("reading the journal position"))?;
+        Ok(stored.unwrap_or(0) as u64)
     }
 
     fn next_seq(&self) -> Result<u64, StoreError> {
@@ -91,33 +113,19 @@ impl SqliteStore {
             .query_row(params![user.as_str(), op.as_str(), key], |row| Ok((row.get(0)?, row.get(1)?)))
             .optional()
             .map_err(failed("reading an idempotency key"))?;
-        Ok(row.map(|(fingerprint, result)| IdempotencyRecord {
-            user: user.clone(),
-            key: key.to_owned(),
-            op,
-            fingerprint,
-            result,
-        }))
+        let Some((fingerprint, result)) = row else { return Ok(None) };
+        let result = result_from_text(op, &result)?;
+        Ok(Some(IdempotencyRecord { user: user.clone(), key: key.to_owned(), fingerprint, result }))
     }
 }
 
 impl Store for SqliteStore {
     fn recover(&mut self, now: Millis) -> Result<Recovered, StoreError> {
-        let unsettled = "expires_at > ?1 OR (remaining_amount > 0 AND refunded_amount = 0)";
-        let sql = format!("SELECT {PACKET_COLUMNS} FROM packets WHERE {unsettled}");
-        let rows = self
-            .connection
-            .prepare(&sql)
-            .and_then(|mut statement| statement.query_map(params![now.0], packet_from_row)?.collect())
-            .map_err(failed("loading live packets"))?;
-        let sql =
-            format!("SELECT {CLAIM_COLUMNS} FROM claims c JOIN packets p ON p.seq = c.packet_seq WHERE {unsettled}");
-        let claims = self
-            .connection
-            .prepare(&sql)
-            .and_then(|mut statement| statement.query_map(params![now.0], claim_from_row)?.collect())
-            .map_err(failed("loading live claims"))?;
-        Ok(Recovered { next_seq: self.next_seq()?, packets: assemble(rows, claims)?, outbox: self.outbox()? })
+        // One snapshot: the position and the rows it covers.
+        self.connection.execute_batch("BEGIN").map_err(failed("starting a recovery read"))?;
+        let recovered = self.load(now);
+        self.connection.execute_batch("COMMIT").map_err(failed("ending a recovery read"))?;
+        recovered
     }
 
     fn prefetch(&mut self, wants: &Wants) -> Result<Fetched, StoreError> {
@@ -127,8 +135,7 @@ impl Store for SqliteStore {
         }
         for (user, op, key) in &wants.idempotency {
             if let Some(record) = self.idempotency(user, *op, key)? {
-                if record.op == IdempotencyOp::Send {
-                    let id = record.result.parse().map_err(|_| StoreError::new("stored send result is not an id"))?;
+                if let IdempotencyResult::Sent(id) = record.result {
                     fetched.packets.extend(load_packet(&self.connection, &id)?);
                 }
                 fetched.idempotency.push(record);
@@ -150,14 +157,78 @@ impl Store for SqliteStore {
         Ok(fetched)
     }
 
-    fn commit(&mut self, effects: &Effects) -> Result<(), StoreError> {
-        let transaction = self.connection.transaction().map_err(failed("starting a batch"))?;
-        write_effects(&transaction, effects)?;
-        transaction.commit().map_err(failed("committing a batch"))
+    fn materialized(&mut self) -> Result<Position, StoreError> {
+        self.position()
+    }
+
+    fn materialize(&mut self, batches: &[Journaled]) -> Result<(), StoreError> {
+        let Some(last) = batches.last() else { return Ok(()) };
+        let transaction = self.connection.transaction().map_err(failed("starting a materialization"))?;
+        let position = position_in(&transaction)?;
+        if batches[0].position != position + 1 {
+            return Err(StoreError::refused(format!(
+                "batch {} does not follow the tables' position {position}",
+                batches[0].position
+            )));
+        }
+        for batch in batches {
+            write_effects(&transaction, &batch.effects)?;
+        }
+        write_outbox(&transaction, batches)?;
+        transaction
+            .execute(
+                "INSERT INTO meta (key, value) VALUES ('journal_position', ?1) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![last.position as i64],
+            )
+            .map_err(failed("recording the journal position"))?;
+        transaction.commit().map_err(failed("committing a materialization"))
     }
 
     fn maintain(&mut self) {
         self.checkpoints.run_if_due(&self.connection);
+    }
+}
+
+fn position_in(tx: &Transaction<'_>) -> Result<Position, StoreError> {
+    let stored: Option<i64> = tx
+        .query_row("SELECT value FROM meta WHERE key = 'journal_position'", [], |row| row.get(0))
+        .optional()
+        .map_err(failed("reading the journal position"))?;
+    Ok(stored.unwrap_or(0) as u64)
+}
+
+impl SqliteStore {
+    fn load(&self, now: Millis) -> Result<Recovered, StoreError> {
+        let unsettled = "expires_at > ?1 OR (remaining_amount > 0 AND refunded_amount = 0)";
+        let sql = format!("SELECT {PACKET_COLUMNS} FROM packets WHERE {unsettled}");
+        let rows = self
+            .connection
+            .prepare(&sql)
+            .and_then(|mut statement| statement.query_map(params![now.0], packet_from_row)?.collect())
+            .map_err(failed("loading live packets"))?;
+        let sql =
+            format!("SELECT {CLAIM_COLUMNS} FROM claims c JOIN packets p ON p.seq = c.packet_seq WHERE {unsettled}");
+        let claims = self
+            .connection
+            .prepare(&sql)
+            .and_then(|mut statement| statement.query_map(params![now.0], claim_from_row)?.collect())
+            .map_err(failed("loading live claims"))?;
+        Ok(Recovered {
+            position: self.position()?,
+            next_seq: self.next_seq()?,
+            packets: assemble(rows, claims)?,
+            outbox: self.outbox()?,
+        })
+    }
+}
+
+/// A write error: a constraint's refusal (an engine bug, never retried) or a
+/// failure that may pass.
+fn written(context: &str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+    move |error| match error.sqlite_error_code() {
+        Some(ErrorCode::ConstraintViolation) => StoreError::refused(format!("{context}: {error}")),
+        _ => StoreError::new(format!("{context}: {error}")),
     }
 }
 
@@ -178,7 +249,7 @@ fn write_effects(tx: &Transaction<'_>, effects: &Effects) -> Result<(), StoreErr
                 packet,
                 entry.at.0
             ])
-            .map_err(failed("writing a ledger entry"))?;
+            .map_err(written("writing a ledger entry"))?;
     }
     let mut packets = tx
         .prepare_cached(
@@ -204,7 +275,7 @@ fn write_effects(tx: &Transaction<'_>, effects: &Effects) -> Result<(), StoreErr
                 info.created_at.0,
                 info.expires_at.0,
             ])
-            .map_err(failed("writing a packet"))?;
+            .map_err(written("writing a packet"))?;
     }
     let mut claims = tx
         .prepare_cached(
@@ -214,28 +285,36 @@ fn write_effects(tx: &Transaction<'_>, effects: &Effects) -> Result<(), StoreErr
     for (id, claim) in &effects.claims {
         claims
             .execute(params![id.seq as i64, claim.user.as_str(), claim.index, claim.amount.signed(), claim.at.0])
-            .map_err(failed("writing a claim"))?;
+            .map_err(written("writing a claim"))?;
     }
     let mut refunds = tx
         .prepare_cached("UPDATE OR ROLLBACK packets SET refunded_amount = remaining_amount, remaining_amount = 0 WHERE seq = ?1 AND remaining_amount = ?2")
         .map_err(failed("preparing refunds"))?;
     for (id, amount) in &effects.refunds {
-        let changed = refunds.execute(params![id.seq as i64, amount.signed()]).map_err(failed("writing a refund"))?;
+        let changed = refunds.execute(params![id.seq as i64, amount.signed()]).map_err(written("writing a refund"))?;
         if changed != 1 {
-            return Err(StoreError::new(format!("refund of {id} for {} matched no packet", amount.fen())));
+            return Err(StoreError::refused(format!("refund of {id} for {} matched no packet", amount.fen())));
         }
     }
-    write_outbox_and_keys(tx, effects)
+    write_keys(tx, effects)
 }
 
-fn write_outbox_and_keys(tx: &Transaction<'_>, effects: &Effects) -> Result<(), StoreError> {
-    let mut added = tx
+/// The net outbox change of a transaction's batches: credits both added and
+/// acknowledged in them are never written.
+fn write_outbox(tx: &Transaction<'_>, batches: &[Journaled]) -> Result<(), StoreError> {
+    let added: HashSet<&str> =
+        batches.iter().flat_map(|b| &b.effects.outbox_added).map(|credit| credit.reference.as_str()).collect();
+    let removed: HashSet<&str> = batches.iter().flat_map(|b| &b.effects.outbox_removed).map(String::as_str).collect();
+    let mut insert = tx
         .prepare_cached(
             "INSERT OR ROLLBACK INTO outbox (reference, user, amount, packet_seq, at) VALUES (?1, ?2, ?3, ?4, ?5)",
         )
         .map_err(failed("preparing outbox writes"))?;
-    for credit in &effects.outbox_added {
-        added
+    for credit in batches.iter().flat_map(|b| &b.effects.outbox_added) {
+        if removed.contains(credit.reference.as_str()) {
+            continue;
+        }
+        insert
             .execute(params![
                 credit.reference,
                 credit.user.as_str(),
@@ -243,21 +322,26 @@ fn write_outbox_and_keys(tx: &Transaction<'_>, effects: &Effects) -> Result<(), 
                 credit.packet_id.seq as i64,
                 credit.at.0
             ])
-            .map_err(failed("writing an outbox credit"))?;
+            .map_err(written("writing an outbox credit"))?;
     }
-    let mut removed =
+    let mut delete =
         tx.prepare_cached("DELETE FROM outbox WHERE reference = ?1").map_err(failed("preparing outbox deletes"))?;
-    for reference in &effects.outbox_removed {
-        removed.execute(params![reference]).map_err(failed("deleting an outbox credit"))?;
+    for reference in removed.iter().filter(|reference| !added.contains(*reference)) {
+        delete.execute(params![reference]).map_err(failed("deleting an outbox credit"))?;
     }
+    Ok(())
+}
+
+fn write_keys(tx: &Transaction<'_>, effects: &Effects) -> Result<(), StoreError> {
     let mut keys = tx
         .prepare_cached(
             "INSERT OR ROLLBACK INTO idempotency (user, key, op, fingerprint, result) VALUES (?1, ?2, ?3, ?4, ?5)",
         )
         .map_err(failed("preparing idempotency writes"))?;
     for record in &effects.idempotency {
-        keys.execute(params![record.user.as_str(), record.key, record.op.as_str(), record.fingerprint, record.result])
-            .map_err(failed("writing an idempotency key"))?;
+        let (op, result) = (record.op().as_str(), result_text(&record.result));
+        keys.execute(params![record.user.as_str(), record.key, op, record.fingerprint, result])
+            .map_err(written("writing an idempotency key"))?;
     }
     // The sequence moves only when packets are made; a batch without one
     // leaves the meta page alone (one page less to write).

@@ -1,12 +1,16 @@
 //! The store's second line of defence: effects that break an invariant are
-//! refused whole, whatever the engine decided. Each case writes one wrong
-//! batch on top of a valid history and checks nothing of it landed.
+//! refused whole, whatever the engine decided, and the refusal says so
+//! (`StoreError::refused`: the materializer halts the set on it). Each case
+//! materializes one wrong batch on top of a valid history and checks nothing
+//! of it landed.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use hongbao_domain::ledger::{EntryKind, send_ref};
 use hongbao_domain::packet::SpecInput;
 use hongbao_domain::{Amount, Claim, Limits, Millis, Packet, PacketId, PacketSpec, SetId, UserId};
-use hongbao_engine::{Credit, Effects, LedgerEntry, Store, StoreReader};
+use std::sync::Arc;
+
+use hongbao_engine::{Credit, Effects, Journaled, LedgerEntry, Store, StoreError, StoreReader};
 use hongbao_store_sqlite::open_set;
 
 const NOW: Millis = Millis(1_800_000_000_000);
@@ -47,8 +51,14 @@ fn history(kind: &str, recipient: Option<&str>) -> (tempfile::TempDir, hongbao_s
         packets: vec![packet.clone()],
         ..Effects::default()
     };
-    stores.store.commit(&effects).unwrap();
-    (dir, stores.store, packet)
+    commit(&mut stores.materializer, effects).unwrap();
+    (dir, stores.materializer, packet)
+}
+
+/// Materializes `effects` as the tables' next journal position.
+fn commit(store: &mut hongbao_store_sqlite::SqliteStore, effects: Effects) -> Result<(), StoreError> {
+    let position = store.materialized().unwrap() + 1;
+    store.materialize(&[Journaled { position, effects: Arc::new(effects) }])
 }
 
 fn claim(who: &str, index: u32, amount: u64, at: Millis) -> Claim {
@@ -56,8 +66,11 @@ fn claim(who: &str, index: u32, amount: u64, at: Millis) -> Claim {
 }
 
 fn refused(store: &mut hongbao_store_sqlite::SqliteStore, effects: Effects, why: &str) {
-    let error = store.commit(&effects).expect_err("the store must refuse this batch");
-    assert!(error.0.contains(why), "expected {why:?}, got {error}");
+    let before = store.materialized().unwrap();
+    let error = commit(store, effects).expect_err("the store must refuse this batch");
+    assert!(error.message.contains(why), "expected {why:?}, got {error}");
+    assert!(error.refused, "a broken invariant is a refusal, not a passing failure: {error}");
+    assert_eq!(store.materialized().unwrap(), before, "nothing of a refused batch lands, nor its position");
 }
 
 #[test]
@@ -108,7 +121,7 @@ fn claims_that_break_the_packet_rules_are_refused_whole() {
     let all = vec![claim("b", 0, 100, NOW), claim("c", 1, 100, NOW), claim("d", 2, 99, NOW)];
     refused(&mut store, one(all), "CHECK");
     // After all the refusals, a valid claim still fits: nothing half-applied.
-    store.commit(&one(vec![claim("bob", 0, 10, NOW)])).unwrap();
+    commit(&mut store, one(vec![claim("bob", 0, 10, NOW)])).unwrap();
 }
 
 #[test]
@@ -126,7 +139,7 @@ fn exclusive_packets_refunds_and_outbox_rows_are_checked() {
     let refund = entry(hongbao_domain::ledger::refund_ref(id), "alice", 300, EntryKind::Refund, Some(id));
     let valid =
         Effects { next_seq: 2, ledger: vec![refund.clone()], refunds: vec![(id, fen(300))], ..Effects::default() };
-    store.commit(&valid).unwrap();
+    commit(&mut store, valid).unwrap();
     let again = Effects {
         next_seq: 2,
         ledger: vec![LedgerEntry { reference: "refund:again".into(), ..refund }],

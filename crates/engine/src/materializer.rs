@@ -1,0 +1,166 @@
+//! Tables follow: one thread per set writes the journaled batches into the
+//! tables, many batches per transaction, recording in the same transaction
+//! the position reached. It is behind the commit point: a client was
+//! answered when its batch's record was durable, and nothing here can
+//! change that answer.
+//!
+//! If the tables refuse a batch (a constraint caught a broken invariant),
+//! the set halts: the refused record is found by writing the batches one by
+//! one, it is named in the log and in readiness, and the set takes no more
+//! writes. It is never skipped or repaired silently: that is an engine bug.
+//! Other failures (i/o, a busy database) are retried.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::Receiver;
+use hongbao_domain::SetId;
+use tracing::{error, info, warn};
+
+use crate::journal::record::decode;
+use crate::journal::{Journal, JournalError, Position};
+use crate::progress::Progress;
+use crate::store::{Journaled, Store, StoreError};
+
+/// Batches written per transaction at most: enough that a transaction's
+/// fixed costs (its fsync, the hot pages it rewrites) are shared widely,
+/// few enough that readers waiting for a position are not held long.
+pub(crate) const BATCHES_PER_TRANSACTION_MAX: usize = 4096;
+
+/// How long a failed transaction waits before it is tried again.
+const RETRY_AFTER: Duration = Duration::from_millis(200);
+
+pub(crate) enum ToMaterializer {
+    Batch(Journaled),
+    /// Write what is queued before this, then stop.
+    Stop,
+}
+
+pub(crate) struct Materializer<S: Store> {
+    set: SetId,
+    store: S,
+    position: Position,
+    progress: Arc<Progress>,
+}
+
+impl<S: Store> Materializer<S> {
+    pub(crate) fn new(set: SetId, mut store: S, progress: Arc<Progress>) -> Result<Materializer<S>, StoreError> {
+        let position = store.materialized()?;
+        progress.set_materialized(position);
+        Ok(Materializer { set, store, position, progress })
+    }
+
+    pub(crate) fn position(&self) -> Position {
+        self.position
+    }
+
+    /// The loop: take what is queued, write it in one transaction, publish.
+    pub(crate) fn run(mut self, queue: Receiver<ToMaterializer>) {
+        let mut pending = Vec::new();
+        let mut stop = false;
+        while !stop {
+            if pending.is_empty() {
+                match queue.recv() {
+                    Ok(ToMaterializer::Batch(batch)) => pending.push(batch),
+                    Ok(ToMaterializer::Stop) | Err(_) => stop = true,
+                }
+            }
+            while !stop && pending.len() < BATCHES_PER_TRANSACTION_MAX {
+                match queue.try_recv() {
+                    Ok(ToMaterializer::Batch(batch)) => pending.push(batch),
+                    Ok(ToMaterializer::Stop) => stop = true,
+                    Err(_) => break,
+                }
+            }
+            while !pending.is_empty() && self.progress.halted().is_none() {
+                match self.step(&pending) {
+                    Ok(()) => pending.clear(),
+                    Err(failure) => {
+                        warn!(set = %self.set, %failure, "materializing failed; retrying");
+                        std::thread::sleep(RETRY_AFTER);
+                    }
+                }
+            }
+            pending.clear();
+        }
+        info!(set = %self.set, position = self.position, "tables stopped");
+    }
+
+    /// Writes `batches` (those past the tables' position) in one
+    /// transaction. A refusal halts the set; any other failure is returned
+    /// for a retry, with nothing written.
+    pub(crate) fn step(&mut self, batches: &[Journaled]) -> Result<(), StoreError> {
+        let fresh = batches.iter().position(|batch| batch.position > self.position).unwrap_or(batches.len());
+        let batches = &batches[fresh..];
+        let Some(last) = batches.last() else { return Ok(()) };
+        for (offset, batch) in batches.iter().enumerate() {
+            assert_eq!(batch.position, self.position + 1 + offset as u64, "set {}: a gap in the journal", self.set);
+        }
+        match self.store.materialize(batches) {
+            Ok(()) => {
+                self.position = last.position;
+                self.progress.set_materialized(self.position);
+                self.store.maintain();
+                Ok(())
+            }
+            Err(failure) if failure.refused => {
+                self.halt_on_the_refused_record(batches);
+                Ok(())
+            }
+            Err(failure) => Err(failure),
+        }
+    }
+
+    /// Writes the batches one by one up to the one refused, and halts there.
+    fn halt_on_the_refused_record(&mut self, batches: &[Journaled]) {
+        for batch in batches {
+            match self.store.materialize(std::slice::from_ref(batch)) {
+                Ok(()) => {
+                    self.position = batch.position;
+                    self.progress.set_materialized(self.position);
+                }
+                Err(failure) => {
+                    let why = format!(
+                        "set {}: the tables refused journal record {}: {}; the set takes no writes \
+                         (an engine bug: the record is kept, never skipped)",
+                        self.set, batch.position, failure.message
+                    );
+                    error!("{why}");
+                    self.progress.halt(why);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Brings the tables up to the end of the journal (at start, and in the
+/// simulation after a crash): reads the records past the tables' position
+/// and writes them in large transactions. Returns the journal's last
+/// position. A record the tables refuse stops the start with its reason.
+pub(crate) fn catch_up<S: Store>(
+    materializer: &mut Materializer<S>,
+    journal: &mut dyn Journal,
+) -> Result<Position, JournalError> {
+    let mut pending: Vec<Journaled> = Vec::new();
+    let flush = |materializer: &mut Materializer<S>, pending: &mut Vec<Journaled>| {
+        let result = materializer.step(pending);
+        pending.clear();
+        match (result, materializer.progress.halted()) {
+            (Ok(()), None) => Ok(()),
+            (Ok(()), Some(why)) => Err(JournalError::Invalid { position: materializer.position + 1, why }),
+            (Err(failure), _) => Err(JournalError::Io(format!("materializing: {failure}"))),
+        }
+    };
+    let after = materializer.position;
+    let last = journal.recover(after, &mut |position, payload| {
+        let effects = decode(payload).map_err(|why| JournalError::Invalid { position, why })?;
+        pending.push(Journaled { position, effects: Arc::new(effects) });
+        if pending.len() >= BATCHES_PER_TRANSACTION_MAX {
+            flush(materializer, &mut pending)?;
+        }
+        Ok(())
+    })?;
+    flush(materializer, &mut pending)?;
+    Ok(last)
+}

@@ -1,0 +1,82 @@
+//! How far one set has come, shared by its writer, its materializer and the
+//! readers: the last position answered, the last materialized, and whether
+//! the set serves writes.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::journal::Position;
+
+#[derive(Debug)]
+pub(crate) struct Progress {
+    /// The last position whose batch was durable before it was answered.
+    acked: AtomicU64,
+    /// The last position the tables hold (mirrored in `changes` for waiters).
+    materialized: AtomicU64,
+    changes: watch::Sender<Position>,
+    /// False while the writer recovers from a failed append.
+    healthy: AtomicBool,
+    /// Why the materializer stopped, if a record was refused by the tables:
+    /// an engine bug, which stops the set's writes until an operator acts.
+    halted: Mutex<Option<String>>,
+}
+
+impl Progress {
+    pub(crate) fn new(materialized: Position) -> Progress {
+        Progress {
+            acked: AtomicU64::new(materialized),
+            materialized: AtomicU64::new(materialized),
+            changes: watch::Sender::new(materialized),
+            healthy: AtomicBool::new(true),
+            halted: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn acked(&self) -> Position {
+        self.acked.load(Ordering::Acquire)
+    }
+
+    /// Called after a batch is durable and before it is answered, so a
+    /// client that was answered reads a position at least its batch's.
+    pub(crate) fn ack(&self, position: Position) {
+        self.acked.store(position, Ordering::Release);
+    }
+
+    pub(crate) fn materialized(&self) -> Position {
+        self.materialized.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_materialized(&self, position: Position) {
+        self.materialized.store(position, Ordering::Release);
+        self.changes.send_replace(position);
+    }
+
+    /// Waits until the tables hold `position`, for at most `wait`.
+    pub(crate) async fn materialized_past(&self, position: Position, wait: Duration) -> bool {
+        if self.materialized() >= position {
+            return true;
+        }
+        let mut changes = self.changes.subscribe();
+        let reached = changes.wait_for(|materialized| *materialized >= position);
+        matches!(tokio::time::timeout(wait, reached).await, Ok(Ok(_)))
+    }
+
+    pub(crate) fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed) && self.halted().is_none()
+    }
+
+    pub(crate) fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::Relaxed);
+    }
+
+    pub(crate) fn halted(&self) -> Option<String> {
+        self.halted.lock().expect("halt lock").clone()
+    }
+
+    pub(crate) fn halt(&self, why: String) {
+        *self.halted.lock().expect("halt lock") = Some(why);
+    }
+}

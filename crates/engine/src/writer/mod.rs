@@ -1,0 +1,312 @@
+//! The single writer of one set. Its loop reads as drain → prefetch → apply
+//! → append → reply: commands are taken from the FIFO queue in order,
+//! applied to memory, their batch's record appended to the journal, and
+//! answered only once that record is durable. The tables follow behind
+//! (`materializer.rs`).
+//!
+//! The writer's jobs, one file each: the loop (here), the business rules
+//! (`rules.rs`), the credit protocol between sets (`credits.rs`), the
+//! overload policy (`overload.rs`), the commit point and recovery
+//! (`commit.rs`), and what memory holds (`state.rs`).
+
+mod commit;
+mod credits;
+mod overload;
+mod rules;
+mod state;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, select};
+use hongbao_domain::{Millis, Packet, PacketId, SetId, UserId};
+use tracing::{error, info};
+
+use crate::clock::{Clock, Entropy};
+use crate::command::{Command, Mail, Pending, Queued};
+use crate::config::EngineConfig;
+use crate::error::EngineError;
+use crate::journal::{Journal, Position};
+use crate::materializer::ToMaterializer;
+use crate::progress::Progress;
+use crate::store::{Effects, Fetched, IdempotencyRecord, Store, Wants};
+use state::{KeyOf, State};
+
+/// What one batch works with beyond `State`: loaded for it, dropped after.
+struct Batch {
+    /// The position its record will have.
+    position: Position,
+    now: Millis,
+    /// Idempotency records loaded from the tables for this batch.
+    idempotency: HashMap<KeyOf, IdempotencyRecord>,
+    /// Settled packets loaded from the tables for this batch.
+    settled: HashMap<PacketId, Packet>,
+    references_present: HashSet<String>,
+    effects: Effects,
+    pending: Vec<Pending>,
+    /// Mail to other sets, sent once the batch is durable.
+    mail: Vec<(SetId, Mail)>,
+}
+
+/// Where a writer's work comes from and goes to.
+pub(crate) struct Links {
+    pub(crate) commands: Receiver<Queued>,
+    pub(crate) mail: Receiver<Mail>,
+    pub(crate) peers: Arc<Vec<Sender<Mail>>>,
+    pub(crate) materializer: Sender<ToMaterializer>,
+    pub(crate) progress: Arc<Progress>,
+    /// How long the oldest command of the last batch waited (microseconds),
+    /// for the engine to refuse at the door while the queue is that slow.
+    pub(crate) queue_delay_us: Arc<AtomicU64>,
+}
+
+pub(crate) struct Writer<S: Store> {
+    pub(crate) set: SetId,
+    sets: u16,
+    config: EngineConfig,
+    /// The writer's own handle on the tables: recover and prefetch only.
+    store: S,
+    journal: Box<dyn Journal>,
+    clock: Arc<dyn Clock>,
+    entropy: Box<dyn Entropy>,
+    pub(crate) links: Links,
+    state: State,
+    /// The last position handed to the materializer.
+    sent: Position,
+    /// Set by a failed append: the journal must be read back before the
+    /// next one (the record may be there whole, torn, or not at all).
+    journal_unsure: bool,
+    /// The position the journal was last trimmed to.
+    trimmed: Position,
+    /// Reused for every record's encoding.
+    buffer: Vec<u8>,
+    last_resend_scan: Duration,
+    /// Commands shed since the last warning (at most one a second).
+    shed_unlogged: usize,
+    shed_logged_at: Duration,
+}
+
+impl<S: Store> Writer<S> {
+    /// A writer over tables that hold the whole journal (`catch_up` ran).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        set: SetId,
+        sets: u16,
+        config: EngineConfig,
+        mut store: S,
+        journal: Box<dyn Journal>,
+        clock: Arc<dyn Clock>,
+        entropy: Box<dyn Entropy>,
+        links: Links,
+    ) -> Result<Writer<S>, crate::store::StoreError> {
+        let recovered = store.recover(clock.now())?;
+        let position = recovered.position;
+        Ok(Writer {
+            set,
+            sets,
+            config,
+            store,
+            journal,
+            clock,
+            entropy,
+            links,
+            state: State::recovered(recovered),
+            sent: position,
+            journal_unsure: false,
+            trimmed: 0,
+            buffer: Vec::new(),
+            last_resend_scan: Duration::ZERO,
+            shed_unlogged: 0,
+            shed_logged_at: Duration::ZERO,
+        })
+    }
+
+    /// One turn of the loop without waiting, for the simulation, which drives
+    /// every set from one thread with its own clock.
+    /// `backlog`: whether commands are still queued behind these.
+    pub(crate) fn step(&mut self, commands: Vec<Queued>, mail: Vec<Mail>, backlog: bool) {
+        self.process(commands, mail, backlog);
+        self.resend_credits(false);
+    }
+
+    /// The loop: wait for work (or a tick), drain a batch, process it.
+    pub(crate) fn run(mut self) {
+        info!(set = %self.set, packets = self.state.packets.len(), outbox = self.state.outbox.len(), "set serving");
+        self.resend_credits(true);
+        loop {
+            let (commands, mail, stop) = self.drain();
+            let backlog = !self.links.commands.is_empty();
+            self.process(commands, mail, backlog);
+            self.resend_credits(false);
+            if stop {
+                let _ = self.links.materializer.send(ToMaterializer::Stop);
+                info!(set = %self.set, position = self.state.position, "set stopped");
+                return;
+            }
+        }
+    }
+
+    fn drain(&self) -> (Vec<Queued>, Vec<Mail>, bool) {
+        let mut commands = Vec::new();
+        let mut mail = Vec::new();
+        let mut stop = false;
+        select! {
+            recv(self.links.commands) -> message => match message {
+                Ok(Queued { command: Command::Shutdown, .. }) | Err(_) => stop = true,
+                Ok(queued) => commands.push(queued),
+            },
+            recv(self.links.mail) -> message => mail.extend(message.ok()),
+            default(self.config.tick) => {}
+        }
+        while mail.len() < self.config.batch_max {
+            match self.links.mail.try_recv() {
+                Ok(message) => mail.push(message),
+                Err(_) => break,
+            }
+        }
+        while !stop && commands.len() < self.config.batch_max {
+            match self.links.commands.try_recv() {
+                Ok(Queued { command: Command::Shutdown, .. }) => stop = true,
+                Ok(queued) => commands.push(queued),
+                Err(_) => break,
+            }
+        }
+        (commands, mail, stop)
+    }
+
+    fn process(&mut self, queued: Vec<Queued>, mail: Vec<Mail>, backlog: bool) {
+        let commands = self.admit(queued, backlog);
+        if !self.links.progress.is_healthy() && !self.recover() {
+            // Dropped mail is safe: unacknowledged credits are resent.
+            commands.into_iter().for_each(|command| command.refuse(EngineError::Unavailable));
+            return;
+        }
+        self.follow_the_tables();
+        let now = self.clock.now();
+        let due = self.due_packets(now);
+        let wants = self.wants(&commands, &mail, &due);
+        let fetched = match wants.is_empty() {
+            true => Fetched::default(),
+            false => match self.store.prefetch(&wants) {
+                Ok(fetched) => fetched,
+                Err(failure) => {
+                    error!(set = %self.set, %failure, "prefetch failed; batch refused");
+                    commands.into_iter().for_each(|command| command.refuse(EngineError::Unavailable));
+                    return;
+                }
+            },
+        };
+        let mut batch = self.batch(now, fetched);
+        for id in due {
+            self.settle(id, &mut batch);
+        }
+        for message in mail {
+            self.apply_mail(message, &mut batch);
+        }
+        for command in commands {
+            self.apply(command, &mut batch);
+        }
+        batch.effects.next_seq = self.state.next_seq;
+        self.commit(batch);
+    }
+
+    /// Forgets what the tables now hold and trims the journal below it.
+    fn follow_the_tables(&mut self) {
+        let materialized = self.links.progress.materialized();
+        self.state.forget_materialized(materialized, self.config.accounts_cached_max);
+        if materialized > self.trimmed {
+            match self.journal.trim(materialized) {
+                Ok(()) => self.trimmed = materialized,
+                Err(failure) => error!(set = %self.set, %failure, "trimming the journal failed; retrying later"),
+            }
+        }
+    }
+
+    fn due_packets(&self, now: Millis) -> Vec<PacketId> {
+        self.state
+            .expiries
+            .iter()
+            .take_while(|(expires_at, _)| *expires_at <= now)
+            .take(self.config.refunds_per_batch_max)
+            .map(|(_, id)| *id)
+            .collect()
+    }
+
+    /// What the batch needs that memory does not hold: the balances it
+    /// changes, the idempotency keys it checks, the settled packets it
+    /// opens, and whether resent credits already landed.
+    fn wants(&self, commands: &[Command], mail: &[Mail], due: &[PacketId]) -> Wants {
+        let mut accounts = HashSet::new();
+        let mut packets = HashSet::new();
+        let mut wants = Wants::default();
+        let mut key = |user: &UserId, op, key: &Option<String>| {
+            if let Some(key) = key {
+                let wanted = (user.clone(), op, key.clone());
+                if !self.state.unmaterialized.keys.contains(&wanted) {
+                    wants.idempotency.push(wanted);
+                }
+            }
+        };
+        for command in commands {
+            match command {
+                Command::Deposit { user, key: k, .. } => {
+                    accounts.insert(user);
+                    key(user, crate::store::IdempotencyOp::Deposit, k);
+                }
+                Command::Send { sender, key: k, .. } => {
+                    accounts.insert(sender);
+                    key(sender, crate::store::IdempotencyOp::Send, k);
+                }
+                Command::Open { id, user, .. } => {
+                    packets.insert(*id);
+                    if SetId::of_user(user, self.sets) == self.set {
+                        accounts.insert(user);
+                    }
+                }
+                Command::Grab { id, .. } => drop(packets.insert(*id)),
+                Command::Shutdown => {}
+            }
+        }
+        for id in due {
+            accounts.insert(&self.state.packets[id].info.sender);
+        }
+        for message in mail {
+            if let Mail::Credit { credit, first, .. } = message {
+                accounts.insert(&credit.user);
+                if !first && !self.state.unmaterialized.credited.contains(&credit.reference) {
+                    wants.references.push(credit.reference.clone());
+                }
+            }
+        }
+        wants.accounts =
+            accounts.into_iter().filter(|user| !self.state.accounts.contains_key(*user)).cloned().collect();
+        let unknown =
+            |id: &PacketId| !self.state.packets.contains_key(id) && !self.state.unmaterialized.settled.contains(id);
+        wants.packets = packets.into_iter().filter(unknown).collect();
+        wants
+    }
+
+    fn batch(&mut self, now: Millis, fetched: Fetched) -> Batch {
+        let position = self.state.position + 1;
+        for (user, balance) in fetched.accounts {
+            self.state.accounts.insert(user, state::Account { balance, changed_at: 0 });
+        }
+        let idempotency = fetched
+            .idempotency
+            .into_iter()
+            .map(|record| ((record.user.clone(), record.op(), record.key.clone()), record))
+            .collect();
+        Batch {
+            position,
+            now,
+            idempotency,
+            settled: fetched.packets.into_iter().map(|packet| (packet.info.id, packet)).collect(),
+            references_present: fetched.references_present.into_iter().collect(),
+            effects: Effects::default(),
+            pending: Vec::new(),
+            mail: Vec::new(),
+        }
+    }
+}
