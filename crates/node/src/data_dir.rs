@@ -4,7 +4,8 @@
 //! | file | what | owner of its format |
 //! | --- | --- | --- |
 //! | `hongbao.meta` | `format=1`, `sets=N`: the set count, fixed at creation (changing it would move every user to another set) | here |
-//! | `set-NNN.db` (with `-wal`, `-shm`) | one SQLite database per set | `hongbao_store_sqlite::set_path` |
+//! | `set-NNN.journal/` | one journal per set: segment files, the commit point | `hongbao_store_sqlite::journal_path`, `hongbao_journal` |
+//! | `set-NNN.db` (with `-wal`, `-shm`) | one SQLite database per set: the tables the journal is materialized into | `hongbao_store_sqlite::set_path` |
 //! | `keys.json` | signing keys, removed key ids, admins | `keys.rs` |
 //! | `keys.lock` | held while `keys.json` is edited | `keys.rs` |
 //! | `admin.token` | the first admin's token, written once at creation | `keys.rs` |

@@ -1,14 +1,26 @@
-//! Reads a set's database whole, as raw rows, for `hongbao audit`.
+//! Reads a set whole, as raw rows, for `hongbao audit`: its tables, with its
+//! journal replayed past them. After a crash (SIGKILL) the tables lag the
+//! journal; the audit copies the database into memory, materializes the
+//! journal's records past the tables' position into the copy (the same
+//! writes and constraints as the materializer), and reads the copy. Nothing
+//! in the directory is written: a torn journal tail is left for the next
+//! start to cut, and a read-only directory can be audited.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use hongbao_domain::SetId;
 use hongbao_domain::audit::{AccountRow, ClaimRow, LedgerRow, OutboxRow, PacketRow, SetSnapshot};
-use hongbao_engine::StoreError;
+use hongbao_engine::journal::record::decode;
+use hongbao_engine::{Journal, JournalError, Journaled, Store, StoreError};
+use hongbao_journal::FileJournal;
+use rusqlite::backup::Backup;
 use rusqlite::{Connection, OpenFlags, Row};
 
 use crate::failed;
-use crate::layout::set_path;
+use crate::layout::{journal_path, set_path};
+use crate::writer::SqliteStore;
 
 fn rows<T>(
     connection: &Connection,
@@ -37,7 +49,11 @@ fn open_stopped(path: &Path) -> rusqlite::Result<Connection> {
     Connection::open_with_flags(format!("file:{escaped}?immutable=1"), flags)
 }
 
-/// Everything one set holds, read from a stopped data directory.
+/// Records replayed per transaction into the copy.
+const REPLAY_BATCHES_MAX: usize = 4096;
+
+/// Everything one set holds, read from a stopped data directory: its
+/// tables, with its journal's records past them applied.
 pub fn snapshot(dir: &Path, set: SetId) -> Result<SetSnapshot, StoreError> {
     let path = set_path(dir, set);
     if !path.exists() {
@@ -45,16 +61,68 @@ pub fn snapshot(dir: &Path, set: SetId) -> Result<SetSnapshot, StoreError> {
     }
     let connection =
         open_stopped(&path).map_err(|e| StoreError::new(format!("cannot open {}: {e}", path.display())))?;
+    match replayed_copy(dir, set, &connection)? {
+        Some(store) => read_rows(store.connection(), set),
+        None => read_rows(&connection, set),
+    }
+}
+
+/// A copy of the tables in memory with the journal's records past them
+/// applied; `None` when the tables hold the whole journal.
+fn replayed_copy(dir: &Path, set: SetId, connection: &Connection) -> Result<Option<SqliteStore>, StoreError> {
+    let position: i64 = connection
+        .query_row("SELECT COALESCE((SELECT value FROM meta WHERE key = 'journal_position'), 0)", [], |row| row.get(0))
+        .map_err(failed("reading the journal position"))?;
+    let mut journal =
+        FileJournal::open_read_only(&journal_path(dir, set)).map_err(|e| StoreError::new(e.to_string()))?;
+    let mut copy: Option<SqliteStore> = None;
+    let mut pending = Vec::new();
+    let replay = |copy: &mut Option<SqliteStore>, pending: &mut Vec<Journaled>| -> Result<(), StoreError> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        if copy.is_none() {
+            *copy = Some(in_memory_copy(connection, set)?);
+        }
+        let store = copy.as_mut().expect("made above");
+        let replayed = store.materialize(pending);
+        pending.clear();
+        replayed.map_err(|e| StoreError::new(format!("set {set}: the journal does not apply over the tables: {e}")))
+    };
+    journal
+        .recover(position as u64, &mut |at, payload| {
+            let effects = decode(payload).map_err(|why| JournalError::Invalid { position: at, why })?;
+            pending.push(Journaled { position: at, effects: Arc::new(effects) });
+            if pending.len() >= REPLAY_BATCHES_MAX {
+                replay(&mut copy, &mut pending).map_err(|e| JournalError::Invalid { position: at, why: e.message })?;
+            }
+            Ok(())
+        })
+        .map_err(|e| StoreError::new(format!("set {set}: reading the journal: {e}")))?;
+    replay(&mut copy, &mut pending)?;
+    Ok(copy)
+}
+
+/// The set's database copied into memory, to replay the journal into.
+fn in_memory_copy(connection: &Connection, set: SetId) -> Result<SqliteStore, StoreError> {
+    let mut copy = Connection::open_in_memory().map_err(failed("opening a copy in memory"))?;
+    Backup::new(connection, &mut copy)
+        .and_then(|backup| backup.run_to_completion(1024, Duration::ZERO, None))
+        .map_err(failed("copying the database into memory"))?;
+    Ok(SqliteStore::over(copy, set))
+}
+
+fn read_rows(connection: &Connection, set: SetId) -> Result<SetSnapshot, StoreError> {
     Ok(SetSnapshot {
         set: set.0,
-        accounts: rows(&connection, "SELECT user, balance FROM accounts", |row| {
+        accounts: rows(connection, "SELECT user, balance FROM accounts", |row| {
             Ok(AccountRow { user: row.get(0)?, balance: row.get(1)? })
         })?,
-        ledger: rows(&connection, "SELECT reference, user, amount, kind FROM ledger", |row| {
+        ledger: rows(connection, "SELECT reference, user, amount, kind FROM ledger", |row| {
             Ok(LedgerRow { reference: row.get(0)?, user: row.get(1)?, amount: row.get(2)?, kind: row.get(3)? })
         })?,
         packets: rows(
-            &connection,
+            connection,
             "SELECT id, sender, kind, total_amount, count, remaining_amount, remaining_count, refunded_amount, \
              seed, recipient, expires_at FROM packets",
             |row| {
@@ -74,12 +142,12 @@ pub fn snapshot(dir: &Path, set: SetId) -> Result<SetSnapshot, StoreError> {
             },
         )?,
         claims: rows(
-            &connection,
+            connection,
             "SELECT COALESCE(p.id, 'missing packet seq ' || c.packet_seq), c.user, c.idx, c.amount \
              FROM claims c LEFT JOIN packets p ON p.seq = c.packet_seq",
             |row| Ok(ClaimRow { packet_id: row.get(0)?, user: row.get(1)?, index: row.get(2)?, amount: row.get(3)? }),
         )?,
-        outbox: rows(&connection, "SELECT reference, user, amount FROM outbox", |row| {
+        outbox: rows(connection, "SELECT reference, user, amount FROM outbox", |row| {
             Ok(OutboxRow { reference: row.get(0)?, user: row.get(1)?, amount: row.get(2)? })
         })?,
     })

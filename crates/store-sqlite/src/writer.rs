@@ -50,6 +50,16 @@ impl SqliteStore {
         Ok(SqliteStore { connection, set, checkpoints: Checkpoints::new() })
     }
 
+    /// The tables in `connection`, already migrated (an audit's copy in
+    /// memory).
+    pub(crate) fn over(connection: Connection, set: SetId) -> SqliteStore {
+        SqliteStore { connection, set, checkpoints: Checkpoints::new() }
+    }
+
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.connection
+    }
+
     fn position(&self) -> Result<Position, StoreError> {
         let stored: Option<i64> = self
             .connection

@@ -16,6 +16,7 @@ mod idempotency;
 mod lists;
 mod money;
 mod open_and_grab;
+mod read_your_writes;
 mod restart;
 mod validation;
 mod walkthrough;
