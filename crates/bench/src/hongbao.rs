@@ -69,7 +69,15 @@ impl BenchServer {
     /// open against the store.
     pub async fn stop_and_audit(self, acked: &[Ack]) -> Result<AuditResult> {
         let path = self.running.data.path.clone();
+        // The run's figure counts what was journaled; say how far the
+        // tables were behind when it ended (stopping waits for them).
+        let lag = self.running.engine.tables_lag();
+        let began = std::time::Instant::now();
         self.running.stop().await?;
+        eprintln!(
+            "  tables lag at the end of the run: {lag} batches, materialized while stopping in {:.2?}",
+            began.elapsed()
+        );
         let snapshots = hongbao_node::read_dir(&path)?;
         let report = hongbao_node::audit_snapshots(&snapshots);
         let mut violations = report.violations.clone();
@@ -237,7 +245,7 @@ impl Client for OpenEngine {
         let user = UserId::parse(&name).expect("valid user");
         let id = self.plan.packets[packet];
         match self.engine.open(id, user.clone(), None).await {
-            Ok(OpenOutcome::Opened { amount, .. }) => {
+            Ok(OpenOutcome::Opened(hongbao_domain::Claim { amount, .. })) => {
                 self.acked.push(Ack { packet: id, user, amount: amount.fen() });
                 true
             }

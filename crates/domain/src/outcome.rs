@@ -2,16 +2,13 @@
 //! code, not errors: the engine returns them and the API maps them to HTTP.
 
 use crate::money::Amount;
-use crate::packet::PacketInfo;
+use crate::packet::{Claim, PacketInfo};
 
 /// The answer to an open (拆), after the checks of `Packet::open`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OpenOutcome {
-    /// A new share, durable when this is answered.
-    Opened {
-        amount: Amount,
-        index: u32,
-    },
+    /// A new share, durable when this is answered: the claim as recorded.
+    Opened(Claim),
     /// This user opened the packet before; the same share again.
     AlreadyOpened {
         amount: Amount,
@@ -27,14 +24,15 @@ impl OpenOutcome {
     /// The share the opener got, now or before; `None` for a refusal.
     pub fn amount(&self) -> Option<Amount> {
         match self {
-            OpenOutcome::Opened { amount, .. } | OpenOutcome::AlreadyOpened { amount } => Some(*amount),
+            OpenOutcome::Opened(claim) => Some(claim.amount),
+            OpenOutcome::AlreadyOpened { amount } => Some(*amount),
             _ => None,
         }
     }
 
     pub fn code(&self) -> &'static str {
         match self {
-            OpenOutcome::Opened { .. } | OpenOutcome::AlreadyOpened { .. } => "opened",
+            OpenOutcome::Opened(_) | OpenOutcome::AlreadyOpened { .. } => "opened",
             OpenOutcome::Empty => "packet_empty",
             OpenOutcome::Expired => "packet_expired",
             OpenOutcome::NotRecipient => "not_recipient",

@@ -427,8 +427,9 @@ impl Packet {
             "the last share must take all that is left"
         );
         self.claim_by_user.insert(user.clone(), self.claims.len());
-        self.claims.push(Claim { user: user.clone(), index, amount, at: now });
-        OpenOutcome::Opened { amount, index }
+        let claim = Claim { user: user.clone(), index, amount, at: now };
+        self.claims.push(claim.clone());
+        OpenOutcome::Opened(claim)
     }
 
     fn next_share(&self, index: u32, share_min: Amount) -> Amount {
@@ -534,7 +535,7 @@ mod tests {
         assert_eq!(packet.open(&user("bob"), None, now, &limits), OpenOutcome::WrongPassword);
         assert_eq!(packet.open(&user("bob"), Some("x"), now, &limits), OpenOutcome::WrongPassword);
         let first = packet.open(&user("bob"), Some("恭喜发财"), now, &limits);
-        let OpenOutcome::Opened { amount, index: 0 } = first else { panic!("{first:?}") };
+        let OpenOutcome::Opened(Claim { amount, index: 0, .. }) = first else { panic!("{first:?}") };
         // A repeat answers the same share, even without the password.
         assert_eq!(packet.open(&user("bob"), None, now, &limits), OpenOutcome::AlreadyOpened { amount });
         assert_eq!(packet.grab(&user("bob"), now), GrabOutcome::Opened);
@@ -559,12 +560,12 @@ mod tests {
         assert_eq!(packet.open(&user("carol"), None, now, &limits), OpenOutcome::NotRecipient);
         assert_eq!(packet.open(&user("alice"), None, now, &limits), OpenOutcome::NotRecipient);
         let opened = packet.open(&user("bob"), None, now, &limits);
-        assert_eq!(opened, OpenOutcome::Opened { amount: Amount::from_fen(888).unwrap(), index: 0 });
+        assert!(matches!(opened, OpenOutcome::Opened(Claim { amount, index: 0, .. }) if amount.fen() == 888));
 
         let mut fixed = new_packet(&PacketSpec::parse(&input("fixed", 300, 3), &user("alice"), &limits).unwrap());
         for name in ["a", "b", "c"] {
             let outcome = fixed.open(&user(name), None, now, &limits);
-            assert!(matches!(outcome, OpenOutcome::Opened { amount, .. } if amount.fen() == 100));
+            assert!(matches!(outcome, OpenOutcome::Opened(Claim { amount, .. }) if amount.fen() == 100));
         }
         assert_eq!(fixed.open(&user("d"), None, now, &limits), OpenOutcome::Empty);
         assert_eq!(fixed.best_luck().unwrap().user, user("a"), "ties go to the earliest");

@@ -36,7 +36,10 @@ pub struct SetStores<S: Store> {
 
 /// Batches handed to a set's materializer and not yet taken: past this the
 /// writer waits, its queue fills and sheds load (the tables are too slow).
-const MATERIALIZER_QUEUE: usize = 8192;
+/// It bounds the memory the lag holds: at most this many batches of up to
+/// `batch_max` commands (about 1,024 × 1,024 opens × ~300 B, 300 MiB, per
+/// set at the very worst; a few MiB in the runs measured).
+const MATERIALIZER_QUEUE: usize = 1024;
 
 /// The longest a read waits for the tables to hold what was acknowledged
 /// before it; past it the read is refused (503), never answered stale.
@@ -159,6 +162,12 @@ impl Engine {
     pub fn unavailable_sets(&self) -> Vec<SetId> {
         let healthy = self.inner.progress.iter().map(|progress| progress.is_healthy());
         healthy.enumerate().filter(|&(_, ok)| !ok).map(|(set, _)| SetId(set as u16)).collect()
+    }
+
+    /// Batches acknowledged but not yet in the tables, over every set: the
+    /// tables' lag (what a read may wait for, and what a restart replays).
+    pub fn tables_lag(&self) -> u64 {
+        self.inner.progress.iter().map(|progress| progress.acked().saturating_sub(progress.materialized())).sum()
     }
 
     /// Why a set stopped taking writes for good, if one did.

@@ -20,7 +20,7 @@ use crossbeam_channel::{Receiver, bounded};
 use hongbao_domain::audit::{SetSnapshot, StoredClaims, audit};
 use hongbao_domain::hash::mix64;
 use hongbao_domain::packet::SpecInput;
-use hongbao_domain::{Amount, Limits, Millis, OpenOutcome, PacketId, PacketSpec, SendOutcome, SetId, UserId};
+use hongbao_domain::{Amount, Claim, Limits, Millis, OpenOutcome, PacketId, PacketSpec, SendOutcome, SetId, UserId};
 use tokio::sync::oneshot;
 
 use crate::clock::{Clock, ManualClock, SeededEntropy};
@@ -190,7 +190,7 @@ impl World {
         let mut waiting = Vec::new();
         for (id, user, mut reply) in self.opens.drain(..) {
             match reply.try_recv() {
-                Ok(Ok(OpenOutcome::Opened { amount, .. } | OpenOutcome::AlreadyOpened { amount })) => {
+                Ok(Ok(OpenOutcome::Opened(Claim { amount, .. }) | OpenOutcome::AlreadyOpened { amount })) => {
                     let told = self.acked.entry((id, user.clone())).or_insert(amount);
                     assert_eq!(*told, amount, "{user} was told two amounts for {id}");
                 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use hongbao_domain::audit::{AuditReport, audit};
 use hongbao_domain::packet::SpecInput;
 use hongbao_domain::{
-    Amount, DepositOutcome, Limits, Millis, OpenOutcome, PacketId, PacketSpec, SendOutcome, SetId, UserId,
+    Amount, Claim, DepositOutcome, Limits, Millis, OpenOutcome, PacketId, PacketSpec, SendOutcome, SetId, UserId,
 };
 use hongbao_engine::{
     Clock, Engine, EngineConfig, EngineError, Journal, JournalError, ManualClock, Position, SeededEntropy, SetStores,
@@ -176,7 +176,7 @@ async fn a_thousand_users_race_for_a_hundred_shares() {
     let mut empty = 0;
     for racer in racers {
         match racer.await.unwrap() {
-            OpenOutcome::Opened { amount, .. } => won.push(fen(amount)),
+            OpenOutcome::Opened(Claim { amount, .. }) => won.push(fen(amount)),
             OpenOutcome::Empty => empty += 1,
             other => panic!("unexpected outcome {other:?}"),
         }
@@ -210,7 +210,7 @@ async fn one_user_opening_fifty_times_at_once_gets_one_share() {
     let mut amounts = Vec::new();
     for attempt in attempts {
         match attempt.await.unwrap() {
-            OpenOutcome::Opened { amount, .. } => {
+            OpenOutcome::Opened(Claim { amount, .. }) => {
                 opened += 1;
                 amounts.push(amount);
             }
@@ -242,7 +242,7 @@ async fn opens_racing_the_expiry_never_share_money_with_the_refund() {
     for n in 0..10 {
         let who = user(&format!("early{n}"));
         match node.engine.open(id, who.clone(), None).await.unwrap() {
-            OpenOutcome::Opened { amount, .. } => opened.push((who, amount)),
+            OpenOutcome::Opened(Claim { amount, .. }) => opened.push((who, amount)),
             other => panic!("an open before the expiry: {other:?}"),
         }
     }
@@ -260,7 +260,7 @@ async fn opens_racing_the_expiry_never_share_money_with_the_refund() {
         .collect();
     for opener in openers {
         match opener.await.unwrap() {
-            (who, OpenOutcome::Opened { amount, .. }) => opened.push((who, amount)),
+            (who, OpenOutcome::Opened(Claim { amount, .. })) => opened.push((who, amount)),
             (_, OpenOutcome::Expired | OpenOutcome::Empty) => {}
             (_, other) => panic!("unexpected outcome {other:?}"),
         }
@@ -300,7 +300,11 @@ async fn a_share_is_credited_to_a_wallet_in_another_set() {
     let id = send(&node.engine, &sender, spec("fixed", 900, 3, None)).await;
     for (index, opener) in openers.iter().enumerate() {
         let outcome = node.engine.open(id, opener.clone(), None).await.unwrap();
-        assert_eq!(outcome, OpenOutcome::Opened { amount: Amount::from_fen(300).unwrap(), index: index as u32 });
+        let OpenOutcome::Opened(claim) = outcome else { panic!("{outcome:?}") };
+        assert_eq!(
+            (claim.amount, claim.index, claim.user),
+            (Amount::from_fen(300).unwrap(), index as u32, opener.clone())
+        );
     }
     for opener in &openers {
         let engine = node.engine.clone();
@@ -337,7 +341,7 @@ async fn a_restart_with_credits_in_the_outbox_delivers_them_once() {
     let mut shares = Vec::new();
     for opener in &openers {
         match node.engine.open(id, opener.clone(), None).await.unwrap() {
-            OpenOutcome::Opened { amount, .. } => shares.push(amount),
+            OpenOutcome::Opened(Claim { amount, .. }) => shares.push(amount),
             other => panic!("unexpected outcome {other:?}"),
         }
     }
@@ -376,7 +380,7 @@ async fn settled_packets_answer_from_the_store_after_a_restart() {
     fund(&node.engine, &sender, 1_000).await;
     let id = send(&node.engine, &sender, spec("lucky", 1_000, 4, Some(60))).await;
     let first = node.engine.open(id, user("early"), None).await.unwrap();
-    let OpenOutcome::Opened { amount, .. } = first else { panic!("{first:?}") };
+    let OpenOutcome::Opened(Claim { amount, .. }) = first else { panic!("{first:?}") };
     clock.advance_ms(60_000);
     let engine = node.engine.clone();
     eventually("the refund", async || !engine.packet(id).await.unwrap().unwrap().refunded_amount.is_zero()).await;
@@ -467,15 +471,15 @@ async fn a_stalled_disk_sheds_what_waited_too_long_and_serves_at_once_when_it_re
     clock.advance_ms(wait_max.as_millis() as i64 * 10);
     release.send(()).unwrap();
 
-    assert!(matches!(first.await.unwrap(), Ok(OpenOutcome::Opened { .. })), "the stalled batch is answered");
+    assert!(matches!(first.await.unwrap(), Ok(OpenOutcome::Opened(_))), "the stalled batch is answered");
     for (n, call) in (1..).zip(waiting) {
         match (n, call.await) {
             (1..=16, answer) => assert_eq!(answer, Err(EngineError::Overloaded), "u{n} waited behind a standing queue"),
-            (_, answer) => assert!(matches!(answer, Ok(OpenOutcome::Opened { .. })), "u{n}: {answer:?}"),
+            (_, answer) => assert!(matches!(answer, Ok(OpenOutcome::Opened(_))), "u{n}: {answer:?}"),
         }
     }
     let after = node.engine.open(id, user("u21"), None).await.unwrap();
-    assert!(matches!(after, OpenOutcome::Opened { .. }), "served at once: {after:?}");
+    assert!(matches!(after, OpenOutcome::Opened(_)), "served at once: {after:?}");
     let packet = node.engine.packet(id).await.unwrap().unwrap();
     let openers: Vec<_> = packet.claims().iter().map(|claim| claim.user.to_string()).collect();
     assert_eq!(openers, ["u0", "u17", "u18", "u19", "u20", "u21"], "nothing shed was applied");

@@ -32,7 +32,7 @@ async fn traffic(data: &Path) -> String {
     };
     for name in ["bob", "carol", "dave"] {
         let outcome = engine.open(packet.id, user(name), None).await.unwrap();
-        assert!(matches!(outcome, OpenOutcome::Opened { .. }), "{outcome:?}");
+        assert!(matches!(outcome, OpenOutcome::Opened(_)), "{outcome:?}");
     }
     running.stop().await.unwrap();
     packet.id.to_string()

@@ -176,7 +176,7 @@ impl ApiError {
                 ApiError::forbidden(code, "this packet needs its password, and that is not it")
             }
             OpenOutcome::NotFound => ApiError::packet_not_found(),
-            OpenOutcome::Opened { .. } | OpenOutcome::AlreadyOpened { .. } => {
+            OpenOutcome::Opened(_) | OpenOutcome::AlreadyOpened { .. } => {
                 tracing::error!(?outcome, "an open that succeeded was answered as a refusal");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
             }

@@ -189,15 +189,14 @@ impl<S: Store> Writer<S> {
         let limits = &self.config.limits;
         let outcome = if let Some(packet) = self.state.packets.get_mut(&id) {
             let outcome = packet.open(&user, password.as_deref(), batch.now, limits);
-            if let OpenOutcome::Opened { .. } = outcome {
-                let claim = packet.claims().last().expect("an open records its claim").clone();
+            if let OpenOutcome::Opened(claim) = &outcome {
                 batch.effects.claims.push((id, claim.clone()));
-                self.credit_opener(id, claim, batch);
+                self.credit_opener(id, claim.clone(), batch);
             }
             outcome
         } else if let Some(mut packet) = self.find(&id, batch).cloned() {
             let outcome = packet.open(&user, password.as_deref(), batch.now, limits);
-            assert!(!matches!(outcome, OpenOutcome::Opened { .. }), "a settled packet {id} was opened");
+            assert!(!matches!(outcome, OpenOutcome::Opened(_)), "a settled packet {id} was opened");
             outcome
         } else {
             OpenOutcome::NotFound
