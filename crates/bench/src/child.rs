@@ -1,7 +1,7 @@
 //! A server under test as its own process: the real `hongbao serve` binary
 //! as a child, on a loopback port 0 it reports on stdout. Chaos kills it
 //! (SIGKILL: no shutdown handler runs, only what was durable survives); the
-//! overload profile reads its memory.
+//! overload and live-packets profiles read its memory.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

@@ -8,23 +8,34 @@
 //! `open-http-open-loop` (open-http offered at half its measured maximum,
 //! for latency), `nye-http` (the new-year-eve profile: Zipf-busy groups,
 //! each burst a send then every member grabbing and opening), `redis-lua` and `redis-lua-durable` (the Redis script,
-//! without and with `appendfsync always`), `pg-row-lock` and
-//! `pg-row-lock-hot` (a PostgreSQL transaction per open, row-locked).
+//! without and with `appendfsync always`), `redis-lua-http` and
+//! `redis-lua-http-durable` (the same script behind an HTTP service on
+//! hongbao's HTTP stack and tokens, driven by `open-http`'s client),
+//! `pg-row-lock` and `pg-row-lock-hot` (a PostgreSQL transaction per open,
+//! row-locked), `pg-optimistic` and `pg-optimistic-hot` (the same with
+//! optimistic locking: compare-and-swap on a version, retried on conflict).
 //! Only when `--only` names it: `overload-http` (a child `hongbao serve`
-//! offered 3× its capacity, then half of it: see `overload.rs`).
+//! offered 3× its capacity, then half of it: see `overload.rs`) and
+//! `live-packets` (a child `hongbao serve`'s memory per live, unopened
+//! packet: see `live_packets.rs`).
 
 #[cfg(feature = "baselines")]
 mod baselines;
 pub mod child;
 pub mod client;
 mod hongbao;
+mod live_packets;
 mod load;
 mod new_year_eve;
 mod overload;
 #[cfg(feature = "baselines")]
+mod pg_optimistic;
+#[cfg(feature = "baselines")]
 mod pg_row_lock;
 #[cfg(feature = "baselines")]
 mod redis_lua;
+#[cfg(feature = "baselines")]
+mod redis_lua_http;
 mod report;
 mod store_floor;
 mod target;
@@ -97,6 +108,8 @@ struct Sizes {
     spread_count: u32,
     hot_count: u32,
     groups: usize,
+    /// Live packets the memory profile sends.
+    live_packets: usize,
 }
 
 impl Sizes {
@@ -111,6 +124,7 @@ impl Sizes {
             spread_count: if quick { 1_000 } else { 4_000 },
             hot_count: if quick { 1_000_000 } else { 4_000_000 },
             groups: if quick { 1_000 } else { 5_000 },
+            live_packets: if quick { 200_000 } else { 1_000_000 },
         }
     }
 }
@@ -287,7 +301,16 @@ pub async fn run(options: BenchOptions) -> Result<bool> {
     #[cfg(feature = "baselines")]
     suite.baselines(&options).await;
     #[cfg(not(feature = "baselines"))]
-    for name in ["redis-lua", "redis-lua-durable", "pg-row-lock", "pg-row-lock-hot"] {
+    for name in [
+        "redis-lua",
+        "redis-lua-durable",
+        "redis-lua-http",
+        "redis-lua-http-durable",
+        "pg-row-lock",
+        "pg-row-lock-hot",
+        "pg-optimistic",
+        "pg-optimistic-hot",
+    ] {
         if suite.wants(name) {
             suite.skip(name, &anyhow::anyhow!("this build has no baselines (cargo feature `baselines`)"));
         }
@@ -331,8 +354,8 @@ impl Suite {
         Ok(())
     }
 
-    /// The runs left out of the suite unless named: the store's ceiling and
-    /// overload.
+    /// The runs left out of the suite unless named: the store's ceiling,
+    /// overload, and memory per live packet.
     async fn named_runs(&mut self) -> Result<()> {
         if self.named("open-store") {
             let sizes = &self.sizes;
@@ -355,11 +378,18 @@ impl Suite {
             self.runs.push(floor.engine);
             self.runs.push(floor.journal);
             self.runs.push(floor.tables);
+            self.runs.push(floor.recovery);
         }
         if self.named("overload-http") {
             match &self.target {
                 None => self.overload().await?,
                 Some(_) => self.skip("overload-http", &anyhow::anyhow!("starts its own server, not a target")),
+            }
+        }
+        if self.named("live-packets") {
+            match &self.target {
+                None => self.live_packets().await?,
+                Some(_) => self.skip("live-packets", &anyhow::anyhow!("starts its own server, not a target")),
             }
         }
         Ok(())
@@ -369,6 +399,11 @@ impl Suite {
     /// answers whether every audit passed.
     fn report(&self, options: &BenchOptions) -> Result<bool> {
         println!("\n{}", report::table(&self.runs));
+        for run in &self.runs {
+            if let Some(memory) = &run.memory {
+                println!("{}: {}", run.name, memory.summary());
+            }
+        }
         let ok = self.audits.iter().all(|(_, audit)| audit.ok);
         for (name, audit) in &self.audits {
             println!(

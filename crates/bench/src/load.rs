@@ -31,7 +31,7 @@ impl Mode {
 }
 
 /// How long each run warms up before it records.
-const WARMUP: Duration = Duration::from_secs(1);
+pub(crate) const WARMUP: Duration = Duration::from_secs(1);
 
 /// Latencies are recorded in microseconds, up to a minute, to 3 digits.
 pub(crate) fn histogram() -> Histogram<u64> {

@@ -1,7 +1,10 @@
 //! The standard Redis red packet: shares pre-split into a list, and one Lua
 //! script per open that checks the user's claim, pops a share, records the
 //! claim and queues the credit. Run against a `redis-server` the bench starts
-//! on a free loopback port, durable (`appendfsync always`) or not.
+//! on a free loopback port, durable (`appendfsync always`) or not. The
+//! script is sent by the bench directly (`redis-lua`) or by a web service in
+//! front of Redis (`redis-lua-http`, in `redis_lua_http.rs`); both load the
+//! packets with `load`.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -67,13 +70,52 @@ impl RedisServer {
     }
 }
 
+/// Multiplexed connections a run drives Redis over: each pipelines the
+/// scripts of many clients, as a service's connection pool would.
+const PIPES: usize = 4;
+
+/// A Redis holding a run's packets, and the connections that open them.
+pub struct Loaded {
+    pub pipes: Vec<MultiplexedConnection>,
+    /// The server the bench started, if it did: stopped when dropped.
+    _server: Option<RedisServer>,
+}
+
+/// Starts a `redis-server` (unless `url` names one), sets its durability
+/// (on a loopback server only: a remote one keeps its own), and loads
+/// `packets` packets of `count` shares.
+pub async fn load(url: Option<&str>, durable: bool, packets: usize, count: u32) -> Result<Loaded> {
+    let (server, url) = match url {
+        Some(url) => (None, url.to_owned()),
+        None => {
+            let server = RedisServer::start(durable).await?;
+            let url = server.url.clone();
+            (Some(server), url)
+        }
+    };
+    let mut connection = connect(&url).await?;
+    if url.contains("127.0.0.1") || url.contains("localhost") {
+        let (appendonly, fsync) = if durable { ("yes", "always") } else { ("no", "no") };
+        let _: () =
+            redis::cmd("CONFIG").arg("SET").arg("appendonly").arg(appendonly).query_async(&mut connection).await?;
+        let _: () = redis::cmd("CONFIG").arg("SET").arg("appendfsync").arg(fsync).query_async(&mut connection).await?;
+    }
+    prepare(&mut connection, packets, count).await?;
+    let mut pipes = Vec::with_capacity(PIPES);
+    for _ in 0..PIPES {
+        pipes.push(connect(&url).await?);
+    }
+    Ok(Loaded { pipes, _server: server })
+}
+
 pub async fn connect(url: &str) -> Result<MultiplexedConnection> {
     let client = redis::Client::open(url)?;
     Ok(client.get_multiplexed_async_connection().await?)
 }
 
-/// Loads `packets` packets of `count` pre-split shares each.
-pub async fn prepare(connection: &mut MultiplexedConnection, packets: usize, count: u32) -> Result<()> {
+/// Loads `packets` packets of `count` pre-split shares each: packet `p`'s
+/// shares are the list `shares:{p}`.
+async fn prepare(connection: &mut MultiplexedConnection, packets: usize, count: u32) -> Result<()> {
     let total = Amount::from_fen(u64::from(count) * 2).context("total fits")?;
     let _: () = redis::cmd("FLUSHALL").query_async(connection).await?;
     for packet in 0..packets {

@@ -2,12 +2,15 @@
 //! throughput and p99 latency over time for each run.
 
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
+use hdrhistogram::Histogram;
 use plotters::prelude::*;
 use serde::Serialize;
 
 use crate::hongbao::AuditResult;
+use crate::live_packets::Memory;
 use crate::load::Measured;
 use crate::overload::Overload;
 
@@ -27,6 +30,12 @@ pub struct RunResult {
     /// The overload profile's figures (its runs only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub overload: Option<Overload>,
+    /// How an optimistic-locking run's attempts went (`pg-optimistic` runs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conflicts: Option<Conflicts>,
+    /// Memory per live packet (`live-packets`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Memory>,
 }
 
 impl RunResult {
@@ -43,8 +52,74 @@ impl RunResult {
             clients,
             timeline: measured.timeline.clone(),
             overload: None,
+            conflicts: None,
+            memory: None,
         }
     }
+
+    /// A run timed as a whole rather than driven by clients (a replay):
+    /// `ops` over `elapsed`, with the latency of each of its steps.
+    pub fn timed(name: &str, clients: usize, ops: u64, elapsed: Duration, latency_us: &Histogram<u64>) -> RunResult {
+        RunResult {
+            name: name.to_owned(),
+            ops_per_s: ops as f64 / elapsed.as_secs_f64(),
+            p50_us: latency_us.value_at_quantile(0.5),
+            p99_us: latency_us.value_at_quantile(0.99),
+            p999_us: latency_us.value_at_quantile(0.999),
+            errors: 0,
+            ops,
+            clients,
+            timeline: Vec::new(),
+            overload: None,
+            conflicts: None,
+            memory: None,
+        }
+    }
+}
+
+/// How an optimistic-locking run's opens went, attempt by attempt (the
+/// `pg-optimistic` runs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(not(feature = "baselines"), allow(dead_code))]
+pub struct Conflicts {
+    /// Compare-and-swap attempts, retries included.
+    pub attempts: u64,
+    /// Attempts whose update found the packet's version moved on.
+    pub conflicted: u64,
+    /// Opens that conflicted on every attempt and gave up (counted as errors).
+    pub gave_up: u64,
+}
+
+#[cfg_attr(not(feature = "baselines"), allow(dead_code))]
+impl Conflicts {
+    pub fn add(&mut self, other: &Conflicts) {
+        self.attempts += other.attempts;
+        self.conflicted += other.conflicted;
+        self.gave_up += other.gave_up;
+    }
+
+    /// One line: `12,345 attempts, 38.2 % conflicted, 17 opens gave up after 5 retries`.
+    pub fn summary(&self, retries: u32) -> String {
+        let share = if self.attempts == 0 { 0.0 } else { self.conflicted as f64 * 100.0 / self.attempts as f64 };
+        format!(
+            "{} attempts, {share:.1} % conflicted, {} opens gave up after {retries} retries",
+            thousands(self.attempts),
+            thousands(self.gave_up)
+        )
+    }
+}
+
+/// `12345` as `12,345`.
+pub(crate) fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut text = String::with_capacity(digits.len() * 4 / 3);
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            text.push(',');
+        }
+        text.push(digit);
+    }
+    text
 }
 
 /// The machine the numbers come from.
@@ -206,4 +281,20 @@ fn panel(
     }
     chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(fail)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_conflicts_line_reads_as_the_bench_prints_it() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_000), "1,000");
+        assert_eq!(thousands(12_345_678), "12,345,678");
+        let conflicts = Conflicts { attempts: 12_345, conflicted: 4_716, gave_up: 17 };
+        assert_eq!(conflicts.summary(5), "12,345 attempts, 38.2 % conflicted, 17 opens gave up after 5 retries");
+        assert_eq!(Conflicts::default().summary(5), "0 attempts, 0.0 % conflicted, 0 opens gave up after 5 retries");
+    }
 }

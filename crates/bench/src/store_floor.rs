@@ -160,19 +160,9 @@ fn recover_all(sets: u16, logs: &[Vec<(Position, Vec<u8>)>]) -> Result<RunResult
     let elapsed = began.elapsed();
     engine.shutdown();
     eprintln!("recovery: {opens} journaled opens (none materialized) replayed and served again in {elapsed:.2?}");
-    let micros = (elapsed.as_micros() as u64).max(1);
-    Ok(RunResult {
-        name: "recovery".into(),
-        ops_per_s: opens as f64 / elapsed.as_secs_f64(),
-        p50_us: micros,
-        p99_us: micros,
-        p999_us: micros,
-        errors: 0,
-        ops: opens,
-        clients: usize::from(sets),
-        timeline: Vec::new(),
-        overload: None,
-    })
+    let mut latency = histogram();
+    latency.saturating_record((elapsed.as_micros() as u64).max(1));
+    Ok(RunResult::timed("recovery", usize::from(sets), opens, elapsed, &latency))
 }
 
 /// Runs `each` on one thread per set; each prepares, waits at the barrier
@@ -201,19 +191,7 @@ fn timed(
         batches.push(set_batches);
         latency.add(&set_latency).expect("same bounds");
     }
-    let elapsed = began.elapsed();
-    let run = RunResult {
-        name: name.into(),
-        ops_per_s: opens as f64 / elapsed.as_secs_f64(),
-        p50_us: latency.value_at_quantile(0.5),
-        p99_us: latency.value_at_quantile(0.99),
-        p999_us: latency.value_at_quantile(0.999),
-        errors: 0,
-        ops: opens,
-        clients: usize::from(sets),
-        timeline: Vec::new(),
-        overload: None,
-    };
+    let run = RunResult::timed(name, usize::from(sets), opens, began.elapsed(), &latency);
     Ok((run, batches))
 }
 

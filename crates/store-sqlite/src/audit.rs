@@ -20,7 +20,7 @@ use rusqlite::{Connection, OpenFlags, Row};
 
 use crate::failed;
 use crate::layout::{journal_path, set_path};
-use crate::writer::SqliteStore;
+use crate::writer::{SqliteStore, journal_position};
 
 fn rows<T>(
     connection: &Connection,
@@ -70,9 +70,7 @@ pub fn snapshot(dir: &Path, set: SetId) -> Result<SetSnapshot, StoreError> {
 /// A copy of the tables in memory with the journal's records past them
 /// applied; `None` when the tables hold the whole journal.
 fn replayed_copy(dir: &Path, set: SetId, connection: &Connection) -> Result<Option<SqliteStore>, StoreError> {
-    let position: i64 = connection
-        .query_row("SELECT COALESCE((SELECT value FROM meta WHERE key = 'journal_position'), 0)", [], |row| row.get(0))
-        .map_err(failed("reading the journal position"))?;
+    let position = journal_position(connection)?;
     let mut journal =
         FileJournal::open_read_only(&journal_path(dir, set)).map_err(|e| StoreError::new(e.to_string()))?;
     let mut copy: Option<SqliteStore> = None;
@@ -90,7 +88,7 @@ fn replayed_copy(dir: &Path, set: SetId, connection: &Connection) -> Result<Opti
         replayed.map_err(|e| StoreError::new(format!("set {set}: the journal does not apply over the tables: {e}")))
     };
     journal
-        .recover(position as u64, &mut |at, payload| {
+        .recover(position, &mut |at, payload| {
             let effects = decode(payload).map_err(|why| JournalError::Invalid { position: at, why })?;
             pending.push(Journaled { position: at, effects: Arc::new(effects) });
             if pending.len() >= REPLAY_BATCHES_MAX {

@@ -60,15 +60,6 @@ impl SqliteStore {
         &self.connection
     }
 
-    fn position(&self) -> Result<Position, StoreError> {
-        let stored: Option<i64> = self
-            .connection
-            .query_row("SELECT value FROM meta WHERE key = 'journal_position'", [], |row| row.get(0))
-            .optional()
-            .map_err(failed("reading the journal position"))?;
-        Ok(stored.unwrap_or(0) as u64)
-    }
-
     fn next_seq(&self) -> Result<u64, StoreError> {
         let stored: Option<i64> = self
             .connection
@@ -168,13 +159,13 @@ impl Store for SqliteStore {
     }
 
     fn materialized(&mut self) -> Result<Position, StoreError> {
-        self.position()
+        journal_position(&self.connection)
     }
 
     fn materialize(&mut self, batches: &[Journaled]) -> Result<(), StoreError> {
         let Some(last) = batches.last() else { return Ok(()) };
         let transaction = self.connection.transaction().map_err(failed("starting a materialization"))?;
-        let position = position_in(&transaction)?;
+        let position = journal_position(&transaction)?;
         if batches[0].position != position + 1 {
             return Err(StoreError::refused(format!(
                 "batch {} does not follow the tables' position {position}",
@@ -200,8 +191,10 @@ impl Store for SqliteStore {
     }
 }
 
-fn position_in(tx: &Transaction<'_>) -> Result<Position, StoreError> {
-    let stored: Option<i64> = tx
+/// The journal position the tables have materialized (`meta`; 0 before the
+/// first materialization).
+pub(crate) fn journal_position(connection: &Connection) -> Result<Position, StoreError> {
+    let stored: Option<i64> = connection
         .query_row("SELECT value FROM meta WHERE key = 'journal_position'", [], |row| row.get(0))
         .optional()
         .map_err(failed("reading the journal position"))?;
@@ -225,7 +218,7 @@ impl SqliteStore {
             .and_then(|mut statement| statement.query_map(params![now.0], claim_from_row)?.collect())
             .map_err(failed("loading live claims"))?;
         Ok(Recovered {
-            position: self.position()?,
+            position: journal_position(&self.connection)?,
             next_seq: self.next_seq()?,
             packets: assemble(rows, claims)?,
             outbox: self.outbox()?,
