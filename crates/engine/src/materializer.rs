@@ -11,9 +11,9 @@
 //! Other failures (i/o, a busy database) are retried.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 use hongbao_domain::SetId;
 use tracing::{error, info, warn};
 
@@ -26,6 +26,12 @@ use crate::store::{Journaled, Store, StoreError};
 /// fixed costs (its fsync, the hot pages it rewrites) are shared widely,
 /// few enough that readers waiting for a position are not held long.
 pub(crate) const BATCHES_PER_TRANSACTION_MAX: usize = 4096;
+
+/// How long a transaction waits, from its first batch, for more to join it.
+/// A transaction's fixed costs (the pages it dirties again, its WAL frames)
+/// are paid once for all its batches; a read after a write waits for the
+/// transaction that holds the write, so this is most of that wait.
+const GATHER: Duration = Duration::from_millis(5);
 
 /// How long a failed transaction waits before it is tried again.
 const RETRY_AFTER: Duration = Duration::from_millis(200);
@@ -47,6 +53,7 @@ impl<S: Store> Materializer<S> {
     pub(crate) fn new(set: SetId, mut store: S, progress: Arc<Progress>) -> Result<Materializer<S>, StoreError> {
         let position = store.materialized()?;
         progress.set_materialized(position);
+        progress.set_durable(store.durable());
         Ok(Materializer { set, store, position, progress })
     }
 
@@ -54,7 +61,8 @@ impl<S: Store> Materializer<S> {
         self.position
     }
 
-    /// The loop: take what is queued, write it in one transaction, publish.
+    /// The loop: gather what comes within `GATHER` of a first batch, write
+    /// it in one transaction, publish.
     pub(crate) fn run(mut self, queue: Receiver<ToMaterializer>) {
         let mut pending = Vec::new();
         let mut stop = false;
@@ -65,16 +73,23 @@ impl<S: Store> Materializer<S> {
                     Ok(ToMaterializer::Stop) | Err(_) => stop = true,
                 }
             }
+            let gathered_by = Instant::now() + GATHER;
             while !stop && pending.len() < BATCHES_PER_TRANSACTION_MAX {
-                match queue.try_recv() {
+                match queue.recv_deadline(gathered_by) {
                     Ok(ToMaterializer::Batch(batch)) => pending.push(batch),
-                    Ok(ToMaterializer::Stop) => stop = true,
-                    Err(_) => break,
+                    Ok(ToMaterializer::Stop) | Err(RecvTimeoutError::Disconnected) => stop = true,
+                    Err(RecvTimeoutError::Timeout) => break,
                 }
             }
             while !pending.is_empty() && self.progress.halted().is_none() {
                 match self.step(&pending) {
                     Ok(()) => pending.clear(),
+                    // Stopping need not wait for the tables: the journal
+                    // holds every batch, and the next start replays them.
+                    Err(failure) if stop => {
+                        warn!(set = %self.set, %failure, batches = pending.len(), "stopping with batches the journal holds and the tables do not");
+                        break;
+                    }
                     Err(failure) => {
                         warn!(set = %self.set, %failure, "materializing failed; retrying");
                         std::thread::sleep(RETRY_AFTER);
@@ -101,6 +116,7 @@ impl<S: Store> Materializer<S> {
                 self.position = last.position;
                 self.progress.set_materialized(self.position);
                 self.store.maintain();
+                self.progress.set_durable(self.store.durable());
                 Ok(())
             }
             Err(failure) if failure.refused => {

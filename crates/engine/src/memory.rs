@@ -219,6 +219,11 @@ impl Store for MemStore {
         Ok(self.data.lock().expect("store lock").position)
     }
 
+    /// What is materialized here survives every crash the simulation makes.
+    fn durable(&mut self) -> Position {
+        self.data.lock().expect("store lock").position
+    }
+
     fn materialize(&mut self, batches: &[Journaled]) -> Result<(), StoreError> {
         let mut data = self.data.lock().expect("store lock");
         let mut next = data.clone();

@@ -16,6 +16,9 @@ pub(crate) struct Progress {
     acked: AtomicU64,
     /// The last position the tables hold (mirrored in `changes` for waiters).
     materialized: AtomicU64,
+    /// The last position the tables hold across a power failure: the
+    /// journal is trimmed up to it.
+    durable: AtomicU64,
     changes: watch::Sender<Position>,
     /// False while the writer recovers from a failed append.
     healthy: AtomicBool,
@@ -29,6 +32,7 @@ impl Progress {
         Progress {
             acked: AtomicU64::new(materialized),
             materialized: AtomicU64::new(materialized),
+            durable: AtomicU64::new(0),
             changes: watch::Sender::new(materialized),
             healthy: AtomicBool::new(true),
             halted: Mutex::new(None),
@@ -52,6 +56,14 @@ impl Progress {
     pub(crate) fn set_materialized(&self, position: Position) {
         self.materialized.store(position, Ordering::Release);
         self.changes.send_replace(position);
+    }
+
+    pub(crate) fn durable(&self) -> Position {
+        self.durable.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_durable(&self, position: Position) {
+        self.durable.store(position, Ordering::Release);
     }
 
     /// Waits until the tables hold `position`, for at most `wait`.

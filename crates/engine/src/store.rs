@@ -205,6 +205,10 @@ pub trait Store: Send + 'static {
     /// Housekeeping between transactions (a database copying its log back,
     /// say). It never changes what is stored.
     fn maintain(&mut self) {}
+    /// The position the tables hold even across a power failure: the
+    /// journal may be trimmed up to it, never past (tables may commit
+    /// without a sync, since the journal holds what they hold).
+    fn durable(&mut self) -> Position;
 }
 
 /// A page of a list, newest first, with the cursor for the next page.

@@ -1,9 +1,12 @@
 //! Checkpoints: copying a set's WAL back into its database.
 //!
-//! The set's writer runs them itself, between batches and after the last
-//! batch's replies (`Store::maintain`), never inside a commit. Being the only
-//! writer, its passive checkpoint finds no transaction racing it, copies the
-//! whole WAL, and so the next batch starts the WAL again from its beginning.
+//! The set's materializer runs them itself, between its transactions
+//! (`Store::maintain`), never inside one. Being the only writer, its passive
+//! checkpoint finds no transaction racing it, copies the whole WAL, and so
+//! the next transaction starts the WAL again from its beginning. A
+//! checkpoint that copied the whole WAL also synced it and the database:
+//! what was committed before it is durable, and the journal may be trimmed
+//! up to there (the materializer commits with `synchronous=NORMAL`).
 //! A checkpointer on another thread cannot do that under steady writes: the
 //! writer always appends before it finishes, the WAL only grows, and
 //! rewinding it (a TRUNCATE checkpoint) locks the writer out for tens to
@@ -33,16 +36,25 @@ impl Checkpoints {
         Checkpoints { last: Instant::now() }
     }
 
-    /// Checkpoints if the interval has passed. A failure is logged and
-    /// retried next time: the WAL still holds every committed frame.
-    pub(crate) fn run_if_due(&mut self, connection: &Connection) {
+    /// Checkpoints if the interval has passed; answers whether it copied
+    /// the whole WAL (so everything committed before is on disk). A failure
+    /// is logged and retried next time: the WAL still holds every committed
+    /// frame.
+    pub(crate) fn run_if_due(&mut self, connection: &Connection) -> bool {
         if self.last.elapsed() < CHECKPOINT_INTERVAL {
-            return;
+            return false;
         }
         self.last = Instant::now();
-
-        if let Err(error) = connection.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
-            warn!(%error, "checkpoint failed; retrying at the next");
+        let outcome = connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+        });
+        match outcome {
+            // Not busy, and every frame of the log copied back.
+            Ok((busy, log, copied)) => busy == 0 && log == copied,
+            Err(error) => {
+                warn!(%error, "checkpoint failed; retrying at the next");
+                false
+            }
         }
     }
 }

@@ -33,7 +33,7 @@ use hongbao_journal::FileJournal;
 pub fn open_set(dir: &Path, set: SetId) -> Result<SetStores<SqliteStore>, StoreError> {
     let path = set_path(dir, set);
     let writer = SqliteStore::open(&path, set)?;
-    let materializer = SqliteStore::open(&path, set)?;
+    let materializer = SqliteStore::open(&path, set)?.for_materializing()?;
     let journal = FileJournal::open(&journal_path(dir, set)).map_err(|e| StoreError::new(e.to_string()))?;
     let reader = SqliteReader::new(path, set);
     Ok(SetStores { journal: Box::new(journal), writer, materializer, reader: Arc::new(reader) })

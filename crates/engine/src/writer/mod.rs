@@ -212,13 +212,15 @@ impl<S: Store> Writer<S> {
         self.commit(batch);
     }
 
-    /// Forgets what the tables now hold and trims the journal below it.
+    /// Forgets what the tables now hold, and trims the journal below what
+    /// they hold durably.
     fn follow_the_tables(&mut self) {
         let materialized = self.links.progress.materialized();
         self.state.forget_materialized(materialized, self.config.accounts_cached_max);
-        if materialized > self.trimmed {
-            match self.journal.trim(materialized) {
-                Ok(()) => self.trimmed = materialized,
+        let durable = self.links.progress.durable();
+        if durable > self.trimmed {
+            match self.journal.trim(durable) {
+                Ok(()) => self.trimmed = durable,
                 Err(failure) => error!(set = %self.set, %failure, "trimming the journal failed; retrying later"),
             }
         }
