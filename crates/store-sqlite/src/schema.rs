@@ -158,8 +158,12 @@ CREATE TABLE idempotency (
 "#];
 
 /// Sets the connection up for durability and brings the schema up to date.
-/// The page cache (64 MiB) holds a large batch without spilling it into the
-/// WAL before commit; statement journals stay in memory; reads map the file.
+/// The page cache is 16 MiB per connection: it is memory that grows with
+/// the live packets until it is full (at 64 MiB it was a third of the bytes
+/// per live packet at a million), and the materializer took its
+/// transactions no slower for it (`open-tables` 93k → 97k opens/s, one run
+/// each; a transaction larger than the cache spills into the WAL, which WAL
+/// mode allows). Statement journals stay in memory; reads map the file.
 pub(crate) fn prepare(connection: &mut Connection) -> Result<(), StoreError> {
     connection
         .execute_batch(
@@ -167,7 +171,7 @@ pub(crate) fn prepare(connection: &mut Connection) -> Result<(), StoreError> {
              PRAGMA synchronous = FULL;
              PRAGMA foreign_keys = ON;
              PRAGMA busy_timeout = 5000;
-             PRAGMA cache_size = -65536;
+             PRAGMA cache_size = -16384;
              PRAGMA temp_store = MEMORY;
              PRAGMA mmap_size = 268435456;",
         )

@@ -154,7 +154,8 @@ impl<S: Store> Writer<S> {
     /// A packet wherever memory or this batch holds it.
     fn find<'a>(&'a self, id: &PacketId, batch: &'a Batch) -> Option<&'a Packet> {
         let state = &self.state;
-        state.packets.get(id).or_else(|| state.unmaterialized.settled.get(id)).or_else(|| batch.settled.get(id))
+        let live = state.packets.get(id).map(|packet| &**packet);
+        live.or_else(|| state.unmaterialized.settled.get(id)).or_else(|| batch.settled.get(id))
     }
 
     /// Debits the sender and creates the packet.
@@ -174,7 +175,7 @@ impl<S: Store> Writer<S> {
         self.change_balance(batch, debit);
         batch.effects.packets.push(packet.clone());
         self.state.expiries.insert((packet.info.expires_at, id));
-        assert!(self.state.packets.insert(id, packet).is_none(), "packet {id} made twice");
+        assert!(self.state.packets.insert(id, Box::new(packet)).is_none(), "packet {id} made twice");
         id
     }
 
@@ -229,6 +230,6 @@ impl<S: Store> Writer<S> {
             };
             self.change_balance(batch, entry);
         }
-        self.state.unmaterialized.settled.insert(id, packet, batch.position);
+        self.state.unmaterialized.settled.insert(id, *packet, batch.position);
     }
 }
