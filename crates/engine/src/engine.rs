@@ -248,7 +248,12 @@ impl Engine {
     ) -> Result<T, EngineError> {
         let targets: Vec<(usize, u64)> = sets.into_iter().map(|set| (set, self.inner.progress[set].acked())).collect();
         for (set, acked) in targets {
-            if !self.inner.progress[set].materialized_past(acked, READ_WAIT_MAX).await {
+            let progress = &self.inner.progress[set];
+            // A halted set's tables stop short of what it acknowledged.
+            if progress.halted().is_some() && progress.materialized() < acked {
+                return Err(EngineError::Unavailable);
+            }
+            if !progress.materialized_past(acked, READ_WAIT_MAX).await {
                 return Err(EngineError::Unavailable);
             }
         }

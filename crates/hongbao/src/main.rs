@@ -13,9 +13,17 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use hongbao::{ServeOptions, audit_dir, keys, start, user_token};
 use hongbao_server::token::{AdminName, KeyId, USER_TOKEN_TTL_DEFAULT, USER_TOKEN_TTL_MAX};
+use mimalloc::MiMalloc;
 use serve_flags::ServeFlags;
 use tracing::info;
 use tracing_subscriber::filter::LevelFilter;
+
+/// The allocator: the server allocates per request on many threads (tokio
+/// workers, eight writers and eight materializers), where glibc's malloc
+/// spent 7 % of the CPU of an `open-http` run in its own locks and
+/// consolidation. Measured: BENCHMARKS.md, session 4.
+#[global_allocator]
+static ALLOCATOR: MiMalloc = MiMalloc;
 
 #[derive(Parser)]
 #[command(name = "hongbao", version, about = "A red packet service that is correct to the fen")]

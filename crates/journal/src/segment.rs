@@ -1,5 +1,6 @@
 //! One segment file's bytes: its name, its header, and the frames of its
-//! records, written and read back with their checksums checked. The layout is
+//! records, written and read back with their checksums checked, and the zero
+//! tail after them told apart from a frame. The layout is
 //! defined once, in the crate's doc (`lib.rs`); this module knows nothing of
 //! positions across segments, torn tails or trimming, which are the journal's.
 
@@ -213,6 +214,26 @@ pub(crate) fn find_later_record(path: &Path, offset: u64, position_min: Position
     Ok(None)
 }
 
+/// Whether every byte of the segment at `path` from `offset` to its end is
+/// zero: its zero tail, where no frame has been written yet (a frame's header
+/// is never all zeros).
+pub(crate) fn zeros_to_end(path: &Path, offset: u64) -> io::Result<bool> {
+    let mut file = File::open(path)?;
+    file.seek(SeekFrom::Start(offset))?;
+    let mut buffer = vec![0; SCAN_BUFFER_BYTES];
+    loop {
+        let read = match file.read(&mut buffer) {
+            Ok(0) => return Ok(true),
+            Ok(read) => read,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        };
+        if buffer[..read].iter().any(|&byte| byte != 0) {
+            return Ok(false);
+        }
+    }
+}
+
 /// The bytes of a little-endian field, whose slice has the field's length.
 fn le_bytes<const N: usize>(field: &[u8]) -> [u8; N] {
     field.try_into().expect("a field's slice has the field's length")
@@ -249,6 +270,19 @@ mod tests {
             damaged[bit / 8] ^= 1 << (bit % 8);
             let read = read_frame(&mut damaged.as_slice(), damaged.len() as u64, &mut payload).expect("in memory");
             assert!(matches!(read, Frame::Bad(_)), "bit {bit} flipped went unseen: {read:?}");
+        }
+    }
+
+    #[test]
+    fn zeros_never_read_as_a_frame() {
+        // A frame's header is never all zeros: the checksum of its zero
+        // fields is not zero. The zero tail's reading as the end rests on it.
+        assert_ne!(crc32c::crc32c(&[0; FRAME_HEADER_BYTES - 4]), 0);
+        let zeros = [0; 4 << 10];
+        let mut payload = Vec::new();
+        for end in [FRAME_OVERHEAD_BYTES as usize, zeros.len()] {
+            let read = read_frame(&mut &zeros[..end], end as u64, &mut payload).expect("in memory");
+            assert!(matches!(read, Frame::Bad(_)), "{read:?}");
         }
     }
 
