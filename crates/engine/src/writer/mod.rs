@@ -31,7 +31,7 @@ use crate::error::EngineError;
 use crate::journal::{Journal, Position};
 use crate::materializer::ToMaterializer;
 use crate::progress::Progress;
-use crate::store::{Effects, Fetched, IdempotencyRecord, Store, Wants};
+use crate::store::{Effects, Fetched, IdempotencyOp, IdempotencyRecord, Store, Wants};
 use state::{KeyOf, State};
 
 /// What one batch works with beyond `State`: loaded for it, dropped after.
@@ -255,11 +255,11 @@ impl<S: Store> Writer<S> {
             match command {
                 Command::Deposit { user, key: k, .. } => {
                     accounts.insert(user);
-                    key(user, crate::store::IdempotencyOp::Deposit, k);
+                    key(user, IdempotencyOp::Deposit, k);
                 }
                 Command::Send { sender, key: k, .. } => {
                     accounts.insert(sender);
-                    key(sender, crate::store::IdempotencyOp::Send, k);
+                    key(sender, IdempotencyOp::Send, k);
                 }
                 Command::Open { id, user, .. } => {
                     packets.insert(*id);
