@@ -317,6 +317,7 @@ impl Engine {
     /// Blocks: call it off the async runtime.
     pub fn shutdown(&self) {
         self.inner.stopped.store(true, Ordering::Relaxed);
+        self.inner.progress.iter().for_each(|progress| progress.stop());
         for queue in &self.inner.queues {
             // Waits for room: the commands ahead of it are still answered.
             let _ = queue.send(Queued { at: self.inner.clock.monotonic(), command: Command::Shutdown });

@@ -86,7 +86,8 @@ impl<S: Store> Materializer<S> {
                     Ok(()) => pending.clear(),
                     // Stopping need not wait for the tables: the journal
                     // holds every batch, and the next start replays them.
-                    Err(failure) if stop => {
+                    Err(failure) if stop || self.progress.stopping() => {
+                        stop = true;
                         warn!(set = %self.set, %failure, batches = pending.len(), "stopping with batches the journal holds and the tables do not");
                         break;
                     }

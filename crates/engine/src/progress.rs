@@ -22,6 +22,9 @@ pub(crate) struct Progress {
     changes: watch::Sender<Position>,
     /// False while the writer recovers from a failed append.
     healthy: AtomicBool,
+    /// Set once the engine stops: a materializer that cannot write gives
+    /// up then (the journal holds the rest for the next start).
+    stopping: AtomicBool,
     /// Why the materializer stopped, if a record was refused by the tables:
     /// an engine bug, which stops the set's writes until an operator acts.
     halted: Mutex<Option<String>>,
@@ -35,6 +38,7 @@ impl Progress {
             durable: AtomicU64::new(0),
             changes: watch::Sender::new(materialized),
             healthy: AtomicBool::new(true),
+            stopping: AtomicBool::new(false),
             halted: Mutex::new(None),
         }
     }
@@ -82,6 +86,14 @@ impl Progress {
 
     pub(crate) fn set_healthy(&self, healthy: bool) {
         self.healthy.store(healthy, Ordering::Relaxed);
+    }
+
+    pub(crate) fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn stop(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
     }
 
     pub(crate) fn halted(&self) -> Option<String> {

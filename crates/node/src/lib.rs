@@ -12,7 +12,7 @@ use hongbao_domain::audit::{AuditReport, SetSnapshot, audit};
 use hongbao_engine::{Clock, Engine, EngineConfig, OsEntropy, SystemClock};
 use hongbao_server::{AppState, Auth, ServerConfig, SharedAuth};
 use hongbao_store_sqlite::{open_set, snapshot};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -83,8 +83,7 @@ pub async fn start(options: ServeOptions) -> Result<Running> {
         .context("opening the sets' databases")?;
     let engine =
         Engine::start(options.engine, stores, options.clock, |_| Box::new(OsEntropy)).context("recovering the sets")?;
-    let listener =
-        TcpListener::bind(options.listen).await.with_context(|| format!("listening on {}", options.listen))?;
+    let listener = listen(options.listen).with_context(|| format!("listening on {}", options.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
     let admin_token =
         std::fs::read_to_string(data.file(data_dir::ADMIN_TOKEN_FILE)).ok().map(|text| text.trim().to_owned());
@@ -98,6 +97,20 @@ pub async fn start(options: ServeOptions) -> Result<Running> {
         let _ = stopped.await;
     }));
     Ok(Running { addr, data, admin_token, engine, stop, server, keys_watch, _lock: lock })
+}
+
+/// Connections the kernel completes before the server accepts them. The
+/// usual 1,024 (tokio's, and many servers') overflowed when 1,100 clients
+/// connected at once while the accept loop shared two cores with their
+/// requests: the kernel dropped the SYNs past it and clients waited 1 s, then
+/// 3 s, to retry. The kernel caps it at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 impl Running {

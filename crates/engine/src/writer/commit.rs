@@ -10,6 +10,8 @@
 
 use std::sync::Arc;
 
+use crossbeam_channel::TrySendError;
+
 use tracing::{error, warn};
 
 use hongbao_domain::SetId;
@@ -59,11 +61,43 @@ impl<S: Store> Writer<S> {
 
     fn hand_to_tables(&mut self, batch: Journaled) {
         self.sent = batch.position;
-        // Blocks while the tables are far behind: the queue then fills and
-        // sheds load, instead of memory growing without bound.
-        if self.links.materializer.send(ToMaterializer::Batch(batch)).is_err() {
-            error!(set = %self.set, "the materializer has stopped");
+        self.to_tables.push_back(batch);
+        self.flush_to_tables();
+    }
+
+    /// Hands the materializer what it has room for; answers whether it took
+    /// everything. Never blocks: tables that cannot keep up (or cannot
+    /// write at all, on a full disk, while the journal still has room) make
+    /// the set refuse commands (`process`), not hang them.
+    pub(super) fn flush_to_tables(&mut self) -> bool {
+        while let Some(batch) = self.to_tables.pop_front() {
+            match self.links.materializer.try_send(ToMaterializer::Batch(batch)) {
+                Ok(()) => {}
+                Err(TrySendError::Full(ToMaterializer::Batch(batch))) => {
+                    self.to_tables.push_front(batch);
+                    return false;
+                }
+                Err(TrySendError::Full(ToMaterializer::Stop) | TrySendError::Disconnected(_)) => {
+                    // Stopped: the journal holds the batch for the next start.
+                    error!(set = %self.set, "the materializer has stopped");
+                    self.to_tables.clear();
+                    return false;
+                }
+            }
         }
+        true
+    }
+
+    /// At stop: waits for the materializer to take what is left, then tells
+    /// it to stop. A materializer that cannot write (and is told the engine
+    /// stops) leaves the rest to the journal and the next start.
+    pub(super) fn stop_tables(&mut self) {
+        for batch in std::mem::take(&mut self.to_tables) {
+            if self.links.materializer.send(ToMaterializer::Batch(batch)).is_err() {
+                return;
+            }
+        }
+        let _ = self.links.materializer.send(ToMaterializer::Stop);
     }
 
     /// Rebuilds memory once the tables hold the whole journal. Returns

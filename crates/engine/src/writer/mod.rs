@@ -15,7 +15,7 @@ mod overload;
 mod rules;
 mod state;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -31,7 +31,7 @@ use crate::error::EngineError;
 use crate::journal::{Journal, Position};
 use crate::materializer::ToMaterializer;
 use crate::progress::Progress;
-use crate::store::{Effects, Fetched, IdempotencyOp, IdempotencyRecord, Store, Wants};
+use crate::store::{Effects, Fetched, IdempotencyOp, IdempotencyRecord, Journaled, Store, Wants};
 use state::{KeyOf, State};
 
 /// What one batch works with beyond `State`: loaded for it, dropped after.
@@ -75,6 +75,8 @@ pub(crate) struct Writer<S: Store> {
     state: State,
     /// The last position handed to the materializer.
     sent: Position,
+    /// Journaled batches the materializer had no room for yet.
+    to_tables: VecDeque<Journaled>,
     /// Set by a failed append: the journal must be read back before the
     /// next one (the record may be there whole, torn, or not at all).
     journal_unsure: bool,
@@ -114,6 +116,7 @@ impl<S: Store> Writer<S> {
             links,
             state: State::recovered(recovered),
             sent: position,
+            to_tables: VecDeque::new(),
             journal_unsure: false,
             trimmed: 0,
             buffer: Vec::new(),
@@ -141,7 +144,7 @@ impl<S: Store> Writer<S> {
             self.process(commands, mail, backlog);
             self.resend_credits(false);
             if stop {
-                let _ = self.links.materializer.send(ToMaterializer::Stop);
+                self.stop_tables();
                 info!(set = %self.set, position = self.state.position, "set stopped");
                 return;
             }
@@ -178,6 +181,12 @@ impl<S: Store> Writer<S> {
 
     fn process(&mut self, queued: Vec<Queued>, mail: Vec<Mail>, backlog: bool) {
         let commands = self.admit(queued, backlog);
+        if !self.flush_to_tables() {
+            // The tables are a full queue behind: refused, not hung (mail
+            // is dropped: unacknowledged credits are resent).
+            self.tables_behind(commands);
+            return;
+        }
         if !self.links.progress.is_healthy() && !self.recover() {
             // Dropped mail is safe: unacknowledged credits are resent.
             commands.into_iter().for_each(|command| command.refuse(EngineError::Unavailable));

@@ -49,4 +49,17 @@ impl<S: Store> Writer<S> {
         }
         commands
     }
+
+    /// Refuses a batch's commands while the materializer's queue is full:
+    /// the tables are too far behind the journal (or cannot write).
+    pub(super) fn tables_behind(&mut self, commands: Vec<Command>) {
+        let now = self.clock.monotonic();
+        self.shed_unlogged += commands.len();
+        commands.into_iter().for_each(|command| command.refuse(EngineError::Overloaded));
+        if now.saturating_sub(self.shed_logged_at) >= Duration::from_secs(1) {
+            let behind = self.to_tables.len();
+            warn!(set = %self.set, shed = self.shed_unlogged, behind, "the tables are a full queue behind the journal: commands refused");
+            (self.shed_unlogged, self.shed_logged_at) = (0, now);
+        }
+    }
 }
