@@ -11,6 +11,7 @@
 
 mod commit;
 mod credits;
+mod live;
 mod overload;
 mod rules;
 mod state;
@@ -236,13 +237,7 @@ impl<S: Store> Writer<S> {
     }
 
     fn due_packets(&self, now: Millis) -> Vec<PacketId> {
-        self.state
-            .expiries
-            .iter()
-            .take_while(|(expires_at, _)| *expires_at <= now)
-            .take(self.config.refunds_per_batch_max)
-            .map(|(_, id)| *id)
-            .collect()
+        self.state.packets.due(now, self.config.refunds_per_batch_max)
     }
 
     /// What the batch needs that memory does not hold: the balances it
@@ -281,7 +276,7 @@ impl<S: Store> Writer<S> {
             }
         }
         for id in due {
-            accounts.insert(&self.state.packets[id].info.sender);
+            accounts.insert(&self.state.packets.get(id).expect("a due packet is live").info.sender);
         }
         for message in mail {
             if let Mail::Credit { credit, first, .. } = message {
@@ -294,7 +289,7 @@ impl<S: Store> Writer<S> {
         wants.accounts =
             accounts.into_iter().filter(|user| !self.state.accounts.contains_key(*user)).cloned().collect();
         let unknown =
-            |id: &PacketId| !self.state.packets.contains_key(id) && !self.state.unmaterialized.settled.contains(id);
+            |id: &PacketId| !self.state.packets.contains(id) && !self.state.unmaterialized.settled.contains(id);
         wants.packets = packets.into_iter().filter(unknown).collect();
         wants
     }

@@ -143,7 +143,7 @@ impl<S: Store> Writer<S> {
             None if self.balance(&sender) < spec.total_amount => SendOutcome::InsufficientBalance,
             None => {
                 let id = self.make_packet(&sender, &spec, batch);
-                let info = self.state.packets[&id].info.clone();
+                let info = self.state.packets.get(&id).expect("just made").info.clone();
                 self.remember(batch, &sender, key, fingerprint, IdempotencyResult::Sent(id));
                 SendOutcome::Sent { packet: Box::new(info), replayed: false }
             }
@@ -154,8 +154,7 @@ impl<S: Store> Writer<S> {
     /// A packet wherever memory or this batch holds it.
     fn find<'a>(&'a self, id: &PacketId, batch: &'a Batch) -> Option<&'a Packet> {
         let state = &self.state;
-        let live = state.packets.get(id).map(|packet| &**packet);
-        live.or_else(|| state.unmaterialized.settled.get(id)).or_else(|| batch.settled.get(id))
+        state.packets.get(id).or_else(|| state.unmaterialized.settled.get(id)).or_else(|| batch.settled.get(id))
     }
 
     /// Debits the sender and creates the packet.
@@ -174,8 +173,7 @@ impl<S: Store> Writer<S> {
         };
         self.change_balance(batch, debit);
         batch.effects.packets.push(packet.clone());
-        self.state.expiries.insert((packet.info.expires_at, id));
-        assert!(self.state.packets.insert(id, Box::new(packet)).is_none(), "packet {id} made twice");
+        self.state.packets.insert(packet);
         id
     }
 
@@ -217,7 +215,6 @@ impl<S: Store> Writer<S> {
     /// hold its settling: a later open is answered from there.
     pub(super) fn settle(&mut self, id: PacketId, batch: &mut Batch) {
         let mut packet = self.state.packets.remove(&id).expect("a due packet is in memory");
-        self.state.expiries.remove(&(packet.info.expires_at, id));
         if let Some(amount) = packet.refund(batch.now) {
             batch.effects.refunds.push((id, amount));
             let entry = LedgerEntry {
@@ -230,6 +227,6 @@ impl<S: Store> Writer<S> {
             };
             self.change_balance(batch, entry);
         }
-        self.state.unmaterialized.settled.insert(id, *packet, batch.position);
+        self.state.unmaterialized.settled.insert(id, packet, batch.position);
     }
 }
