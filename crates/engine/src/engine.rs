@@ -264,7 +264,8 @@ impl Engine {
         }
     }
 
-    /// The committed balance of `user` (zero for a user never seen).
+    /// The balance of `user` after every acknowledged write (zero for a
+    /// user never seen).
     pub async fn balance(&self, user: UserId) -> Result<Amount, EngineError> {
         let set = self.set_of(&user).index();
         self.read([set], move |readers| readers[set].balance(&user)).await

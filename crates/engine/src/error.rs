@@ -9,7 +9,8 @@ pub enum EngineError {
     /// it too long): shed unapplied, the client retries later.
     #[error("the set is at capacity")]
     Overloaded,
-    /// The set failed to commit and refuses writes until it has recovered
+    /// The set failed to append a batch to its journal (or its tables
+    /// refused one and it halted), and refuses writes until it has recovered
     /// from its store.
     #[error("the set is recovering from a storage failure")]
     Unavailable,

@@ -237,7 +237,9 @@ pub struct ReceivedItem {
     pub at: Millis,
 }
 
-/// The read side of one set's storage; sees committed data only.
+/// The read side of one set's storage: it sees the materialized tables, and
+/// the engine waits for them to hold every acknowledged batch before it
+/// reads.
 pub trait StoreReader: Send + Sync + 'static {
     fn balance(&self, user: &UserId) -> Result<Amount, StoreError>;
     fn packet(&self, id: &PacketId) -> Result<Option<Packet>, StoreError>;
