@@ -63,7 +63,7 @@ impl Server {
     /// The child's resident set size in KiB (`VmRSS`), 0 once it is gone.
     pub fn rss_kib(&self) -> u64 {
         let status = self.pid().and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok());
-        status.as_deref().map_or(0, crate::overload::vm_rss_kib)
+        status.as_deref().map_or(0, |status| status_kib(status, "VmRSS"))
     }
 
     /// The current address, and how many restarts it has seen.
@@ -108,4 +108,13 @@ impl Server {
         })
         .await?
     }
+}
+
+/// A field of a `/proc/<pid>/status` text (`VmRSS`, `RssAnon`, …), in KiB
+/// (0 where absent).
+pub(crate) fn status_kib(status: &str, field: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':')?.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }

@@ -37,7 +37,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::Suite;
-use crate::child::Server;
+use crate::child::{Server, status_kib};
 use crate::client::Connection;
 use crate::hongbao::{AuditResult, connections};
 use crate::load::{Measured, histogram};
@@ -96,14 +96,6 @@ impl Memory {
 struct Rss {
     total_kib: u64,
     anon_kib: u64,
-}
-
-/// A field of a `/proc/<pid>/status` text, in KiB (0 where absent).
-fn status_kib(status: &str, field: &str) -> u64 {
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':')?.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 fn read_rss(server: &Server) -> Result<Rss> {

@@ -47,14 +47,6 @@ pub struct Overload {
     pub pinned: bool,
 }
 
-/// `VmRSS` of a `/proc/<pid>/status` text, in KiB (0 where absent).
-pub fn vm_rss_kib(status: &str) -> u64 {
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:")?.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// Sets the CPUs of every thread of `pid` (util-linux `taskset`).
 fn pin(pid: u32, cpus: &str) -> bool {
     let status = Command::new("taskset").args(["-a", "-p", "-c", cpus, &pid.to_string()]).output();

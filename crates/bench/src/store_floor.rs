@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use hdrhistogram::Histogram;
 use hongbao_domain::SetId;
-use hongbao_engine::journal::record::decode;
 use hongbao_engine::{
-    Engine, Journal, JournalError, Journaled, OsEntropy, Position, SetStores, Store, StoreError, SystemClock,
+    BATCHES_PER_TRANSACTION_MAX, Engine, Journal, JournalError, Journaled, OsEntropy, Position, SetStores, Store,
+    StoreError, SystemClock,
 };
 use hongbao_journal::FileJournal;
 use hongbao_node::DataDir;
@@ -29,9 +29,6 @@ use indicatif::ProgressBar;
 use crate::hongbao::{OpenEngine, bench_config, prepare};
 use crate::load::{Mode, drive, histogram};
 use crate::report::RunResult;
-
-/// Batches per materializing transaction, as the materializer takes them.
-const BATCHES_PER_TRANSACTION_MAX: usize = 4096;
 
 type Records = Arc<Mutex<Vec<(Position, Vec<u8>)>>>;
 
@@ -197,12 +194,7 @@ fn timed(
 
 /// The records decoded (untimed), with the opens each holds.
 fn decoded(log: &[(Position, Vec<u8>)]) -> Result<Vec<Journaled>> {
-    log.iter()
-        .map(|(position, payload)| {
-            let effects = decode(payload).map_err(|why| anyhow::anyhow!("record {position}: {why}"))?;
-            Ok(Journaled { position: *position, effects: Arc::new(effects) })
-        })
-        .collect()
+    Ok(log.iter().map(|(position, payload)| Journaled::decode(*position, payload)).collect::<Result<_, _>>()?)
 }
 
 fn append_all(

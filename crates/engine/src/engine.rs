@@ -95,7 +95,7 @@ impl Engine {
             let set = SetId(index as u16);
             let started = Instant::now();
             let fail = |what: &str, e: &dyn std::fmt::Display| StoreError::new(format!("set {set}: {what}: {e}"));
-            let set_progress = Arc::new(Progress::new(0));
+            let set_progress = Arc::new(Progress::new());
             let mut materializer = Materializer::new(set, stores.materializer, set_progress.clone())
                 .map_err(|e| fail("reading the tables' position", &e))?;
             let mut journal = stores.journal;

@@ -24,7 +24,7 @@ pub use clock::{Clock, Entropy, ManualClock, OsEntropy, SeededEntropy, SystemClo
 pub use config::EngineConfig;
 pub use engine::{Engine, SetStores, parse_received_cursor, received_order};
 pub use error::EngineError;
-pub use journal::{Journal, JournalError, Position};
+pub use journal::{BATCHES_PER_TRANSACTION_MAX, Journal, JournalError, Position};
 pub use store::{
     Credit, Effects, Fetched, IdempotencyOp, IdempotencyRecord, IdempotencyResult, Journaled, LedgerEntry, Page,
     ReceivedItem, Recovered, SentItem, Store, StoreError, StoreReader, Wants,

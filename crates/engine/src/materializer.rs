@@ -17,15 +17,9 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use hongbao_domain::SetId;
 use tracing::{error, info, warn};
 
-use crate::journal::record::decode;
-use crate::journal::{Journal, JournalError, Position};
+use crate::journal::{BATCHES_PER_TRANSACTION_MAX, Journal, JournalError, Position, replay};
 use crate::progress::Progress;
 use crate::store::{Journaled, Store, StoreError};
-
-/// Batches written per transaction at most: enough that a transaction's
-/// fixed costs (its fsync, the hot pages it rewrites) are shared widely,
-/// few enough that readers waiting for a position are not held long.
-pub(crate) const BATCHES_PER_TRANSACTION_MAX: usize = 4096;
 
 /// How long a transaction waits, from its first batch, for more to join it.
 /// A transaction's fixed costs (the pages it dirties again, its WAL frames)
@@ -159,25 +153,13 @@ pub(crate) fn catch_up<S: Store>(
     materializer: &mut Materializer<S>,
     journal: &mut dyn Journal,
 ) -> Result<Position, JournalError> {
-    let mut pending: Vec<Journaled> = Vec::new();
-    let flush = |materializer: &mut Materializer<S>, pending: &mut Vec<Journaled>| {
-        let result = materializer.step(pending);
-        pending.clear();
+    let after = materializer.position;
+    replay(journal, after, BATCHES_PER_TRANSACTION_MAX, &mut |batches| {
+        let result = materializer.step(batches);
         match (result, materializer.progress.halted()) {
             (Ok(()), None) => Ok(()),
             (Ok(()), Some(why)) => Err(JournalError::Invalid { position: materializer.position + 1, why }),
             (Err(failure), _) => Err(JournalError::Io(format!("materializing: {failure}"))),
         }
-    };
-    let after = materializer.position;
-    let last = journal.recover(after, &mut |position, payload| {
-        let effects = decode(payload).map_err(|why| JournalError::Invalid { position, why })?;
-        pending.push(Journaled { position, effects: Arc::new(effects) });
-        if pending.len() >= BATCHES_PER_TRANSACTION_MAX {
-            flush(materializer, &mut pending)?;
-        }
-        Ok(())
-    })?;
-    flush(materializer, &mut pending)?;
-    Ok(last)
+    })
 }

@@ -96,10 +96,6 @@ impl MemStore {
     pub fn fork(&self) -> MemStore {
         MemStore { data: Arc::new(Mutex::new(self.data.lock().expect("store lock").clone())) }
     }
-
-    pub fn outbox_len(&self) -> usize {
-        self.data.lock().expect("store lock").outbox.len()
-    }
 }
 
 fn apply(data: &mut MemData, effects: &Effects) -> Result<(), StoreError> {

@@ -31,12 +31,14 @@ pub(crate) struct Progress {
 }
 
 impl Progress {
-    pub(crate) fn new(materialized: Position) -> Progress {
+    /// Nothing acknowledged or materialized yet: the materializer publishes
+    /// the tables' position when it starts, the writer each append.
+    pub(crate) fn new() -> Progress {
         Progress {
-            acked: AtomicU64::new(materialized),
-            materialized: AtomicU64::new(materialized),
+            acked: AtomicU64::new(0),
+            materialized: AtomicU64::new(0),
             durable: AtomicU64::new(0),
-            changes: watch::Sender::new(materialized),
+            changes: watch::Sender::new(0),
             healthy: AtomicBool::new(true),
             stopping: AtomicBool::new(false),
             halted: Mutex::new(None),

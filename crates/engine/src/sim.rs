@@ -28,7 +28,6 @@ use crate::command::{Command, Mail, Queued};
 use crate::config::{EngineConfig, MAILBOX_CAPACITY};
 use crate::error::EngineError;
 use crate::journal::mem::{Fault, MemJournal};
-use crate::journal::record::decode;
 use crate::materializer::{Materializer, ToMaterializer};
 use crate::memory::MemStore;
 use crate::progress::Progress;
@@ -128,7 +127,7 @@ impl World {
             let set = SetId(index as u16);
             let store = MemStore::default();
             let journal = MemJournal::on_clock(clock.clone());
-            let progress = Arc::new(Progress::new(0));
+            let progress = Arc::new(Progress::new());
             let materializer = Materializer::new(set, store.clone(), progress.clone()).expect("empty tables");
             let (_queue, commands) = bounded(1);
             // Never full: the simulation takes from it on its own schedule.
@@ -248,8 +247,9 @@ impl World {
             let batches = journal
                 .records_after(after)
                 .into_iter()
-                .map(|(position, payload)| Ok(Journaled { position, effects: Arc::new(decode(&payload)?) }))
-                .collect::<Result<Vec<_>, String>>()?;
+                .map(|(position, payload)| Journaled::decode(position, &payload))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("set {set}: {e}"))?;
             scratch.materialize(&batches).map_err(|e| format!("set {set}: replaying the journal: {}", e.message))?;
             snapshots.push(scratch.snapshot(set as u16));
         }

@@ -7,13 +7,12 @@
 //! start to cut, and a read-only directory can be audited.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use hongbao_domain::SetId;
 use hongbao_domain::audit::{AccountRow, ClaimRow, LedgerRow, OutboxRow, PacketRow, SetSnapshot};
-use hongbao_engine::journal::record::decode;
-use hongbao_engine::{Journal, JournalError, Journaled, Store, StoreError};
+use hongbao_engine::journal::replay;
+use hongbao_engine::{BATCHES_PER_TRANSACTION_MAX, JournalError, Store, StoreError};
 use hongbao_journal::FileJournal;
 use rusqlite::backup::Backup;
 use rusqlite::{Connection, OpenFlags, Row};
@@ -49,9 +48,6 @@ fn open_stopped(path: &Path) -> rusqlite::Result<Connection> {
     Connection::open_with_flags(format!("file:{escaped}?immutable=1"), flags)
 }
 
-/// Records replayed per transaction into the copy.
-const REPLAY_BATCHES_MAX: usize = 4096;
-
 /// Everything one set holds, read from a stopped data directory: its
 /// tables, with its journal's records past them applied.
 pub fn snapshot(dir: &Path, set: SetId) -> Result<SetSnapshot, StoreError> {
@@ -74,30 +70,15 @@ fn replayed_copy(dir: &Path, set: SetId, connection: &Connection) -> Result<Opti
     let mut journal =
         FileJournal::open_read_only(&journal_path(dir, set)).map_err(|e| StoreError::new(e.to_string()))?;
     let mut copy: Option<SqliteStore> = None;
-    let mut pending = Vec::new();
-    let replay = |copy: &mut Option<SqliteStore>, pending: &mut Vec<Journaled>| -> Result<(), StoreError> {
-        if pending.is_empty() {
-            return Ok(());
-        }
-        if copy.is_none() {
-            *copy = Some(in_memory_copy(connection, set)?);
-        }
-        let store = copy.as_mut().expect("made above");
-        let replayed = store.materialize(pending);
-        pending.clear();
-        replayed.map_err(|e| StoreError::new(format!("set {set}: the journal does not apply over the tables: {e}")))
-    };
-    journal
-        .recover(position, &mut |at, payload| {
-            let effects = decode(payload).map_err(|why| JournalError::Invalid { position: at, why })?;
-            pending.push(Journaled { position: at, effects: Arc::new(effects) });
-            if pending.len() >= REPLAY_BATCHES_MAX {
-                replay(&mut copy, &mut pending).map_err(|e| JournalError::Invalid { position: at, why: e.message })?;
-            }
-            Ok(())
-        })
-        .map_err(|e| StoreError::new(format!("set {set}: reading the journal: {e}")))?;
-    replay(&mut copy, &mut pending)?;
+    replay(&mut journal, position, BATCHES_PER_TRANSACTION_MAX, &mut |batches| {
+        let store = match &mut copy {
+            Some(store) => store,
+            None => copy.insert(in_memory_copy(connection, set).map_err(|e| JournalError::Io(e.message))?),
+        };
+        let why = |e: StoreError| format!("the journal does not apply over the tables: {}", e.message);
+        store.materialize(batches).map_err(|e| JournalError::Invalid { position: batches[0].position, why: why(e) })
+    })
+    .map_err(|e| StoreError::new(format!("set {set}: replaying the journal: {e}")))?;
     Ok(copy)
 }
 

@@ -51,26 +51,16 @@ impl MemJournal {
         self.log.lock().expect("journal lock").fault = Some(fault);
     }
 
-    /// Records still held (not trimmed).
-    pub fn len(&self) -> usize {
-        self.log.lock().expect("journal lock").records.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// The whole records past `after`, read without recovering (a torn tail
     /// stays): what a check replays over the tables.
     pub fn records_after(&self, after: Position) -> Vec<(Position, Vec<u8>)> {
-        let log = self.log.lock().expect("journal lock");
-        log.records.iter().filter(|(position, _)| *position > after).cloned().collect()
+        self.log.lock().expect("journal lock").after(after)
     }
+}
 
-    /// The position of the last whole record.
-    pub fn last(&self) -> Position {
-        let log = self.log.lock().expect("journal lock");
-        log.records.last().map_or(log.trimmed, |(position, _)| *position)
+impl Log {
+    fn after(&self, after: Position) -> Vec<(Position, Vec<u8>)> {
+        self.records.iter().filter(|(position, _)| *position > after).cloned().collect()
     }
 }
 
@@ -125,7 +115,7 @@ impl Journal for MemJournal {
                     why: format!("trimmed through {}, past the tables' {after}", log.trimmed),
                 });
             }
-            log.records.iter().filter(|(position, _)| *position > after).cloned().collect::<Vec<_>>()
+            log.after(after)
         };
         self.needs_recovery = false;
         let mut last = after;

@@ -13,6 +13,8 @@ pub mod record;
 
 use thiserror::Error;
 
+use crate::store::Journaled;
+
 /// A record's position: 1 for a set's first batch, then one more per batch,
 /// without gaps. The tables record the position they have materialized.
 pub type Position = u64;
@@ -31,6 +33,38 @@ pub enum JournalError {
     /// positions, an append out of order): an engine or format bug.
     #[error("journal record {position}: {why}")]
     Invalid { position: Position, why: String },
+}
+
+/// Batches per materializing transaction at most: enough that a
+/// transaction's fixed costs (its sync, the hot pages it rewrites) are shared
+/// widely, few enough that readers waiting for a position are not held
+/// long. Also the chunk in which a journal is replayed into tables.
+pub const BATCHES_PER_TRANSACTION_MAX: usize = 4096;
+
+/// Reads the journal's records past `after` (through `Journal::recover`: a
+/// torn tail cut, damage refused), decodes them, and hands them on in order,
+/// at most `chunk` at a time. Answers the journal's last position. What the
+/// tables catch up from at start, what `hongbao audit` replays, and what a
+/// writer reads back after a failed append.
+pub fn replay(
+    journal: &mut dyn Journal,
+    after: Position,
+    chunk: usize,
+    each_chunk: &mut dyn FnMut(&[Journaled]) -> Result<(), JournalError>,
+) -> Result<Position, JournalError> {
+    let mut pending = Vec::new();
+    let last = journal.recover(after, &mut |position, payload| {
+        pending.push(Journaled::decode(position, payload)?);
+        if pending.len() >= chunk {
+            each_chunk(&pending)?;
+            pending.clear();
+        }
+        Ok(())
+    })?;
+    if !pending.is_empty() {
+        each_chunk(&pending)?;
+    }
+    Ok(last)
 }
 
 /// What `Journal::recover` passes each record to.

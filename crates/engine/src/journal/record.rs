@@ -31,7 +31,10 @@ use hongbao_domain::ledger::EntryKind;
 use hongbao_domain::packet::{PacketInfo, PacketKind, PasswordDigest};
 use hongbao_domain::{Amount, Claim, Millis, Packet, PacketId, SetId, UserId};
 
-use crate::store::{Credit, Effects, IdempotencyRecord, IdempotencyResult, LedgerEntry};
+use std::sync::Arc;
+
+use crate::journal::{JournalError, Position};
+use crate::store::{Credit, Effects, IdempotencyRecord, IdempotencyResult, Journaled, LedgerEntry};
 
 /// The version this build writes and the only one it reads.
 pub const VERSION: u8 = 1;
@@ -133,6 +136,14 @@ pub fn decode(bytes: &[u8]) -> Result<Effects, String> {
         return Err(format!("{} bytes past the end of the record", d.0.len()));
     }
     Ok(Effects { next_seq, ledger, packets, claims, refunds, outbox_added, outbox_removed, idempotency })
+}
+
+impl Journaled {
+    /// The batch a journal record at `position` holds.
+    pub fn decode(position: Position, payload: &[u8]) -> Result<Journaled, JournalError> {
+        let effects = decode(payload).map_err(|why| JournalError::Invalid { position, why })?;
+        Ok(Journaled { position, effects: Arc::new(effects) })
+    }
 }
 
 fn entry_kind_tag(kind: EntryKind) -> u8 {

@@ -18,8 +18,8 @@ use hongbao_domain::SetId;
 
 use crate::command::{Mail, Pending};
 use crate::error::EngineError;
-use crate::journal::record::{decode, encode};
-use crate::journal::{JournalError, Position};
+use crate::journal::record::encode;
+use crate::journal::{BATCHES_PER_TRANSACTION_MAX, JournalError, Position, replay};
 use crate::materializer::{Materializer, ToMaterializer, catch_up};
 use crate::store::{Journaled, Store};
 
@@ -133,9 +133,8 @@ impl<S: Store> Writer<S> {
     /// hands it what a failed append left whole.
     fn read_back(&mut self) -> bool {
         let mut found = Vec::new();
-        let read = self.journal.recover(self.sent, &mut |position, payload| {
-            let effects = decode(payload).map_err(|why| JournalError::Invalid { position, why })?;
-            found.push(Journaled { position, effects: Arc::new(effects) });
+        let read = replay(&mut *self.journal, self.sent, BATCHES_PER_TRANSACTION_MAX, &mut |batches| {
+            found.extend_from_slice(batches);
             Ok(())
         });
         match read {
@@ -159,6 +158,7 @@ impl<S: Store> Writer<S> {
         self.links.progress.set_healthy(false);
         let last = catch_up(materializer, &mut *self.journal)?;
         self.sent = last;
+        self.to_tables.clear();
         self.journal_unsure = false;
         self.trimmed = 0;
         if !self.recover() {
