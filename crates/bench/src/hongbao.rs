@@ -12,9 +12,11 @@ use hongbao_domain::audit::StoredClaims;
 use hongbao_domain::packet::SpecInput;
 use hongbao_domain::{Amount, Limits, OpenOutcome, PacketId, PacketSpec, SendOutcome, UserId};
 use hongbao_engine::{Engine, EngineConfig};
-use hongbao_node::{Running, ServeOptions};
+use hongbao_node::{Running, ServeOptions, StoreChoice};
 use hongbao_server::Auth;
 use hongbao_server::rate_limit::{Rate, Route};
+use hongbao_store_pg::SetMap;
+use hongbao_store_pg::testing::ScratchDatabase;
 use hyper::Method;
 use serde_json::Value;
 
@@ -38,17 +40,36 @@ pub fn bench_config() -> EngineConfig {
     }
 }
 
-/// A server for one run: in-process on a fresh temporary data directory.
+/// A server for one run: in-process on a fresh temporary data directory,
+/// its sets there (SQLite) or on a fresh PostgreSQL database.
 pub struct BenchServer {
     pub running: Running,
     pub auth: Arc<Auth>,
+    store: StoreChoice,
     _dir: tempfile::TempDir,
+    /// Dropped (the database with it) after the audit.
+    _database: Option<ScratchDatabase>,
 }
 
 impl BenchServer {
-    pub async fn start(sets: Option<u16>) -> Result<BenchServer> {
+    /// `pg`: the PostgreSQL server to make the run's database on, or `None`
+    /// for SQLite.
+    pub async fn start(sets: Option<u16>, pg: Option<&str>) -> Result<BenchServer> {
         let dir = tempfile::tempdir().context("making a temporary data directory")?;
+        let database = match pg {
+            None => None,
+            Some(server) => {
+                let server = server.to_owned();
+                let made = tokio::task::spawn_blocking(move || ScratchDatabase::create(&server, "hongbao_bench"));
+                Some(made.await?.context("making the run's PostgreSQL database")?)
+            }
+        };
+        let store = match &database {
+            None => StoreChoice::Sqlite,
+            Some(database) => StoreChoice::Postgres(SetMap::single(database.url())),
+        };
         let mut options = ServeOptions::new(dir.path().join("data"), "127.0.0.1:0".parse().expect("address"));
+        options.store = store.clone();
         options.engine = bench_config();
         // The busiest Zipf group's synthetic members open more packets a
         // second (and more at once) than people do; the per-user limits
@@ -62,7 +83,7 @@ impl BenchServer {
         options.sets = sets;
         let running = hongbao_node::start(options).await?;
         let auth = Arc::new(hongbao_node::auth(&running.data.path)?);
-        Ok(BenchServer { running, auth, _dir: dir })
+        Ok(BenchServer { running, auth, store, _dir: dir, _database: database })
     }
 
     /// Stops the server and checks the invariants and every acknowledged
@@ -78,7 +99,8 @@ impl BenchServer {
             "  tables lag at the end of the run: {lag} batches, materialized while stopping in {:.2?}",
             began.elapsed()
         );
-        let snapshots = hongbao_node::read_dir(&path)?;
+        let store = self.store.clone();
+        let snapshots = tokio::task::spawn_blocking(move || hongbao_node::read_data(&path, &store)).await??;
         let report = hongbao_node::audit_snapshots(&snapshots);
         let mut violations = report.violations.clone();
         let stored = StoredClaims::of(&snapshots);

@@ -11,6 +11,8 @@
 //! without and with `appendfsync always`), `redis-lua-http` and
 //! `redis-lua-http-durable` (the same script behind an HTTP service on
 //! hongbao's HTTP stack and tokens, driven by `open-http`'s client),
+//! `open-http-pg` and `open-http-hot-pg` (open-http and open-http-hot with
+//! the sets on PostgreSQL: the journal a table, the tables partitioned),
 //! `pg-row-lock` and `pg-row-lock-hot` (a PostgreSQL transaction per open,
 //! row-locked), `pg-optimistic` and `pg-optimistic-hot` (the same with
 //! optimistic locking: compare-and-swap on a version, retried on conflict).
@@ -135,6 +137,8 @@ const TARGET_COUNT_MAX: u32 = 100;
 
 struct Suite {
     sizes: Sizes,
+    /// The PostgreSQL server of the `-pg` runs and the baselines.
+    pg: String,
     target: Option<Target>,
     only: Vec<String>,
     sets: Option<u16>,
@@ -168,12 +172,14 @@ impl Suite {
         eprintln!("{name:>18} skipped: {why:#}");
     }
 
-    /// The server a run drives: a fresh in-process one, or the target.
-    async fn server(&self) -> Result<(SocketAddr, Option<BenchServer>)> {
+    /// The server a run drives: a fresh in-process one (its sets on
+    /// PostgreSQL for the `-pg` runs), or the target.
+    async fn server(&self, name: &str) -> Result<(SocketAddr, Option<BenchServer>)> {
         match &self.target {
             Some(target) => Ok((target.addr, None)),
             None => {
-                let node = BenchServer::start(self.sets).await?;
+                let pg = name.ends_with("-pg").then_some(self.pg.as_str());
+                let node = BenchServer::start(self.sets, pg).await?;
                 Ok((node.running.addr, Some(node)))
             }
         }
@@ -192,7 +198,7 @@ impl Suite {
     }
 
     async fn floor_http(&mut self) -> Result<()> {
-        let (addr, node) = self.server().await?;
+        let (addr, node) = self.server("floor-http").await?;
         let clients = connections(addr, self.sizes.clients).await?;
         let clients = clients.into_iter().map(|connection| Floor { connection }).collect();
         let mode = Mode::Closed { clients: self.sizes.clients };
@@ -202,7 +208,7 @@ impl Suite {
     }
 
     async fn open_http(&mut self, name: &str, packets: usize, count: u32, mode: Mode) -> Result<f64> {
-        let (addr, node) = self.server().await?;
+        let (addr, node) = self.server(name).await?;
         let (plan, tokens) = match (&node, &self.target) {
             (Some(node), _) => {
                 (prepare(&node.running.engine, packets, count).await?, Tokens::Signed(node.auth.clone()))
@@ -230,7 +236,7 @@ impl Suite {
     /// The `new-year-eve` profile over HTTP: sends, grabs and opens, all counted.
     async fn new_year_eve(&mut self) -> Result<()> {
         let name = "nye-http";
-        let (addr, node) = self.server().await?;
+        let (addr, node) = self.server(name).await?;
         let groups = Arc::new(new_year_eve::Groups::new(self.sizes.groups));
         let senders: Vec<_> = (0..groups.count()).map(new_year_eve::Groups::sender).collect();
         let funds = 1_000_000_000;
@@ -263,7 +269,7 @@ impl Suite {
     }
 
     async fn open_engine(&mut self) -> Result<()> {
-        let node = BenchServer::start(self.sets).await?;
+        let node = BenchServer::start(self.sets, None).await?;
         let sizes = &self.sizes;
         let plan = Arc::new(prepare(&node.running.engine, sizes.spread_packets, sizes.spread_count).await?);
         let clients = (0..sizes.engine_clients)
@@ -292,7 +298,16 @@ pub async fn run(options: BenchOptions) -> Result<bool> {
         }
     };
     let bars = MultiProgress::new();
-    let mut suite = Suite { sizes, target, only, sets: options.sets, bars, runs: Vec::new(), audits: Vec::new() };
+    let mut suite = Suite {
+        sizes,
+        pg: options.pg.clone(),
+        target,
+        only,
+        sets: options.sets,
+        bars,
+        runs: Vec::new(),
+        audits: Vec::new(),
+    };
     suite.hongbao_runs(options.rate).await?;
     suite.named_runs().await?;
     if suite.wants("nye-http") {
@@ -335,6 +350,8 @@ impl Suite {
             let why = [
                 ("open-http-hot", "needs an in-process server: a hot packet is past a target's share limit"),
                 ("open-engine", "needs the engine in-process"),
+                ("open-http-pg", "starts its own server on PostgreSQL"),
+                ("open-http-hot-pg", "starts its own server on PostgreSQL"),
             ];
             for (name, why) in why.into_iter().filter(|(name, _)| self.wants(name)) {
                 self.skip(name, &anyhow::anyhow!(why));
@@ -345,6 +362,16 @@ impl Suite {
         }
         if local && self.wants("open-engine") {
             self.open_engine().await?;
+        }
+        // The same runs with the sets on PostgreSQL (a fresh database on --pg).
+        if local && self.wants("open-http-pg") {
+            let run = self.open_http("open-http-pg", packets, count, Mode::Closed { clients }).await;
+            run.map(drop).unwrap_or_else(|why| self.skip("open-http-pg", &why));
+        }
+        if local && self.wants("open-http-hot-pg") {
+            let hot = self.sizes.hot_count;
+            let run = self.open_http("open-http-hot-pg", 1, hot, Mode::Closed { clients }).await;
+            run.map(drop).unwrap_or_else(|why| self.skip("open-http-hot-pg", &why));
         }
         let rate = rate.or(spread.map(|spread| (spread / 2.0).max(1.0) as u64));
         if let Some(rate) = rate.filter(|_| self.wants("open-http-open-loop")) {

@@ -23,6 +23,7 @@ use hongbao_engine::{
 };
 use hongbao_journal::FileJournal;
 use hongbao_node::DataDir;
+use hongbao_node::data_dir::StoreKind;
 use hongbao_store_sqlite::{journal_path, open_set};
 use indicatif::ProgressBar;
 
@@ -73,7 +74,7 @@ pub struct StoreFloor {
 }
 
 fn data_dir(root: &std::path::Path, sets: u16) -> Result<DataDir> {
-    Ok(DataDir::open_or_create(&root.join("data"), Some(sets), sets)?)
+    Ok(DataDir::open_or_create(&root.join("data"), Some(sets), sets, StoreKind::Sqlite)?)
 }
 
 pub async fn measure(

@@ -18,6 +18,7 @@ pub mod memory;
 mod progress;
 pub mod sim;
 pub mod store;
+pub mod stored;
 mod writer;
 
 pub use clock::{Clock, Entropy, ManualClock, OsEntropy, SeededEntropy, SystemClock};

@@ -206,8 +206,12 @@ impl Store for MemStore {
         for id in &wants.packets {
             fetched.packets.extend(data.packets.get(id).cloned());
         }
-        fetched.references_present =
-            wants.references.iter().filter(|r| data.ledger.contains_key(*r)).cloned().collect();
+        fetched.references_present = wants
+            .credits
+            .iter()
+            .filter(|credit| data.ledger.contains_key(&credit.reference))
+            .map(|credit| credit.reference.clone())
+            .collect();
         Ok(fetched)
     }
 

@@ -70,6 +70,10 @@ impl IdempotencyOp {
             IdempotencyOp::Send => "send",
         }
     }
+
+    pub fn parse(text: &str) -> Option<IdempotencyOp> {
+        [IdempotencyOp::Deposit, IdempotencyOp::Send].into_iter().find(|op| op.as_str() == text)
+    }
 }
 
 /// What a remembered request did.
@@ -82,6 +86,24 @@ pub enum IdempotencyResult {
 }
 
 impl IdempotencyResult {
+    /// How a store spells the result in a text column: a deposit's balance
+    /// in fen, a send's packet id. `parse` is its inverse, the one place
+    /// that reads it back.
+    pub fn text(&self) -> String {
+        match self {
+            IdempotencyResult::Deposited(balance) => balance.fen().to_string(),
+            IdempotencyResult::Sent(id) => id.to_string(),
+        }
+    }
+
+    pub fn parse(op: IdempotencyOp, text: &str) -> Result<IdempotencyResult, StoreError> {
+        let result = match op {
+            IdempotencyOp::Deposit => text.parse().ok().and_then(Amount::from_fen).map(IdempotencyResult::Deposited),
+            IdempotencyOp::Send => text.parse::<PacketId>().ok().map(IdempotencyResult::Sent),
+        };
+        result.ok_or_else(|| StoreError::new(format!("a stored {} result {text:?} is unreadable", op.as_str())))
+    }
+
     pub fn op(self) -> IdempotencyOp {
         match self {
             IdempotencyResult::Deposited(_) => IdempotencyOp::Deposit,
@@ -128,13 +150,15 @@ pub struct Wants {
     pub idempotency: Vec<(UserId, IdempotencyOp, String)>,
     /// Settled packets (no longer in memory) that a batch opens or grabs.
     pub packets: Vec<PacketId>,
-    /// Ledger references of incoming credits, to learn which already landed.
-    pub references: Vec<String>,
+    /// Incoming credits (resent ones), to learn which already landed in the
+    /// ledger. The whole credit, not its reference alone: a store that keys
+    /// the ledger by day and user finds it by its packet's day and its user.
+    pub credits: Vec<Credit>,
 }
 
 impl Wants {
     pub fn is_empty(&self) -> bool {
-        self.accounts.is_empty() && self.idempotency.is_empty() && self.packets.is_empty() && self.references.is_empty()
+        self.accounts.is_empty() && self.idempotency.is_empty() && self.packets.is_empty() && self.credits.is_empty()
     }
 }
 
@@ -146,7 +170,7 @@ pub struct Fetched {
     /// The wanted packets that exist, plus the packets named by fetched
     /// idempotency records of sends.
     pub packets: Vec<Packet>,
-    /// The wanted references that are already in the ledger.
+    /// The references of the wanted credits that are already in the ledger.
     pub references_present: Vec<String>,
 }
 

@@ -1,25 +1,34 @@
-//! Engine scenarios on the real SQLite store: races, expiry, credits across
-//! sets, and restarts with work in flight. Each reads as a table of what
-//! happens and what must hold after; each ends with the full audit.
+//! Engine scenarios on both real stores, SQLite and PostgreSQL, from one
+//! source: races, expiry, credits across sets and across databases, the day
+//! rolling over at midnight, and restarts with work in flight. Each reads as
+//! a table of what happens and what must hold after; each ends with the full
+//! audit. `scenarios!` at the end makes each scenario two tests,
+//! `<scenario>::on_sqlite` and `<scenario>::on_postgres`; the second passes,
+//! saying it was skipped, unless `HONGBAO_TEST_PG` names a PostgreSQL server
+//! (`hongbao_store_pg::testing`).
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::future::{Future, poll_fn};
-use std::path::Path;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use hongbao_domain::audit::{AuditReport, audit};
-use hongbao_domain::packet::SpecInput;
+use hongbao_domain::audit::{AuditReport, SetSnapshot, audit};
+use hongbao_domain::packet::{PacketInfo, SpecInput};
 use hongbao_domain::{
-    Amount, Claim, DepositOutcome, Limits, Millis, OpenOutcome, PacketId, PacketSpec, SendOutcome, SetId, UserId,
+    Amount, Claim, DepositOutcome, Limits, Millis, OpenOutcome, Packet, PacketId, PacketSpec, SendOutcome, SetId,
+    UserId,
 };
 use hongbao_engine::{
     Clock, Engine, EngineConfig, EngineError, Journal, JournalError, ManualClock, Position, SeededEntropy, SetStores,
+    Store,
 };
-use hongbao_store_sqlite::{open_set, set_path, snapshot};
+use hongbao_store_pg::SetMap;
+use hongbao_store_pg::testing::TestDatabase;
+use tempfile::TempDir;
 
 /// A set's journal with a switch that makes every append fail, as a full or
 /// failing disk would, and a stall: a disk that stops answering.
@@ -58,13 +67,142 @@ impl Journal for Switchable {
     }
 }
 
-struct EngineOnSqlite {
+/// Where a scenario's data set lives: a temporary directory with one SQLite
+/// database per set, or fresh PostgreSQL databases (dropped with it) that
+/// hold the sets between them.
+enum Backend {
+    Sqlite(TempDir),
+    /// Set `n` lives on database `n mod databases.len()`.
+    Postgres(Vec<TestDatabase>),
+}
+
+/// What opening a data set needs of its backend, owned, so that the
+/// blocking work can run off the async runtime.
+enum Place {
+    Dir(PathBuf),
+    Databases(SetMap),
+}
+
+impl Backend {
+    fn sqlite() -> Backend {
+        Backend::Sqlite(tempfile::tempdir().unwrap())
+    }
+
+    /// `databases` fresh databases, or `None` (the test passes, saying it
+    /// was skipped) when no test server is named. Making one blocks, so it
+    /// runs on the blocking pool.
+    async fn postgres(test: &'static str, databases: usize) -> Option<Backend> {
+        let databases = tokio::task::spawn_blocking(move || -> Option<Vec<_>> {
+            (0..databases).map(|_| TestDatabase::create(test)).collect()
+        });
+        databases.await.unwrap().map(Backend::Postgres)
+    }
+
+    fn place(&self, sets: u16) -> Place {
+        match self {
+            Backend::Sqlite(dir) => Place::Dir(dir.path().to_owned()),
+            Backend::Postgres(databases) => {
+                let urls: Vec<String> = databases.iter().map(TestDatabase::url).collect();
+                let map = (0..sets).fold(SetMap::single(urls[0].clone()), |map, set| {
+                    map.place(set, set, urls[usize::from(set) % urls.len()].clone())
+                });
+                Place::Databases(map)
+            }
+        }
+    }
+
+    /// A node whose manual clock's jumps stand for expiries coming due, not
+    /// for commands waiting in their queue: nothing is shed for waiting.
+    async fn start(&self, sets: u16, clock: &ManualClock) -> Node {
+        let config = EngineConfig { queue_wait_max: Duration::from_secs(24 * 3600), ..EngineConfig::default() };
+        self.start_with(sets, clock, config).await
+    }
+
+    /// Opening the stores and recovering the sets block (the PostgreSQL
+    /// store waits for its queries), so they run on the blocking pool.
+    async fn start_with(&self, sets: u16, clock: &ManualClock, config: EngineConfig) -> Node {
+        let place = self.place(sets);
+        let clock = clock.clone();
+        tokio::task::spawn_blocking(move || match place {
+            Place::Dir(dir) => {
+                let stores = (0..sets).map(|set| hongbao_store_sqlite::open_set(&dir, SetId(set)).unwrap());
+                Node::start(stores.collect(), clock, config)
+            }
+            Place::Databases(map) => Node::start(hongbao_store_pg::open_sets(&map, sets).unwrap(), clock, config),
+        })
+        .await
+        .unwrap()
+    }
+
+    /// The full audit of the data set at rest.
+    async fn audit(&self, sets: u16, now: Millis) -> AuditReport {
+        let place = self.place(sets);
+        let snapshots: Vec<SetSnapshot> = tokio::task::spawn_blocking(move || match place {
+            Place::Dir(dir) => (0..sets).map(|set| hongbao_store_sqlite::snapshot(&dir, SetId(set)).unwrap()).collect(),
+            Place::Databases(map) => hongbao_store_pg::snapshot(&map, sets).unwrap(),
+        })
+        .await
+        .unwrap();
+        audit(&snapshots, Limits::default().share_min, now.0)
+    }
+
+    async fn assert_audit_ok(&self, sets: u16, now: Millis) -> AuditReport {
+        let report = self.audit(sets, now).await;
+        assert!(report.ok(), "{report}");
+        report
+    }
+
+    /// The credits in `set`'s outbox tables (what its materializer wrote).
+    async fn outbox_len(&self, set: u16) -> i64 {
+        match self {
+            Backend::Sqlite(dir) => {
+                let path = hongbao_store_sqlite::set_path(dir.path(), SetId(set));
+                let connection = rusqlite::Connection::open(path).unwrap();
+                connection.query_row("SELECT COUNT(*) FROM outbox", [], |row| row.get(0)).unwrap()
+            }
+            Backend::Postgres(databases) => {
+                let mut count = 0;
+                for database in databases {
+                    count += pg_outbox_len(&database.url(), set).await;
+                }
+                count
+            }
+        }
+    }
+}
+
+/// Counts on a connection of the test's own runtime, so nothing blocks it.
+async fn pg_outbox_len(url: &str, set: u16) -> i64 {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let set = i16::try_from(set).unwrap();
+    client.query_one("SELECT count(*) FROM outbox WHERE set_id = $1", &[&set]).await.unwrap().get(0)
+}
+
+/// A running engine and the switches on its sets' journals.
+struct Node {
     engine: Engine,
     failing: Vec<Arc<AtomicBool>>,
     stalls: Vec<Stall>,
 }
 
-impl EngineOnSqlite {
+impl Node {
+    fn start<S: Store>(stores: Vec<SetStores<S>>, clock: ManualClock, config: EngineConfig) -> Node {
+        let failing: Vec<_> = stores.iter().map(|_| Arc::new(AtomicBool::new(false))).collect();
+        let stalls: Vec<Stall> = stores.iter().map(|_| Stall::default()).collect();
+        let stores = (stores.into_iter().enumerate())
+            .map(|(set, stores)| {
+                let journal =
+                    Switchable { inner: stores.journal, failing: failing[set].clone(), stall: stalls[set].clone() };
+                SetStores { journal: Box::new(journal), ..stores }
+            })
+            .collect();
+        let engine =
+            Engine::start(config, stores, Arc::new(clock), |set| Box::new(SeededEntropy::new(u64::from(set.0) + 1)))
+                .unwrap();
+        Node { engine, failing, stalls }
+    }
+
     /// Stalls the next append of `set`: returns a receiver told when the
     /// append has begun, and the sender that lets it finish.
     fn stall(&self, set: u16) -> (mpsc::Receiver<()>, mpsc::Sender<()>) {
@@ -75,45 +213,9 @@ impl EngineOnSqlite {
     }
 }
 
-/// A node whose manual clock's jumps stand for expiries coming due, not for
-/// commands waiting in their queue: nothing is shed for waiting.
-fn start(dir: &Path, sets: u16, clock: &ManualClock) -> EngineOnSqlite {
-    let config = EngineConfig { queue_wait_max: Duration::from_secs(24 * 3600), ..EngineConfig::default() };
-    start_with(dir, sets, clock, config)
-}
-
-fn start_with(dir: &Path, sets: u16, clock: &ManualClock, config: EngineConfig) -> EngineOnSqlite {
-    let failing: Vec<_> = (0..sets).map(|_| Arc::new(AtomicBool::new(false))).collect();
-    let stalls: Vec<Stall> = (0..sets).map(|_| Stall::default()).collect();
-    let stores = (0..sets)
-        .map(|set| {
-            let stores = open_set(dir, SetId(set)).unwrap();
-            let set = usize::from(set);
-            let journal =
-                Switchable { inner: stores.journal, failing: failing[set].clone(), stall: stalls[set].clone() };
-            SetStores { journal: Box::new(journal), ..stores }
-        })
-        .collect();
-    let engine = Engine::start(config, stores, Arc::new(clock.clone()), |set| {
-        Box::new(SeededEntropy::new(u64::from(set.0) + 1))
-    })
-    .unwrap();
-    EngineOnSqlite { engine, failing, stalls }
-}
-
-fn stop(node: EngineOnSqlite) {
-    node.engine.shutdown();
-}
-
-fn audit_dir(dir: &Path, sets: u16, now: Millis) -> AuditReport {
-    let snapshots: Vec<_> = (0..sets).map(|set| snapshot(dir, SetId(set)).unwrap()).collect();
-    audit(&snapshots, Limits::default().share_min, now.0)
-}
-
-fn assert_audit_ok(dir: &Path, sets: u16, now: Millis) -> AuditReport {
-    let report = audit_dir(dir, sets, now);
-    assert!(report.ok(), "{report}");
-    report
+/// Shuts the node down; that blocks, so it runs on the blocking pool.
+async fn stop(node: Node) {
+    tokio::task::spawn_blocking(move || node.engine.shutdown()).await.unwrap();
 }
 
 fn user(name: &str) -> UserId {
@@ -156,12 +258,26 @@ fn fen(amount: Amount) -> u64 {
 }
 
 const START: Millis = Millis(1_800_000_000_000);
+const DAY_MS: i64 = 86_400_000;
+/// The first midnight (UTC) after `START`.
+const MIDNIGHT: Millis = Millis(START.0 - START.0 % DAY_MS + DAY_MS);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_thousand_users_race_for_a_hundred_shares() {
-    let dir = tempfile::tempdir().unwrap();
+async fn open_share(engine: &Engine, id: PacketId, who: &UserId) -> Claim {
+    match engine.open(id, who.clone(), None).await.unwrap() {
+        OpenOutcome::Opened(claim) => claim,
+        other => panic!("{who} could not open {id}: {other:?}"),
+    }
+}
+
+/// What a packet's detail says, to compare one reading with another.
+fn detail(packet: &Packet) -> (PacketInfo, Amount, u32, Amount, Vec<Claim>) {
+    let claims = packet.claims().to_vec();
+    (packet.info.clone(), packet.remaining_amount, packet.remaining_count, packet.refunded_amount, claims)
+}
+
+async fn a_thousand_users_race_for_a_hundred_shares(backend: Backend) {
     let clock = ManualClock::new(START);
-    let node = start(dir.path(), 8, &clock);
+    let node = backend.start(8, &clock).await;
     let sender = user("sender");
     fund(&node.engine, &sender, 20_000).await;
     let id = send(&node.engine, &sender, spec("lucky", 20_000, 100, None)).await;
@@ -187,15 +303,13 @@ async fn a_thousand_users_race_for_a_hundred_shares() {
     let packet = node.engine.packet(id).await.unwrap().unwrap();
     assert_eq!(packet.claims().len(), 100);
     assert_eq!(packet.remaining_amount, Amount::ZERO);
-    stop(node);
-    assert_audit_ok(dir.path(), 8, clock.now());
+    stop(node).await;
+    backend.assert_audit_ok(8, clock.now()).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_user_opening_fifty_times_at_once_gets_one_share() {
-    let dir = tempfile::tempdir().unwrap();
+async fn one_user_opening_fifty_times_at_once_gets_one_share(backend: Backend) {
     let clock = ManualClock::new(START);
-    let node = start(dir.path(), 8, &clock);
+    let node = backend.start(8, &clock).await;
     let sender = user("sender");
     fund(&node.engine, &sender, 1_000).await;
     let id = send(&node.engine, &sender, spec("lucky", 1_000, 10, None)).await;
@@ -223,15 +337,13 @@ async fn one_user_opening_fifty_times_at_once_gets_one_share() {
     let packet = node.engine.packet(id).await.unwrap().unwrap();
     assert_eq!(packet.claims().len(), 1);
     assert_eq!(packet.remaining_count, 9);
-    stop(node);
-    assert_audit_ok(dir.path(), 8, clock.now());
+    stop(node).await;
+    backend.assert_audit_ok(8, clock.now()).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn opens_racing_the_expiry_never_share_money_with_the_refund() {
-    let dir = tempfile::tempdir().unwrap();
+async fn opens_racing_the_expiry_never_share_money_with_the_refund(backend: Backend) {
     let clock = ManualClock::new(START);
-    let node = start(dir.path(), 8, &clock);
+    let node = backend.start(8, &clock).await;
     let sender = user("sender");
     fund(&node.engine, &sender, 10_000).await;
     let id = send(&node.engine, &sender, spec("lucky", 10_000, 100, Some(1))).await;
@@ -284,16 +396,14 @@ async fn opens_racing_the_expiry_never_share_money_with_the_refund() {
     let expected_balance = fen(packet.refunded_amount);
     let sender_balance = node.engine.balance(sender.clone()).await.unwrap();
     assert_eq!(fen(sender_balance), expected_balance, "the refund reached the sender once");
-    stop(node);
-    let report = assert_audit_ok(dir.path(), 8, clock.now());
+    stop(node).await;
+    let report = backend.assert_audit_ok(8, clock.now()).await;
     assert_eq!(report.refunds_pending, 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_share_is_credited_to_a_wallet_in_another_set() {
-    let dir = tempfile::tempdir().unwrap();
+async fn a_share_is_credited_to_a_wallet_in_another_set(backend: Backend) {
     let clock = ManualClock::new(START);
-    let node = start(dir.path(), 4, &clock);
+    let node = backend.start(4, &clock).await;
     let sender = user_in(0, 4, "sender");
     let openers: Vec<_> = (1..4).map(|set| user_in(set, 4, "opener")).collect();
     fund(&node.engine, &sender, 900).await;
@@ -311,26 +421,18 @@ async fn a_share_is_credited_to_a_wallet_in_another_set() {
         let opener = opener.clone();
         eventually("the credit lands", async || fen(engine.balance(opener.clone()).await.unwrap()) == 300).await;
     }
-    let outbox = set_path(dir.path(), SetId(0));
-    eventually("the outbox drains", async || outbox_len(&outbox) == 0).await;
+    eventually("the outbox drains", async || backend.outbox_len(0).await == 0).await;
     let received = node.engine.received(openers[0].clone(), None, 10).await.unwrap();
     assert_eq!(received.items.len(), 1);
     assert_eq!(received.items[0].packet_id, id);
-    stop(node);
-    let report = assert_audit_ok(dir.path(), 4, clock.now());
+    stop(node).await;
+    let report = backend.assert_audit_ok(4, clock.now()).await;
     assert_eq!(report.credits_pending, 0);
 }
 
-fn outbox_len(path: &Path) -> i64 {
-    let connection = rusqlite::Connection::open(path).unwrap();
-    connection.query_row("SELECT COUNT(*) FROM outbox", [], |row| row.get(0)).unwrap()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restart_with_credits_in_the_outbox_delivers_them_once() {
-    let dir = tempfile::tempdir().unwrap();
+async fn a_restart_with_credits_in_the_outbox_delivers_them_once(backend: Backend) {
     let clock = ManualClock::new(START);
-    let node = start(dir.path(), 2, &clock);
+    let node = backend.start(2, &clock).await;
     let sender = user_in(0, 2, "sender");
     let openers: Vec<_> = (0..5).map(|n| user_in(1, 2, &format!("opener{n}x"))).collect();
     fund(&node.engine, &sender, 5_000).await;
@@ -348,12 +450,12 @@ async fn a_restart_with_credits_in_the_outbox_delivers_them_once() {
     // A set whose append failed refuses writes until it has recovered.
     let refused = node.engine.deposit(openers[0].clone(), Amount::from_fen(1).unwrap(), None).await;
     assert_eq!(refused, Err(EngineError::Unavailable));
-    stop(node);
-    assert_eq!(outbox_len(&set_path(dir.path(), SetId(0))), 5, "every credit waits in the outbox");
-    assert_audit_ok(dir.path(), 2, clock.now());
+    stop(node).await;
+    assert_eq!(backend.outbox_len(0).await, 5, "every credit waits in the outbox");
+    backend.assert_audit_ok(2, clock.now()).await;
 
     // Restart with a healthy disk: the outbox is replayed before serving.
-    let node = start(dir.path(), 2, &clock);
+    let node = backend.start(2, &clock).await;
     for (opener, share) in openers.iter().zip(&shares) {
         let engine = node.engine.clone();
         let opener = opener.clone();
@@ -361,21 +463,64 @@ async fn a_restart_with_credits_in_the_outbox_delivers_them_once() {
         eventually("the replayed credit lands", async || fen(engine.balance(opener.clone()).await.unwrap()) == want)
             .await;
     }
-    let outbox = set_path(dir.path(), SetId(0));
-    eventually("the outbox drains", async || outbox_len(&outbox) == 0).await;
+    eventually("the outbox drains", async || backend.outbox_len(0).await == 0).await;
     // An open repeated after the restart answers the same share.
     let again = node.engine.open(id, openers[0].clone(), None).await.unwrap();
     assert_eq!(again, OpenOutcome::AlreadyOpened { amount: shares[0] });
-    stop(node);
-    let report = assert_audit_ok(dir.path(), 2, clock.now());
+    stop(node).await;
+    let report = backend.assert_audit_ok(2, clock.now()).await;
     assert_eq!(report.credits_pending, 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn settled_packets_answer_from_the_store_after_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
+async fn a_credit_crossing_databases_lands_once(backend: Backend) {
+    // Two sets, each on a database of its own (two PostgreSQL databases; on
+    // SQLite every set is a database file of its own).
+    // | what happens                                   | what must hold                                  |
+    // | bob (set 1) opens alice's packet (set 0)        | his share lands in set 1; set 0's outbox drains |
+    // | carol (set 1) opens it; set 1's append of her   | her credit lands in set 1, and set 0 cannot     |
+    // |   credit stalls, set 0's disk fails, the append |   record that it did: it stays in set 0's       |
+    // |   completes                                     |   outbox, landed, not pending                   |
+    // | a restart with healthy disks                    | set 0 resends it, set 1 finds it landed: each   |
+    // |                                                 |   balance is its share, once                    |
     let clock = ManualClock::new(START);
-    let node = start(dir.path(), 3, &clock);
+    let node = backend.start(2, &clock).await;
+    let alice = user_in(0, 2, "alice");
+    let (bob, carol) = (user_in(1, 2, "bob"), user_in(1, 2, "carol"));
+    fund(&node.engine, &alice, 600).await;
+    let id = send(&node.engine, &alice, spec("fixed", 600, 3, None)).await;
+    assert_eq!(id.set, SetId(0));
+    assert_eq!(fen(open_share(&node.engine, id, &bob).await.amount), 200);
+    let engine = node.engine.clone();
+    eventually("bob's credit lands", async || fen(engine.balance(bob.clone()).await.unwrap()) == 200).await;
+    eventually("set 0's outbox drains", async || backend.outbox_len(0).await == 0).await;
+
+    let (begun, release) = node.stall(1);
+    assert_eq!(fen(open_share(&node.engine, id, &carol).await.amount), 200);
+    let wait = Duration::from_secs(10);
+    tokio::task::spawn_blocking(move || begun.recv_timeout(wait).unwrap()).await.unwrap();
+    node.failing[0].store(true, Ordering::SeqCst);
+    release.send(()).unwrap();
+    eventually("carol's credit lands", async || fen(engine.balance(carol.clone()).await.unwrap()) == 200).await;
+    stop(node).await;
+    assert_eq!(backend.outbox_len(0).await, 1, "carol's credit is still in set 0's outbox");
+    let report = backend.assert_audit_ok(2, clock.now()).await;
+    assert_eq!(report.credits_pending, 0, "a credit in the target's ledger is not pending");
+
+    let node = backend.start(2, &clock).await;
+    eventually("set 0's outbox drains", async || backend.outbox_len(0).await == 0).await;
+    for who in [&bob, &carol] {
+        assert_eq!(fen(node.engine.balance(who.clone()).await.unwrap()), 200, "{who}'s share landed once");
+        let received = node.engine.received(who.clone(), None, 10).await.unwrap();
+        assert_eq!(received.items.iter().map(|item| item.packet_id).collect::<Vec<_>>(), [id]);
+    }
+    stop(node).await;
+    let report = backend.assert_audit_ok(2, clock.now()).await;
+    assert_eq!(report.credits_pending, 0);
+}
+
+async fn settled_packets_answer_from_the_store_after_a_restart(backend: Backend) {
+    let clock = ManualClock::new(START);
+    let node = backend.start(3, &clock).await;
     let sender = user("sender");
     fund(&node.engine, &sender, 1_000).await;
     let id = send(&node.engine, &sender, spec("lucky", 1_000, 4, Some(60))).await;
@@ -384,23 +529,93 @@ async fn settled_packets_answer_from_the_store_after_a_restart() {
     clock.advance_ms(60_000);
     let engine = node.engine.clone();
     eventually("the refund", async || !engine.packet(id).await.unwrap().unwrap().refunded_amount.is_zero()).await;
-    stop(node);
+    stop(node).await;
 
-    let node = start(dir.path(), 3, &clock);
+    let node = backend.start(3, &clock).await;
     assert_eq!(node.engine.open(id, user("early"), None).await.unwrap(), OpenOutcome::AlreadyOpened { amount });
     assert_eq!(node.engine.open(id, user("late"), None).await.unwrap(), OpenOutcome::Expired);
     assert_eq!(fen(node.engine.balance(sender.clone()).await.unwrap()), 1_000 - fen(amount));
     let unknown = PacketId { seq: 999, ..id };
     assert_eq!(node.engine.open(unknown, user("late"), None).await.unwrap(), OpenOutcome::NotFound);
-    stop(node);
-    assert_audit_ok(dir.path(), 3, clock.now());
+    stop(node).await;
+    backend.assert_audit_ok(3, clock.now()).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idempotency_keys_are_scoped_by_user_and_operation() {
-    let dir = tempfile::tempdir().unwrap();
+async fn packets_sent_before_midnight_keep_their_day_through_opens_refunds_and_a_restart(backend: Backend) {
+    // Two sets: alice, carol and one early opener in set 0; bob and the other in set 1.
+    // | when (UTC)      | what happens                                  | what must hold                 |
+    // | D 23:59:30      | alice funds 1,500, sends A: 4 × 250 for 60 s  | A's id carries day D           |
+    // | D 23:59:45      | two early openers open A, one in each set     |                                |
+    // | D+1 00:00:05    | bob opens A; alice sends B: 4 × 125 for a     | B's id carries day D+1         |
+    // |                 |   day; bob opens B; alice deposits 100        |                                |
+    // | D+1 00:00:31    | A expires                                     | 250 goes back to alice, once   |
+    // | D+2 00:00:01    | alice deposits 100 (a day the node was not    | every balance and list right   |
+    // |                 |   started on); a restart                      | A and B read as before         |
+    // | D+2 00:00:01    | carol opens A and B                           | A expired; B opens             |
+    // | D+2 00:00:06    | B expires                                     | 250 goes back to alice, once   |
+    let clock = ManualClock::new(Millis(MIDNIGHT.0 - 30_000));
+    let node = backend.start(2, &clock).await;
+    let (alice, carol) = (user_in(0, 2, "alice"), user_in(0, 2, "carol"));
+    let (early_here, early_there, bob) = (user_in(0, 2, "early"), user_in(1, 2, "early"), user_in(1, 2, "bob"));
+    fund(&node.engine, &alice, 1_500).await;
+    let a = send(&node.engine, &alice, spec("fixed", 1_000, 4, Some(60))).await;
+    assert_eq!(a.day, clock.now().civil_day());
+    clock.advance_ms(15_000);
+    for opener in [&early_here, &early_there] {
+        assert_eq!(fen(open_share(&node.engine, a, opener).await.amount), 250);
+    }
+    clock.advance_ms(20_000);
+    assert_eq!(fen(open_share(&node.engine, a, &bob).await.amount), 250);
+    let b = send(&node.engine, &alice, spec("fixed", 500, 4, Some(86_400))).await;
+    assert_eq!(b.day, MIDNIGHT.civil_day());
+    assert_ne!(a.day, b.day, "the day rolled over between the sends");
+    assert_eq!(fen(open_share(&node.engine, b, &bob).await.amount), 125);
+    fund(&node.engine, &alice, 100).await;
+    clock.advance_ms(26_000);
+    let engine = node.engine.clone();
+    eventually("A's refund", async || !engine.packet(a).await.unwrap().unwrap().refunded_amount.is_zero()).await;
+    let packet = node.engine.packet(a).await.unwrap().unwrap();
+    assert_eq!((fen(packet.refunded_amount), fen(packet.remaining_amount)), (250, 0));
+    let claimed_at: Vec<i64> = packet.claims().iter().map(|claim| claim.at.0 - MIDNIGHT.0).collect();
+    assert_eq!(claimed_at, [-15_000, -15_000, 5_000], "opened on both sides of midnight");
+    for (who, want) in [(&early_here, 250), (&early_there, 250), (&bob, 375)] {
+        eventually("the credits land", async || fen(engine.balance(who.clone()).await.unwrap()) == want).await;
+    }
+    clock.advance_ms(DAY_MS - 30_000);
+    fund(&node.engine, &alice, 100).await;
+    // Funded 1,700, sent 1,500, and A's 250 came back.
+    assert_eq!(fen(node.engine.balance(alice.clone()).await.unwrap()), 450);
+    let before = [detail(&packet), detail(&node.engine.packet(b).await.unwrap().unwrap())];
+    stop(node).await;
+    let report = backend.assert_audit_ok(2, clock.now()).await;
+    assert_eq!((report.refunds_pending, report.credits_pending), (0, 0));
+
+    let node = backend.start(2, &clock).await;
+    let after = [
+        detail(&node.engine.packet(a).await.unwrap().unwrap()),
+        detail(&node.engine.packet(b).await.unwrap().unwrap()),
+    ];
+    assert_eq!(after, before, "the packets read the same after a restart");
+    let sent = node.engine.sent(alice.clone(), None, 10).await.unwrap();
+    assert_eq!(sent.items.iter().map(|item| item.info.id).collect::<Vec<_>>(), [b, a]);
+    let received = node.engine.received(bob.clone(), None, 10).await.unwrap();
+    assert_eq!(received.items.iter().map(|item| item.packet_id).collect::<Vec<_>>(), [b, a]);
+    assert_eq!(fen(node.engine.balance(bob.clone()).await.unwrap()), 375);
+    assert_eq!(node.engine.open(a, carol.clone(), None).await.unwrap(), OpenOutcome::Expired);
+    assert_eq!(fen(open_share(&node.engine, b, &carol).await.amount), 125);
+    clock.advance_ms(5_000);
+    let engine = node.engine.clone();
+    eventually("B's refund", async || !engine.packet(b).await.unwrap().unwrap().refunded_amount.is_zero()).await;
+    assert_eq!(fen(node.engine.packet(b).await.unwrap().unwrap().refunded_amount), 250);
+    assert_eq!(fen(node.engine.balance(alice.clone()).await.unwrap()), 450 + 250, "and B's 250");
+    stop(node).await;
+    let report = backend.assert_audit_ok(2, clock.now()).await;
+    assert_eq!((report.refunds_pending, report.credits_pending), (0, 0));
+}
+
+async fn idempotency_keys_are_scoped_by_user_and_operation(backend: Backend) {
     let clock = ManualClock::new(START);
-    let node = start(dir.path(), 4, &clock);
+    let node = backend.start(4, &clock).await;
     let alice = user("alice");
     let key = Some("k1".to_owned());
     let amount = Amount::from_fen(500).unwrap();
@@ -423,8 +638,8 @@ async fn idempotency_keys_are_scoped_by_user_and_operation() {
         let theirs = node.engine.deposit(bob.clone(), Amount::from_fen(7).unwrap(), key.clone()).await.unwrap();
         assert_eq!(theirs, DepositOutcome::Deposited { balance: Amount::from_fen(7).unwrap(), replayed: false });
     }
-    stop(node);
-    assert_audit_ok(dir.path(), 4, clock.now());
+    stop(node).await;
+    backend.assert_audit_ok(4, clock.now()).await;
 }
 
 type Answer<T> = Pin<Box<dyn Future<Output = Result<T, EngineError>> + Send>>;
@@ -439,8 +654,7 @@ async fn queued<T>(mut call: Answer<T>) -> Answer<T> {
     call
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stalled_disk_sheds_what_waited_too_long_and_serves_at_once_when_it_returns() {
+async fn a_stalled_disk_sheds_what_waited_too_long_and_serves_at_once_when_it_returns(backend: Backend) {
     // Batches of 8, so 20 queued opens stand in the queue for three batches.
     // | when                                | what must hold                                   |
     // | an append stalls with u0's open      | u0 waits (its batch is not durable)              |
@@ -449,11 +663,10 @@ async fn a_stalled_disk_sheds_what_waited_too_long_and_serves_at_once_when_it_re
     // | batches of u1-u8, u9-u16            | queue still standing: refused overloaded, unapplied |
     // | batch of u17-u20                    | empties the queue: served, however long it waited |
     // | u21 opens                           | served at once                                   |
-    let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(START);
     let config = EngineConfig { batch_max: 8, ..EngineConfig::default() };
     let wait_max = config.queue_wait_max;
-    let node = start_with(dir.path(), 1, &clock, config);
+    let node = backend.start_with(1, &clock, config).await;
     let sender = user("sender");
     fund(&node.engine, &sender, 10_000).await;
     let id = send(&node.engine, &sender, spec("fixed", 10_000, 100, None)).await;
@@ -483,6 +696,50 @@ async fn a_stalled_disk_sheds_what_waited_too_long_and_serves_at_once_when_it_re
     let packet = node.engine.packet(id).await.unwrap().unwrap();
     let openers: Vec<_> = packet.claims().iter().map(|claim| claim.user.to_string()).collect();
     assert_eq!(openers, ["u0", "u17", "u18", "u19", "u20", "u21"], "nothing shed was applied");
-    stop(node);
-    assert_audit_ok(dir.path(), 1, clock.now());
+    stop(node).await;
+    backend.assert_audit_ok(1, clock.now()).await;
+}
+
+/// Makes each scenario two tests, `<scenario>::on_sqlite` and
+/// `<scenario>::on_postgres`. `on N databases` spreads a scenario's sets
+/// over N PostgreSQL databases (set n on database n mod N); on SQLite each
+/// set is a database file of its own already.
+macro_rules! scenarios {
+    (@both $scenario:ident []) => {
+        scenarios!(@both $scenario [1]);
+    };
+    (@both $scenario:ident [$databases:literal]) => {
+        mod $scenario {
+            use super::Backend;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_sqlite() {
+                super::$scenario(Backend::sqlite()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_postgres() {
+                let test = concat!(stringify!($scenario), "::on_postgres");
+                if let Some(backend) = Backend::postgres(test, $databases).await {
+                    super::$scenario(backend).await;
+                }
+            }
+        }
+    };
+    ($($scenario:ident $(on $databases:literal databases)?,)*) => {
+        $(scenarios!(@both $scenario [$($databases)?]);)*
+    };
+}
+
+scenarios! {
+    a_thousand_users_race_for_a_hundred_shares,
+    one_user_opening_fifty_times_at_once_gets_one_share,
+    opens_racing_the_expiry_never_share_money_with_the_refund,
+    a_share_is_credited_to_a_wallet_in_another_set,
+    a_restart_with_credits_in_the_outbox_delivers_them_once,
+    a_credit_crossing_databases_lands_once on 2 databases,
+    settled_packets_answer_from_the_store_after_a_restart,
+    packets_sent_before_midnight_keep_their_day_through_opens_refunds_and_a_restart,
+    idempotency_keys_are_scoped_by_user_and_operation,
+    a_stalled_disk_sheds_what_waited_too_long_and_serves_at_once_when_it_returns,
 }

@@ -4,6 +4,7 @@
 //! random and checks nothing was lost.
 
 mod serve_flags;
+mod store_flags;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use hongbao::{ServeOptions, audit_dir, keys, start, user_token};
+use hongbao::{ServeOptions, audit_data, keys, start, user_token};
 use hongbao_server::token::{AdminName, KeyId, USER_TOKEN_TTL_DEFAULT, USER_TOKEN_TTL_MAX};
 use mimalloc::MiMalloc;
 use serve_flags::ServeFlags;
@@ -63,6 +64,8 @@ enum Command {
     Audit {
         #[arg(long, default_value = "./data")]
         data: PathBuf,
+        #[command(flatten)]
+        store: store_flags::StoreFlags,
     },
     /// Kill the real server at random under a mixed load; check nothing acknowledged was lost.
     Chaos {
@@ -168,8 +171,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             chaos_command(kills, duration_s, clients, seed, json)
         }
         Command::Simulate { seeds, from, steps } => Ok(simulate_command(seeds, from, steps)),
-        Command::Audit { data } => {
-            let report = audit_dir(&data)?;
+        Command::Audit { data, store } => {
+            let report = audit_data(&data, &store.choice()?)?;
             println!("{report}");
             Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }

@@ -30,6 +30,8 @@ pub struct ServeFlags {
     /// The data directory (created on first start).
     #[arg(long, default_value = "./data")]
     data: PathBuf,
+    #[command(flatten)]
+    store: crate::store_flags::StoreFlags,
     /// The address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -140,7 +142,8 @@ impl ServeFlags {
         };
         let engine =
             EngineConfig { queue_wait_max: Duration::from_millis(self.queue_wait_max_ms), ..EngineConfig::default() };
-        Ok(ServeOptions { sets: self.sets, engine, server, ..ServeOptions::new(self.data, self.listen) })
+        let store = self.store.choice()?;
+        Ok(ServeOptions { sets: self.sets, engine, server, store, ..ServeOptions::new(self.data, self.listen) })
     }
 }
 

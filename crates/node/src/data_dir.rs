@@ -3,9 +3,9 @@
 //!
 //! | file | what | owner of its format |
 //! | --- | --- | --- |
-//! | `hongbao.meta` | `format=1`, `sets=N`: the set count, fixed at creation (changing it would move every user to another set) | here |
-//! | `set-NNN.journal/` | one journal per set: segment files, the commit point | `hongbao_store_sqlite::journal_path`, `hongbao_journal` |
-//! | `set-NNN.db` (with `-wal`, `-shm`) | one SQLite database per set: the tables the journal is materialized into | `hongbao_store_sqlite::set_path` |
+//! | `hongbao.meta` | `format=1`, `sets=N`: the set count, fixed at creation (changing it would move every user to another set); `store=postgres` when the sets live on PostgreSQL (absent: SQLite, here) | here |
+//! | `set-NNN.journal/` | (SQLite only) one journal per set: segment files, the commit point | `hongbao_store_sqlite::journal_path`, `hongbao_journal` |
+//! | `set-NNN.db` (with `-wal`, `-shm`) | (SQLite only) one SQLite database per set: the tables the journal is materialized into | `hongbao_store_sqlite::set_path` |
 //! | `keys.json` | signing keys, removed key ids, admins | `keys.rs` |
 //! | `keys.lock` | held while `keys.json` is edited | `keys.rs` |
 //! | `admin.token` | the first admin's token, written once at creation | `keys.rs` |
@@ -37,6 +37,10 @@ pub enum DataDirError {
     SetCountMismatch { path: String, created: u16, requested: u16 },
     #[error("sets must be 1 to {SETS_MAX}, not {0}")]
     InvalidSetCount(u16),
+    #[error(
+        "{path} keeps its sets on {created}; it cannot be served on {requested} (give --store as when it was made)"
+    )]
+    StoreMismatch { path: String, created: StoreKind, requested: StoreKind },
     #[error("{path}: {source}")]
     Io { path: String, source: std::io::Error },
     #[error("{path} is in use by another hongbao process")]
@@ -47,22 +51,50 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DataDirError + '_ {
     move |source| DataDirError::Io { path: path.display().to_string(), source }
 }
 
+/// Where a data directory's sets (journals and tables) live, fixed at
+/// creation: a directory made for PostgreSQL holds only its keys here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreKind {
+    Sqlite,
+    Postgres,
+}
+
+impl std::fmt::Display for StoreKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StoreKind::Sqlite => "SQLite (in the directory)",
+            StoreKind::Postgres => "PostgreSQL",
+        })
+    }
+}
+
 /// An opened data directory.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DataDir {
     pub path: PathBuf,
     pub sets: u16,
+    pub store: StoreKind,
 }
 
 impl DataDir {
     /// Opens an existing data directory, or creates it with `sets_if_new`
-    /// sets. `sets_requested`, when given, must match an existing directory.
-    pub fn open_or_create(path: &Path, sets_requested: Option<u16>, sets_if_new: u16) -> Result<DataDir, DataDirError> {
+    /// sets on `store`. `sets_requested`, when given, and `store` must match
+    /// an existing directory.
+    pub fn open_or_create(
+        path: &Path,
+        sets_requested: Option<u16>,
+        sets_if_new: u16,
+        store: StoreKind,
+    ) -> Result<DataDir, DataDirError> {
         if path.join(META_FILE).exists() {
             let dir = DataDir::open(path)?;
             if let Some(requested) = sets_requested.filter(|requested| *requested != dir.sets) {
                 let path = path.display().to_string();
                 return Err(DataDirError::SetCountMismatch { path, created: dir.sets, requested });
+            }
+            if dir.store != store {
+                let path = path.display().to_string();
+                return Err(DataDirError::StoreMismatch { path, created: dir.store, requested: store });
             }
             return Ok(dir);
         }
@@ -73,11 +105,12 @@ impl DataDir {
         fs::create_dir_all(path).map_err(io(path))?;
         let meta_path = path.join(META_FILE);
         let temporary = path.join(format!("{META_FILE}.new"));
-        fs::write(&temporary, format!("format={FORMAT}\nsets={sets}\n"))
+        let store_line = if store == StoreKind::Postgres { "store=postgres\n" } else { "" };
+        fs::write(&temporary, format!("format={FORMAT}\nsets={sets}\n{store_line}"))
             .and_then(|()| File::open(&temporary)?.sync_all())
             .and_then(|()| fs::rename(&temporary, &meta_path))
             .map_err(io(&meta_path))?;
-        Ok(DataDir { path: path.to_owned(), sets })
+        Ok(DataDir { path: path.to_owned(), sets, store })
     }
 
     /// Opens an existing data directory; fails if it is not one.
@@ -90,9 +123,14 @@ impl DataDir {
                 .find_map(|line| line.strip_prefix(name)?.strip_prefix('='))
                 .and_then(|value| value.trim().parse::<u32>().ok())
         };
-        match (field("format"), field("sets")) {
-            (Some(FORMAT), Some(sets)) if (1..=u32::from(SETS_MAX)).contains(&sets) => {
-                Ok(DataDir { path: path.to_owned(), sets: sets as u16 })
+        let store = match text.lines().find_map(|line| line.strip_prefix("store=")).map(str::trim) {
+            None => Some(StoreKind::Sqlite),
+            Some("postgres") => Some(StoreKind::Postgres),
+            Some(_) => None,
+        };
+        match (field("format"), field("sets"), store) {
+            (Some(FORMAT), Some(sets), Some(store)) if (1..=u32::from(SETS_MAX)).contains(&sets) => {
+                Ok(DataDir { path: path.to_owned(), sets: sets as u16, store })
             }
             _ => Err(DataDirError::UnknownFormat { path: meta_path.display().to_string() }),
         }
@@ -148,11 +186,14 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let path = root.path().join("data");
         assert!(matches!(DataDir::open(&path), Err(DataDirError::NotADataDirectory { .. })));
-        assert!(matches!(DataDir::open_or_create(&path, Some(0), 8), Err(DataDirError::InvalidSetCount(0))));
-        let dir = DataDir::open_or_create(&path, None, 4).unwrap();
+        let sqlite = StoreKind::Sqlite;
+        assert!(matches!(DataDir::open_or_create(&path, Some(0), 8, sqlite), Err(DataDirError::InvalidSetCount(0))));
+        let dir = DataDir::open_or_create(&path, None, 4, sqlite).unwrap();
         assert_eq!((dir.sets, dir.set_ids().count()), (4, 4));
-        assert_eq!(DataDir::open_or_create(&path, None, 8).unwrap(), dir, "the count of an existing directory");
-        let mismatch = DataDir::open_or_create(&path, Some(8), 8).unwrap_err();
+        assert_eq!(DataDir::open_or_create(&path, None, 8, sqlite).unwrap(), dir, "the count of an existing directory");
+        let elsewhere = DataDir::open_or_create(&path, None, 8, StoreKind::Postgres).unwrap_err();
+        assert!(matches!(elsewhere, DataDirError::StoreMismatch { .. }), "{elsewhere}");
+        let mismatch = DataDir::open_or_create(&path, Some(8), 8, sqlite).unwrap_err();
         assert!(matches!(mismatch, DataDirError::SetCountMismatch { created: 4, requested: 8, .. }), "{mismatch}");
         let held = dir.lock_to_serve().unwrap();
         assert!(matches!(dir.lock_to_serve(), Err(DataDirError::InUse { .. })));

@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use hongbao_domain::audit::{AuditReport, SetSnapshot, audit};
 use hongbao_engine::{Clock, Engine, EngineConfig, OsEntropy, SystemClock};
 use hongbao_server::{AppState, Auth, ServerConfig, SharedAuth};
+use hongbao_store_pg::SetMap;
 use hongbao_store_sqlite::{open_set, snapshot};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::oneshot;
@@ -19,13 +20,32 @@ use tokio::task::JoinHandle;
 pub mod data_dir;
 pub mod keys;
 
-pub use data_dir::DataDir;
+pub use data_dir::{DataDir, StoreKind};
 
 /// Sets in a new data directory when `--sets` is not given.
 pub const SETS_DEFAULT: u16 = 8;
 
+/// Where the sets live: in the data directory (SQLite and journal segment
+/// files), or on PostgreSQL databases named by a set map.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreChoice {
+    Sqlite,
+    Postgres(SetMap),
+}
+
+impl StoreChoice {
+    pub fn kind(&self) -> StoreKind {
+        match self {
+            StoreChoice::Sqlite => StoreKind::Sqlite,
+            StoreChoice::Postgres(_) => StoreKind::Postgres,
+        }
+    }
+}
+
 pub struct ServeOptions {
+    /// Holds the keys and the lock, and the sets themselves on SQLite.
     pub data: PathBuf,
+    pub store: StoreChoice,
     pub listen: SocketAddr,
     pub sets: Option<u16>,
     pub engine: EngineConfig,
@@ -38,6 +58,7 @@ impl ServeOptions {
     pub fn new(data: PathBuf, listen: SocketAddr) -> ServeOptions {
         ServeOptions {
             data,
+            store: StoreChoice::Sqlite,
             listen,
             sets: None,
             engine: EngineConfig::default(),
@@ -70,19 +91,13 @@ impl std::fmt::Debug for Running {
 /// Opens (or creates) the data directory, recovers every set and starts
 /// serving on `options.listen`.
 pub async fn start(options: ServeOptions) -> Result<Running> {
-    let data = DataDir::open_or_create(&options.data, options.sets, SETS_DEFAULT)
+    let data = DataDir::open_or_create(&options.data, options.sets, SETS_DEFAULT, options.store.kind())
         .with_context(|| format!("opening data directory {}", options.data.display()))?;
     let lock = data.lock_to_serve()?;
     let keys =
         keys::load_or_create(&data.path).with_context(|| format!("loading keys from {}", data.path.display()))?;
     let auth = Arc::new(SharedAuth::new(Auth::new(keys).context("the data directory's keys")?));
-    let stores = data
-        .set_ids()
-        .map(|set| open_set(&data.path, set))
-        .collect::<Result<Vec<_>, _>>()
-        .context("opening the sets' databases")?;
-    let engine =
-        Engine::start(options.engine, stores, options.clock, |_| Box::new(OsEntropy)).context("recovering the sets")?;
+    let engine = start_engine(&data, options.store, options.engine, options.clock).await?;
     let listener = listen(options.listen).with_context(|| format!("listening on {}", options.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
     let admin_token =
@@ -97,6 +112,35 @@ pub async fn start(options: ServeOptions) -> Result<Running> {
         let _ = stopped.await;
     }));
     Ok(Running { addr, data, admin_token, engine, stop, server, keys_watch, _lock: lock })
+}
+
+/// Opens every set where it lives and starts the engine on them. Off the
+/// async runtime: opening and recovering wait on disks and databases.
+async fn start_engine(
+    data: &DataDir,
+    store: StoreChoice,
+    config: EngineConfig,
+    clock: Arc<dyn Clock>,
+) -> Result<Engine> {
+    let data = data.clone();
+    let started = tokio::task::spawn_blocking(move || -> Result<Engine> {
+        let entropy = |_| Box::new(OsEntropy) as Box<dyn hongbao_engine::Entropy>;
+        match store {
+            StoreChoice::Sqlite => {
+                let stores = data
+                    .set_ids()
+                    .map(|set| open_set(&data.path, set))
+                    .collect::<Result<Vec<_>, _>>()
+                    .context("opening the sets' databases")?;
+                Engine::start(config, stores, clock, entropy).context("recovering the sets")
+            }
+            StoreChoice::Postgres(map) => {
+                let stores = hongbao_store_pg::open_sets(&map, data.sets).context("opening the sets on PostgreSQL")?;
+                Engine::start(config, stores, clock, entropy).context("recovering the sets")
+            }
+        }
+    });
+    started.await.context("the task that opens the sets")?
 }
 
 /// Connections the kernel completes before the server accepts them. The
@@ -127,17 +171,41 @@ impl Running {
     }
 }
 
-/// Checks every invariant over a stopped data directory.
+/// Checks every invariant over a stopped data directory on SQLite.
 pub fn audit_dir(dir: &Path) -> Result<AuditReport> {
-    Ok(audit_snapshots(&read_dir(dir)?))
+    audit_data(dir, &StoreChoice::Sqlite)
 }
 
-/// Every set's rows from a stopped data directory, read once, for callers
-/// that check more than the audit does (the bench, chaos).
+/// Checks every invariant over a stopped data set, wherever its sets live.
+pub fn audit_data(dir: &Path, store: &StoreChoice) -> Result<AuditReport> {
+    Ok(audit_snapshots(&read_data(dir, store)?))
+}
+
+/// Every set's rows from a stopped data directory on SQLite, read once, for
+/// callers that check more than the audit does (the bench, chaos).
 pub fn read_dir(dir: &Path) -> Result<Vec<SetSnapshot>> {
+    read_data(dir, &StoreChoice::Sqlite)
+}
+
+/// Every set's rows from a stopped data set, wherever its sets live (call
+/// it off the async runtime: it waits on disks and databases).
+pub fn read_data(dir: &Path, store: &StoreChoice) -> Result<Vec<SetSnapshot>> {
     let data = DataDir::open(dir).with_context(|| format!("opening {}", dir.display()))?;
+    if data.store != store.kind() {
+        let path = dir.display().to_string();
+        return Err(data_dir::DataDirError::StoreMismatch { path, created: data.store, requested: store.kind() }.into());
+    }
     let _lock = data.lock_to_read().context("the audit needs a stopped data directory")?;
-    data.set_ids().map(|set| snapshot(&data.path, set)).collect::<Result<Vec<_>, _>>().context("reading the sets")
+    match store {
+        StoreChoice::Sqlite => data
+            .set_ids()
+            .map(|set| snapshot(&data.path, set))
+            .collect::<Result<Vec<_>, _>>()
+            .context("reading the sets"),
+        StoreChoice::Postgres(map) => {
+            hongbao_store_pg::snapshot(map, data.sets).context("reading the sets on PostgreSQL")
+        }
+    }
 }
 
 /// The audit of rows already read with `read_dir`.

@@ -9,7 +9,6 @@
 
 mod audit;
 mod checkpoint;
-mod idempotency;
 mod layout;
 mod reader;
 mod rows;

@@ -1,11 +1,10 @@
 //! Reading packets and claims back into domain types, checking on the way
 //! that what the store holds is consistent with what the domain derives.
 
-use std::collections::HashMap;
-
 use hongbao_domain::packet::PacketInfo;
 use hongbao_domain::{Amount, Claim, Millis, Packet, PacketId, PacketKind, PasswordDigest, UserId};
 use hongbao_engine::StoreError;
+use hongbao_engine::stored::{StoredPacket, assemble};
 use rusqlite::{Connection, Row, params};
 
 use crate::failed;
@@ -17,16 +16,6 @@ pub(crate) const PACKET_COLUMNS: &str = "id, sender, kind, total_amount, count, 
 /// The columns `claim_from_row` reads, in order, from `claims c` joined
 /// with `packets p`.
 pub(crate) const CLAIM_COLUMNS: &str = "p.id, c.user, c.idx, c.amount, c.at";
-
-/// A packet row as stored, before its claims are attached.
-pub(crate) struct PacketRow {
-    pub info: PacketInfo,
-    pub seed: u64,
-    pub password: Option<PasswordDigest>,
-    pub remaining_amount: Amount,
-    pub remaining_count: u32,
-    pub refunded_amount: Amount,
-}
 
 fn corrupt(what: &str, value: impl std::fmt::Display) -> rusqlite::Error {
     rusqlite::Error::InvalidColumnName(format!("corrupt {what}: {value}"))
@@ -47,7 +36,7 @@ pub(crate) fn packet_id(row: &Row<'_>, column: usize) -> rusqlite::Result<Packet
     text.parse().map_err(|_| corrupt("packet id", text))
 }
 
-pub(crate) fn packet_from_row(row: &Row<'_>) -> rusqlite::Result<PacketRow> {
+pub(crate) fn packet_from_row(row: &Row<'_>) -> rusqlite::Result<StoredPacket> {
     let kind: String = row.get(2)?;
     let count: i64 = row.get(4)?;
     let remaining_count: i64 = row.get(6)?;
@@ -68,7 +57,7 @@ pub(crate) fn packet_from_row(row: &Row<'_>) -> rusqlite::Result<PacketRow> {
         created_at: Millis(row.get(12)?),
         expires_at: Millis(row.get(13)?),
     };
-    Ok(PacketRow {
+    Ok(StoredPacket {
         info,
         seed: row.get::<_, i64>(8)? as u64,
         password,
@@ -89,36 +78,12 @@ pub(crate) fn claim_from_row(row: &Row<'_>) -> rusqlite::Result<(PacketId, Claim
     Ok((packet_id(row, 0)?, claim))
 }
 
-/// Joins rows and claims into packets, and checks that the stored remaining
-/// amount and count agree with the claims and the refund.
-pub(crate) fn assemble(rows: Vec<PacketRow>, claims: Vec<(PacketId, Claim)>) -> Result<Vec<Packet>, StoreError> {
-    let mut by_packet: HashMap<PacketId, Vec<Claim>> = HashMap::new();
-    for (id, claim) in claims {
-        by_packet.entry(id).or_default().push(claim);
-    }
-    rows.into_iter()
-        .map(|row| {
-            let claims = by_packet.remove(&row.info.id).unwrap_or_default();
-            let claimed = claims.iter().try_fold(Amount::ZERO, |sum, claim| sum.checked_add(claim.amount));
-            let consistent = claimed
-                .and_then(|sum| sum.checked_add(row.remaining_amount))
-                .and_then(|sum| sum.checked_add(row.refunded_amount))
-                == Some(row.info.total_amount)
-                && claims.len() as u64 + u64::from(row.remaining_count) == u64::from(row.info.count);
-            if !consistent {
-                return Err(StoreError::new(format!("packet {} disagrees with its claims", row.info.id)));
-            }
-            Ok(Packet::restore(row.info, row.seed, row.password, row.refunded_amount, claims))
-        })
-        .collect()
-}
-
 /// One packet with all its claims, if it exists.
 pub(crate) fn load_packet(connection: &Connection, id: &PacketId) -> Result<Option<Packet>, StoreError> {
     let text = id.to_string();
     let sql = format!("SELECT {PACKET_COLUMNS} FROM packets WHERE id = ?1");
     let mut statement = connection.prepare_cached(&sql).map_err(failed("preparing a packet read"))?;
-    let rows: Vec<PacketRow> = statement
+    let rows: Vec<StoredPacket> = statement
         .query_map(params![text], packet_from_row)
         .and_then(|rows| rows.collect())
         .map_err(failed("reading a packet"))?;

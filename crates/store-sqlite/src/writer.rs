@@ -22,11 +22,9 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, Transaction, params};
 
 use crate::checkpoint::{Checkpoints, WAL_FILE_BYTES_MAX};
 use crate::failed;
-use crate::idempotency::{result_from_text, result_text};
-use crate::rows::{
-    CLAIM_COLUMNS, PACKET_COLUMNS, assemble, balance, claim_from_row, load_packet, packet_from_row, packet_id,
-};
+use crate::rows::{CLAIM_COLUMNS, PACKET_COLUMNS, balance, claim_from_row, load_packet, packet_from_row, packet_id};
 use crate::schema::prepare;
+use hongbao_engine::stored::assemble;
 
 pub struct SqliteStore {
     connection: Connection,
@@ -128,7 +126,7 @@ impl SqliteStore {
             .optional()
             .map_err(failed("reading an idempotency key"))?;
         let Some((fingerprint, result)) = row else { return Ok(None) };
-        let result = result_from_text(op, &result)?;
+        let result = IdempotencyResult::parse(op, &result)?;
         Ok(Some(IdempotencyRecord { user: user.clone(), key: key.to_owned(), fingerprint, result }))
     }
 }
@@ -162,10 +160,10 @@ impl Store for SqliteStore {
             .connection
             .prepare_cached("SELECT 1 FROM ledger WHERE reference = ?1")
             .map_err(failed("preparing a reference read"))?;
-        for reference in &wants.references {
-            let present = statement.exists(params![reference]).map_err(failed("reading a reference"))?;
+        for credit in &wants.credits {
+            let present = statement.exists(params![credit.reference]).map_err(failed("reading a reference"))?;
             if present {
-                fetched.references_present.push(reference.clone());
+                fetched.references_present.push(credit.reference.clone());
             }
         }
         Ok(fetched)
@@ -365,7 +363,7 @@ fn write_keys(tx: &Transaction<'_>, effects: &Effects) -> Result<(), StoreError>
         )
         .map_err(failed("preparing idempotency writes"))?;
     for record in &effects.idempotency {
-        let (op, result) = (record.op().as_str(), result_text(&record.result));
+        let (op, result) = (record.op().as_str(), record.result.text());
         keys.execute(params![record.user.as_str(), record.key, op, record.fingerprint, result])
             .map_err(written("writing an idempotency key"))?;
     }

@@ -282,7 +282,7 @@ impl<S: Store> Writer<S> {
             if let Mail::Credit { credit, first, .. } = message {
                 accounts.insert(&credit.user);
                 if !first && !self.state.unmaterialized.credited.contains(&credit.reference) {
-                    wants.references.push(credit.reference.clone());
+                    wants.credits.push(credit.clone());
                 }
             }
         }

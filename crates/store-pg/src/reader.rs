@@ -1,0 +1,163 @@
+//! The read side: the materialized tables, through a small pool of
+//! connections per database shared by its sets. Reads run on the engine's
+//! blocking pool (`Engine::read`), after the tables hold what was
+//! acknowledged before them.
+
+use std::sync::{Arc, Mutex};
+
+use hongbao_domain::{Amount, Millis, Packet, PacketId, SetId, UserId};
+use hongbao_engine::stored::assemble;
+use hongbao_engine::{ReceivedItem, SentItem, StoreError, StoreReader};
+use tokio_postgres::Client;
+use tokio_postgres::types::ToSql;
+
+use crate::pg::{block_on, connect, failed};
+use crate::rows::{CLAIM_COLUMNS, PACKET_COLUMNS, amount, claim_from_row, packet_from_row, packet_id};
+use crate::schema::set_number;
+
+/// Idle connections kept per database; more are opened under load and
+/// closed when the pool is full.
+const READERS_IDLE_MAX: usize = 4;
+
+/// The read connections of one database.
+pub(crate) struct Pool {
+    url: String,
+    idle: Mutex<Vec<Client>>,
+}
+
+impl Pool {
+    pub(crate) fn new(url: String) -> Pool {
+        Pool { url, idle: Mutex::new(Vec::new()) }
+    }
+
+    fn with<T>(&self, read: impl AsyncFnOnce(&Client) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let pooled = self.idle.lock().expect("reader pool lock").pop().filter(|client| !client.is_closed());
+        let client = match pooled {
+            Some(client) => client,
+            None => connect(&self.url)?,
+        };
+        let result = block_on(read(&client));
+        let mut idle = self.idle.lock().expect("reader pool lock");
+        if idle.len() < READERS_IDLE_MAX && !client.is_closed() {
+            idle.push(client);
+        }
+        result
+    }
+}
+
+pub struct PgReader {
+    pool: Arc<Pool>,
+    set: SetId,
+}
+
+impl PgReader {
+    pub(crate) fn new(pool: Arc<Pool>, set: SetId) -> PgReader {
+        PgReader { pool, set }
+    }
+}
+
+impl std::fmt::Debug for PgReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgReader").field("set", &self.set).finish()
+    }
+}
+
+/// One packet with all its claims, if it exists.
+pub(crate) async fn load_packet(client: &Client, id: &PacketId) -> Result<Option<Packet>, StoreError> {
+    let (day, text) = (i32::try_from(id.day).unwrap_or(i32::MAX), id.to_string());
+    let packet_sql = format!("SELECT {PACKET_COLUMNS} FROM packets WHERE day = $1 AND id = $2");
+    let claims_sql = format!("SELECT {CLAIM_COLUMNS} FROM claims c WHERE c.day = $1 AND c.packet_id = $2");
+    let params: [&(dyn ToSql + Sync); 2] = [&day, &text];
+    let (rows, claims) = tokio::try_join!(client.query(&packet_sql, &params), client.query(&claims_sql, &params))
+        .map_err(failed("reading a packet"))?;
+    let rows = rows.iter().map(packet_from_row).collect::<Result<Vec<_>, _>>()?;
+    let claims = claims.iter().map(claim_from_row).collect::<Result<Vec<_>, _>>()?;
+    Ok(assemble(rows, claims)?.pop())
+}
+
+impl StoreReader for PgReader {
+    fn balance(&self, user: &UserId) -> Result<Amount, StoreError> {
+        self.pool.with(async |client| {
+            let row = client
+                .query_opt("SELECT balance FROM accounts WHERE user_id = $1", &[&user.as_str()])
+                .await
+                .map_err(failed("reading a balance"))?;
+            match row {
+                None => Ok(Amount::ZERO),
+                Some(row) => amount(&row, 0),
+            }
+        })
+    }
+
+    fn packet(&self, id: &PacketId) -> Result<Option<Packet>, StoreError> {
+        self.pool.with(async |client| load_packet(client, id).await)
+    }
+
+    fn sent(&self, user: &UserId, before_seq: Option<u64>, limit: usize) -> Result<Vec<SentItem>, StoreError> {
+        let before = before_seq.map_or(i64::MAX, |seq| seq.min(i64::MAX as u64) as i64);
+        let (set, limit) = (set_number(self.set), limit as i64);
+        self.pool.with(async |client| {
+            let rows = client
+                .query(
+                    &format!(
+                        "SELECT {PACKET_COLUMNS} FROM packets WHERE sender = $1 AND set_id = $2 AND seq < $3 \
+                         ORDER BY seq DESC LIMIT $4"
+                    ),
+                    &[&user.as_str(), &set, &before, &limit],
+                )
+                .await
+                .map_err(failed("reading the sent list"))?;
+            rows.iter()
+                .map(|row| {
+                    let row = packet_from_row(row)?;
+                    Ok(SentItem {
+                        info: row.info,
+                        remaining_amount: row.remaining_amount,
+                        remaining_count: row.remaining_count,
+                        refunded_amount: row.refunded_amount,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn received(
+        &self,
+        user: &UserId,
+        before: Option<(Millis, PacketId)>,
+        limit: usize,
+    ) -> Result<Vec<ReceivedItem>, StoreError> {
+        // The order is (at, set, seq) descending across all sets; within this
+        // set, a cursor from a lower set admits equal times, a higher one not.
+        let (at, seq) = match before {
+            None => (i64::MAX, i64::MAX),
+            Some((at, id)) if self.set < id.set => (at.0, i64::MAX),
+            Some((at, id)) if self.set > id.set => (at.0, i64::MIN),
+            Some((at, id)) => (at.0, id.seq.min(i64::MAX as u64) as i64),
+        };
+        let (open_ended, set, limit) = (before.is_none(), set_number(self.set), limit as i64);
+        self.pool.with(async |client| {
+            let rows = client
+                .query(
+                    "SELECT p.id, p.sender, p.greeting, c.amount, c.at FROM claims c \
+                     JOIN packets p ON p.day = c.day AND p.id = c.packet_id \
+                     WHERE c.user_id = $1 AND p.set_id = $5 AND ($6 OR c.at < $2 OR (c.at = $2 AND p.seq < $3)) \
+                     ORDER BY c.at DESC, p.seq DESC LIMIT $4",
+                    &[&user.as_str(), &at, &seq, &limit, &set, &open_ended],
+                )
+                .await
+                .map_err(failed("reading the received list"))?;
+            rows.iter()
+                .map(|row| {
+                    Ok(ReceivedItem {
+                        packet_id: packet_id(row, 0)?,
+                        sender: crate::rows::user(row, 1)?,
+                        greeting: row.get(2),
+                        amount: amount(row, 3)?,
+                        at: Millis(row.get(4)),
+                    })
+                })
+                .collect()
+        })
+    }
+}

@@ -1,0 +1,537 @@
+//! A set's tables on PostgreSQL: the writer's handle recovers and
+//! prefetches; the materializer's writes journaled batches, many per
+//! transaction, each table in one statement over arrays (`unnest`), so the
+//! statement-level triggers check a whole transaction's rows at once.
+//!
+//! Credits added and acknowledged within one transaction's batches never
+//! touch the outbox (the net is written), as on SQLite.
+//!
+//! Transactions commit synchronously, so what `materialize` wrote is
+//! durable when it returns and the journal may be trimmed up to it at once.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use hongbao_domain::{Millis, SetId, UserId};
+use hongbao_engine::stored::assemble;
+use hongbao_engine::{
+    Credit, Fetched, IdempotencyOp, IdempotencyRecord, IdempotencyResult, Journaled, LedgerEntry, Position, Recovered,
+    Store, StoreError, Wants,
+};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Statement};
+
+use crate::days::Days;
+use crate::pg::{block_on, failed};
+use crate::rows::{CLAIM_COLUMNS, PACKET_COLUMNS, amount, claim_from_row, packet_from_row, packet_id, user};
+use crate::schema::set_number;
+
+pub struct PgStore {
+    client: Arc<Client>,
+    set: SetId,
+    days: Days,
+    statements: Statements,
+    /// What the last committed materialization reached.
+    durable: Position,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore").field("set", &self.set).finish()
+    }
+}
+
+/// The day a ledger entry is filed under: its packet's day, or for a
+/// deposit the day it was made. A packet's entries thus live in its day, and
+/// a reference (which names its packet) in one day only.
+pub(crate) fn business_day(entry: &LedgerEntry) -> u32 {
+    entry.packet_id.map_or_else(|| entry.at.civil_day(), |id| id.day)
+}
+
+fn day_key(day: u32) -> i32 {
+    i32::try_from(day).expect("a yyyymmdd day fits an integer")
+}
+
+fn position_key(position: Position) -> Result<i64, StoreError> {
+    i64::try_from(position).map_err(|_| StoreError::refused(format!("position {position} is out of range")))
+}
+
+/// The statements a set's connection runs, prepared once.
+pub(crate) struct Statements {
+    advance: Statement,
+    ledger: Statement,
+    packets: Statement,
+    claims: Statement,
+    refunds: Statement,
+    outbox_add: Statement,
+    outbox_remove: Statement,
+    keys: Statement,
+    accounts_read: Statement,
+    keys_read: Statement,
+    packets_read: Statement,
+    claims_read: Statement,
+    credits_read: Statement,
+}
+
+impl Statements {
+    pub(crate) async fn prepare(client: &Client) -> Result<Statements, StoreError> {
+        let prepare = |sql: &'static str| async move { client.prepare(sql).await.map_err(failed("preparing")) };
+        Ok(Statements {
+            advance: prepare(
+                "UPDATE hongbao_sets SET position = $2, next_seq = GREATEST(next_seq, $3) \
+                 WHERE set_id = $1 AND position = $4",
+            )
+            .await?,
+            ledger: prepare(
+                "INSERT INTO ledger (day, user_id, reference, amount, kind, packet_id, at, position, entry) \
+                 SELECT * FROM unnest($1::int4[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::text[], \
+                 $7::int8[], $8::int8[], $9::int4[])",
+            )
+            .await?,
+            packets: prepare(
+                "INSERT INTO packets (day, id, set_id, seq, sender, kind, total_amount, count, remaining_amount, \
+                 remaining_count, seed, greeting, password_digest, recipient, created_at, expires_at) \
+                 SELECT d, i, s, q, se, k, t, c, t, c, sd, g, pw, r, ca, ea FROM unnest($1::int4[], $2::text[], \
+                 $3::int2[], $4::int8[], $5::text[], $6::text[], $7::int8[], $8::int4[], $9::int8[], $10::text[], \
+                 $11::bytea[], $12::text[], $13::int8[], $14::int8[]) AS u(d, i, s, q, se, k, t, c, sd, g, pw, r, ca, ea)",
+            )
+            .await?,
+            claims: prepare(
+                "INSERT INTO claims (day, packet_id, user_id, idx, amount, at) \
+                 SELECT * FROM unnest($1::int4[], $2::text[], $3::text[], $4::int4[], $5::int8[], $6::int8[])",
+            )
+            .await?,
+            refunds: prepare(
+                "UPDATE packets p SET refunded_amount = p.remaining_amount, remaining_amount = 0 \
+                 FROM unnest($1::int4[], $2::text[], $3::int8[]) AS r(day, id, amount) \
+                 WHERE p.day = r.day AND p.id = r.id AND p.remaining_amount = r.amount AND p.refunded_amount = 0",
+            )
+            .await?,
+            outbox_add: prepare(
+                "INSERT INTO outbox (day, packet_id, user_id, set_id, reference, amount, at) \
+                 SELECT d, p, u, $4, r, a, t FROM unnest($1::int4[], $2::text[], $3::text[], $5::text[], \
+                 $6::int8[], $7::int8[]) AS o(d, p, u, r, a, t)",
+            )
+            .await?,
+            outbox_remove: prepare("DELETE FROM outbox WHERE set_id = $1 AND reference = ANY($2)").await?,
+            keys: prepare(
+                "INSERT INTO idempotency (user_id, op, key, fingerprint, result) \
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])",
+            )
+            .await?,
+            accounts_read: prepare("SELECT user_id, balance FROM accounts WHERE user_id = ANY($1)").await?,
+            keys_read: prepare(
+                "SELECT i.user_id, i.op, i.key, i.fingerprint, i.result FROM idempotency i \
+                 JOIN unnest($1::text[], $2::text[], $3::text[]) AS w(u, o, k) \
+                 ON i.user_id = w.u AND i.op = w.o AND i.key = w.k",
+            )
+            .await?,
+            packets_read: prepare(
+                "SELECT id, sender, kind, total_amount, count, remaining_amount, remaining_count, refunded_amount, \
+                 seed, greeting, password_digest, recipient, created_at, expires_at FROM packets p \
+                 JOIN unnest($1::int4[], $2::text[]) AS w(d, i) ON p.day = w.d AND p.id = w.i",
+            )
+            .await?,
+            claims_read: prepare(
+                "SELECT c.packet_id, c.user_id, c.idx, c.amount, c.at FROM claims c \
+                 JOIN unnest($1::int4[], $2::text[]) AS w(d, i) ON c.day = w.d AND c.packet_id = w.i",
+            )
+            .await?,
+            credits_read: prepare(
+                "SELECT l.reference FROM ledger l JOIN unnest($1::int4[], $2::text[], $3::text[]) AS w(d, u, r) \
+                 ON l.day = w.d AND l.user_id = w.u AND l.reference = w.r",
+            )
+            .await?,
+        })
+    }
+}
+
+impl PgStore {
+    /// A handle on `set`'s tables over `client`.
+    pub fn open(client: Arc<Client>, set: SetId) -> Result<PgStore, StoreError> {
+        let statements = block_on(Statements::prepare(&client))?;
+        Ok(PgStore { client, set, days: Days::default(), statements, durable: 0 })
+    }
+
+    async fn load(&self, now: Millis) -> Result<Recovered, StoreError> {
+        let set = set_number(self.set);
+        let row = self
+            .client
+            .query_one("SELECT position, next_seq FROM hongbao_sets WHERE set_id = $1", &[&set])
+            .await
+            .map_err(failed("reading the set's position"))?;
+        let (position, stored_seq): (i64, i64) = (row.get(0), row.get(1));
+        let highest: Option<i64> = self
+            .client
+            .query_one("SELECT max(seq) FROM packets WHERE set_id = $1", &[&set])
+            .await
+            .map_err(failed("reading the highest packet seq"))?
+            .get(0);
+        let unsettled = "p.set_id = $1 AND (p.expires_at > $2 OR (p.remaining_amount > 0 AND p.refunded_amount = 0))";
+        let rows = self
+            .client
+            .query(&format!("SELECT {PACKET_COLUMNS} FROM packets p WHERE {unsettled}"), &[&set, &now.0])
+            .await
+            .map_err(failed("loading live packets"))?;
+        let claims = self
+            .client
+            .query(
+                &format!(
+                    "SELECT {CLAIM_COLUMNS} FROM claims c JOIN packets p ON p.day = c.day AND p.id = c.packet_id \
+                     WHERE {unsettled}"
+                ),
+                &[&set, &now.0],
+            )
+            .await
+            .map_err(failed("loading live claims"))?;
+        let outbox = self
+            .client
+            .query("SELECT reference, user_id, amount, packet_id, at FROM outbox WHERE set_id = $1", &[&set])
+            .await
+            .map_err(failed("reading the outbox"))?;
+        let packets = rows.iter().map(packet_from_row).collect::<Result<Vec<_>, _>>()?;
+        let claims = claims.iter().map(claim_from_row).collect::<Result<Vec<_>, _>>()?;
+        let outbox = outbox
+            .iter()
+            .map(|row| {
+                Ok(Credit {
+                    reference: row.get(0),
+                    user: user(row, 1)?,
+                    amount: amount(row, 2)?,
+                    packet_id: packet_id(row, 3)?,
+                    at: Millis(row.get(4)),
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        // Never reuse a sequence number, even if the set's row were behind.
+        let next_seq = stored_seq.max(highest.map_or(1, |seq| seq + 1));
+        Ok(Recovered {
+            position: position as Position,
+            next_seq: next_seq as u64,
+            packets: assemble(packets, claims)?,
+            outbox,
+        })
+    }
+
+    async fn fetch(&self, wants: &Wants) -> Result<Fetched, StoreError> {
+        let s = &self.statements;
+        let users: Vec<&str> = wants.accounts.iter().map(UserId::as_str).collect();
+        let key_users: Vec<&str> = wants.idempotency.iter().map(|(user, _, _)| user.as_str()).collect();
+        let key_ops: Vec<&str> = wants.idempotency.iter().map(|(_, op, _)| op.as_str()).collect();
+        let keys: Vec<&str> = wants.idempotency.iter().map(|(_, _, key)| key.as_str()).collect();
+        let credit_days: Vec<i32> = wants.credits.iter().map(|credit| day_key(credit.packet_id.day)).collect();
+        let credit_users: Vec<&str> = wants.credits.iter().map(|credit| credit.user.as_str()).collect();
+        let references: Vec<&str> = wants.credits.iter().map(|credit| credit.reference.as_str()).collect();
+        // Independent reads, pipelined on the one connection.
+        let account_params: [&(dyn ToSql + Sync); 1] = [&users];
+        let key_params: [&(dyn ToSql + Sync); 3] = [&key_users, &key_ops, &keys];
+        let credit_params: [&(dyn ToSql + Sync); 3] = [&credit_days, &credit_users, &references];
+        let (accounts, records, present) = tokio::try_join!(
+            self.client.query(&s.accounts_read, &account_params),
+            self.client.query(&s.keys_read, &key_params),
+            self.client.query(&s.credits_read, &credit_params),
+        )
+        .map_err(failed("prefetching"))?;
+        let mut fetched = Fetched::default();
+        let mut found: HashSet<&UserId> = HashSet::new();
+        for row in &accounts {
+            let holder = user(row, 0)?;
+            if let Some(wanted) = wants.accounts.iter().find(|wanted| **wanted == holder) {
+                found.insert(wanted);
+            }
+            fetched.accounts.push((holder, amount(row, 1)?));
+        }
+        let zero = hongbao_domain::Amount::ZERO;
+        fetched
+            .accounts
+            .extend(wants.accounts.iter().filter(|wanted| !found.contains(wanted)).map(|u| (u.clone(), zero)));
+        let mut packets = wants.packets.clone();
+        for row in &records {
+            let op: &str = row.get(1);
+            let op = IdempotencyOp::parse(op).ok_or_else(|| StoreError::new(format!("unknown idempotency op {op}")))?;
+            let result = IdempotencyResult::parse(op, row.get(4))?;
+            if let IdempotencyResult::Sent(id) = result {
+                packets.push(id);
+            }
+            fetched.idempotency.push(IdempotencyRecord {
+                user: user(row, 0)?,
+                key: row.get(2),
+                fingerprint: row.get(3),
+                result,
+            });
+        }
+        fetched.references_present = present.iter().map(|row| row.get(0)).collect();
+        fetched.packets = self.packets(&packets).await?;
+        Ok(fetched)
+    }
+
+    async fn packets(&self, ids: &[hongbao_domain::PacketId]) -> Result<Vec<hongbao_domain::Packet>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let days: Vec<i32> = ids.iter().map(|id| day_key(id.day)).collect();
+        let texts: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        let s = &self.statements;
+        let params: [&(dyn ToSql + Sync); 2] = [&days, &texts];
+        let (rows, claims) =
+            tokio::try_join!(self.client.query(&s.packets_read, &params), self.client.query(&s.claims_read, &params))
+                .map_err(failed("reading packets"))?;
+        let rows = rows.iter().map(packet_from_row).collect::<Result<Vec<_>, _>>()?;
+        let claims = claims.iter().map(claim_from_row).collect::<Result<Vec<_>, _>>()?;
+        assemble(rows, claims)
+    }
+}
+
+/// The days a transaction of these batches writes into.
+pub(crate) fn days_written(batches: &[Journaled]) -> HashSet<u32> {
+    let mut days = HashSet::new();
+    for effects in batches.iter().map(|batch| &batch.effects) {
+        days.extend(effects.ledger.iter().map(business_day));
+        days.extend(effects.packets.iter().map(|packet| packet.info.id.day));
+        days.extend(effects.claims.iter().map(|(id, _)| id.day));
+    }
+    days
+}
+
+/// Writes `batches` (consecutive, following the set's position) inside the
+/// caller's transaction, and moves the set's position to the last of them.
+pub(crate) async fn write_batches(
+    client: &Client,
+    s: &Statements,
+    set: SetId,
+    batches: &[Journaled],
+) -> Result<(), StoreError> {
+    let (Some(first), Some(last)) = (batches.first(), batches.last()) else { return Ok(()) };
+    let set_key = set_number(set);
+    let next_seq = batches
+        .iter()
+        .filter(|batch| !batch.effects.packets.is_empty())
+        .map(|batch| batch.effects.next_seq)
+        .max()
+        .unwrap_or(1);
+    let next_seq = i64::try_from(next_seq).map_err(|_| StoreError::refused("next_seq out of range"))?;
+    let advanced = client
+        .execute(&s.advance, &[&set_key, &position_key(last.position)?, &next_seq, &position_key(first.position - 1)?])
+        .await
+        .map_err(failed("recording the journal position"))?;
+    if advanced != 1 {
+        return Err(StoreError::refused(format!(
+            "batch {} does not follow set {set}'s position in the tables",
+            first.position
+        )));
+    }
+    write_ledger(client, s, batches).await?;
+    write_packets(client, s, batches).await?;
+    write_claims(client, s, batches).await?;
+    write_refunds(client, s, batches).await?;
+    write_outbox(client, s, set_key, batches).await?;
+    write_keys(client, s, batches).await
+}
+
+async fn run(
+    client: &Client,
+    statement: &Statement,
+    params: &[&(dyn ToSql + Sync)],
+    what: &str,
+) -> Result<u64, StoreError> {
+    client.execute(statement, params).await.map_err(failed(what))
+}
+
+async fn write_ledger(client: &Client, s: &Statements, batches: &[Journaled]) -> Result<(), StoreError> {
+    let (mut days, mut users, mut references, mut amounts, mut kinds, mut packets, mut ats, mut positions, mut entries) =
+        (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    for batch in batches {
+        for (index, entry) in batch.effects.ledger.iter().enumerate() {
+            days.push(day_key(business_day(entry)));
+            users.push(entry.user.as_str());
+            references.push(entry.reference.as_str());
+            amounts.push(entry.amount);
+            kinds.push(entry.kind.as_str());
+            packets.push(entry.packet_id.map(|id| id.to_string()));
+            ats.push(entry.at.0);
+            positions.push(position_key(batch.position)?);
+            entries.push(i32::try_from(index).map_err(|_| StoreError::refused("too many entries in a batch"))?);
+        }
+    }
+    if days.is_empty() {
+        return Ok(());
+    }
+    let params: [&(dyn ToSql + Sync); 9] =
+        [&days, &users, &references, &amounts, &kinds, &packets, &ats, &positions, &entries];
+    run(client, &s.ledger, &params, "writing ledger entries").await.map(drop)
+}
+
+async fn write_packets(client: &Client, s: &Statements, batches: &[Journaled]) -> Result<(), StoreError> {
+    let made: Vec<&hongbao_domain::Packet> = batches.iter().flat_map(|batch| &batch.effects.packets).collect();
+    if made.is_empty() {
+        return Ok(());
+    }
+    let info = |packet: &&hongbao_domain::Packet| packet.info.clone();
+    let infos: Vec<_> = made.iter().map(info).collect();
+    let days: Vec<i32> = infos.iter().map(|info| day_key(info.id.day)).collect();
+    let ids: Vec<String> = infos.iter().map(|info| info.id.to_string()).collect();
+    let sets: Vec<i16> = infos.iter().map(|info| set_number(info.id.set)).collect();
+    let seqs = infos.iter().map(|info| position_key(info.id.seq)).collect::<Result<Vec<i64>, _>>()?;
+    let senders: Vec<&str> = infos.iter().map(|info| info.sender.as_str()).collect();
+    let kinds: Vec<&str> = infos.iter().map(|info| info.kind.as_str()).collect();
+    let totals: Vec<i64> = infos.iter().map(|info| info.total_amount.signed()).collect();
+    let counts = infos
+        .iter()
+        .map(|info| i32::try_from(info.count))
+        .collect::<Result<Vec<i32>, _>>()
+        .map_err(|_| StoreError::refused("a packet's share count is out of range"))?;
+    let seeds: Vec<i64> = made.iter().map(|packet| packet.seed as i64).collect();
+    let greetings: Vec<Option<&str>> = infos.iter().map(|info| info.greeting.as_deref()).collect();
+    let passwords: Vec<Option<&[u8]>> = made.iter().map(|packet| packet.password.as_ref().map(|d| &d.0[..])).collect();
+    let recipients: Vec<Option<&str>> = infos.iter().map(|info| info.recipient.as_ref().map(UserId::as_str)).collect();
+    let created: Vec<i64> = infos.iter().map(|info| info.created_at.0).collect();
+    let expires: Vec<i64> = infos.iter().map(|info| info.expires_at.0).collect();
+    let params: [&(dyn ToSql + Sync); 14] = [
+        &days,
+        &ids,
+        &sets,
+        &seqs,
+        &senders,
+        &kinds,
+        &totals,
+        &counts,
+        &seeds,
+        &greetings,
+        &passwords,
+        &recipients,
+        &created,
+        &expires,
+    ];
+    run(client, &s.packets, &params, "writing packets").await.map(drop)
+}
+
+async fn write_claims(client: &Client, s: &Statements, batches: &[Journaled]) -> Result<(), StoreError> {
+    let (mut days, mut ids, mut users, mut indexes, mut amounts, mut ats) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for (id, claim) in batches.iter().flat_map(|batch| &batch.effects.claims) {
+        days.push(day_key(id.day));
+        ids.push(id.to_string());
+        users.push(claim.user.as_str());
+        indexes.push(i32::try_from(claim.index).map_err(|_| StoreError::refused("share index out of range"))?);
+        amounts.push(claim.amount.signed());
+        ats.push(claim.at.0);
+    }
+    if days.is_empty() {
+        return Ok(());
+    }
+    let params: [&(dyn ToSql + Sync); 6] = [&days, &ids, &users, &indexes, &amounts, &ats];
+    run(client, &s.claims, &params, "writing claims").await.map(drop)
+}
+
+async fn write_refunds(client: &Client, s: &Statements, batches: &[Journaled]) -> Result<(), StoreError> {
+    let refunds: Vec<_> = batches.iter().flat_map(|batch| &batch.effects.refunds).collect();
+    if refunds.is_empty() {
+        return Ok(());
+    }
+    let days: Vec<i32> = refunds.iter().map(|(id, _)| day_key(id.day)).collect();
+    let ids: Vec<String> = refunds.iter().map(|(id, _)| id.to_string()).collect();
+    let amounts: Vec<i64> = refunds.iter().map(|(_, amount)| amount.signed()).collect();
+    let changed = run(client, &s.refunds, &[&days, &ids, &amounts], "writing refunds").await?;
+    if changed != refunds.len() as u64 {
+        return Err(StoreError::refused(format!(
+            "{} refunds matched {changed} packets with that much left",
+            refunds.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The net outbox change of a transaction's batches: credits both added and
+/// acknowledged in them are never written.
+async fn write_outbox(client: &Client, s: &Statements, set: i16, batches: &[Journaled]) -> Result<(), StoreError> {
+    let added: HashSet<&str> =
+        batches.iter().flat_map(|b| &b.effects.outbox_added).map(|credit| credit.reference.as_str()).collect();
+    let removed: HashSet<&str> = batches.iter().flat_map(|b| &b.effects.outbox_removed).map(String::as_str).collect();
+    let kept: Vec<&Credit> = batches
+        .iter()
+        .flat_map(|b| &b.effects.outbox_added)
+        .filter(|credit| !removed.contains(credit.reference.as_str()))
+        .collect();
+    if !kept.is_empty() {
+        let days: Vec<i32> = kept.iter().map(|credit| day_key(credit.packet_id.day)).collect();
+        let ids: Vec<String> = kept.iter().map(|credit| credit.packet_id.to_string()).collect();
+        let users: Vec<&str> = kept.iter().map(|credit| credit.user.as_str()).collect();
+        let references: Vec<&str> = kept.iter().map(|credit| credit.reference.as_str()).collect();
+        let amounts: Vec<i64> = kept.iter().map(|credit| credit.amount.signed()).collect();
+        let ats: Vec<i64> = kept.iter().map(|credit| credit.at.0).collect();
+        let params: [&(dyn ToSql + Sync); 7] = [&days, &ids, &users, &set, &references, &amounts, &ats];
+        run(client, &s.outbox_add, &params, "writing outbox credits").await?;
+    }
+    let gone: Vec<&str> = removed.iter().filter(|reference| !added.contains(*reference)).copied().collect();
+    if !gone.is_empty() {
+        run(client, &s.outbox_remove, &[&set, &gone], "deleting outbox credits").await?;
+    }
+    Ok(())
+}
+
+async fn write_keys(client: &Client, s: &Statements, batches: &[Journaled]) -> Result<(), StoreError> {
+    let records: Vec<&IdempotencyRecord> = batches.iter().flat_map(|batch| &batch.effects.idempotency).collect();
+    if records.is_empty() {
+        return Ok(());
+    }
+    let users: Vec<&str> = records.iter().map(|record| record.user.as_str()).collect();
+    let ops: Vec<&str> = records.iter().map(|record| record.op().as_str()).collect();
+    let keys: Vec<&str> = records.iter().map(|record| record.key.as_str()).collect();
+    let fingerprints: Vec<&str> = records.iter().map(|record| record.fingerprint.as_str()).collect();
+    let results: Vec<String> = records.iter().map(|record| record.result.text()).collect();
+    run(client, &s.keys, &[&users, &ops, &keys, &fingerprints, &results], "writing idempotency keys").await.map(drop)
+}
+
+impl Store for PgStore {
+    fn recover(&mut self, now: Millis) -> Result<Recovered, StoreError> {
+        let today = now.civil_day();
+        let around = [Millis(now.0 - 86_400_000), now, Millis(now.0 + 86_400_000)].map(Millis::civil_day);
+        block_on(async {
+            self.days.ensure(&self.client, around.into_iter().chain([today])).await?;
+            // One snapshot: the position and the rows it covers.
+            self.client
+                .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .await
+                .map_err(failed("starting a recovery read"))?;
+            let recovered = self.load(now).await;
+            self.client.batch_execute("COMMIT").await.map_err(failed("ending a recovery read"))?;
+            recovered
+        })
+    }
+
+    fn prefetch(&mut self, wants: &Wants) -> Result<Fetched, StoreError> {
+        block_on(self.fetch(wants))
+    }
+
+    fn materialized(&mut self) -> Result<Position, StoreError> {
+        let row = block_on(
+            self.client.query_one("SELECT position FROM hongbao_sets WHERE set_id = $1", &[&set_number(self.set)]),
+        )
+        .map_err(failed("reading the set's position"))?;
+        let position = row.get::<_, i64>(0) as Position;
+        self.durable = self.durable.max(position);
+        Ok(position)
+    }
+
+    fn materialize(&mut self, batches: &[Journaled]) -> Result<(), StoreError> {
+        let Some(last) = batches.last() else { return Ok(()) };
+        let (client, statements, set, days) = (&self.client, &self.statements, self.set, &mut self.days);
+        block_on(async {
+            days.ensure(client, days_written(batches)).await?;
+            client.batch_execute("BEGIN").await.map_err(failed("starting a materialization"))?;
+            match write_batches(client, statements, set, batches).await {
+                Ok(()) => client.batch_execute("COMMIT").await.map_err(failed("committing a materialization")),
+                Err(error) => {
+                    let _ = client.batch_execute("ROLLBACK").await;
+                    Err(error)
+                }
+            }
+        })?;
+        self.durable = last.position;
+        Ok(())
+    }
+
+    fn durable(&mut self) -> Position {
+        self.durable
+    }
+}
