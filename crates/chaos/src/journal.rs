@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use anyhow::Result;
 use hongbao_domain::audit::StoredClaims;
 use hongbao_domain::ledger::{DepositKey, deposit_ref};
+use hongbao_node::{StoreChoice, StoreKind};
 
 use crate::ChaosReport;
 
@@ -46,9 +47,10 @@ impl Journal {
     }
 }
 
-/// Checks a stopped data directory against the journal.
-pub fn check(journal: &Journal, data: &Path) -> Result<ChaosReport> {
-    let snapshots = hongbao_node::read_dir(data)?;
+/// Checks a stopped data set against the journal (off the async runtime:
+/// it waits on disks and databases).
+pub fn check(journal: &Journal, data: &Path, store: &StoreChoice) -> Result<ChaosReport> {
+    let snapshots = hongbao_node::read_data(data, store)?;
     let audit = hongbao_node::audit_snapshots(&snapshots);
     let mut ledger = HashMap::new();
     let mut packets = HashMap::new();
@@ -94,6 +96,10 @@ pub fn check(journal: &Journal, data: &Path) -> Result<ChaosReport> {
         duplicated,
         audit_ok: audit.ok(),
         seed: 0,
+        store: match store.kind() {
+            StoreKind::Sqlite => "sqlite",
+            StoreKind::Postgres => "postgres",
+        },
         problems,
         audit: audit.to_string(),
     })
@@ -118,13 +124,13 @@ mod tests {
 
         let journal = Journal::default();
         journal.ack(Acked::Deposit { user: "u1".into(), key: "k1".into(), amount: 500 });
-        let report = check(&journal, &data).unwrap();
+        let report = check(&journal, &data, &StoreChoice::Sqlite).unwrap();
         assert_eq!((report.acked, report.lost, report.duplicated, report.audit_ok), (1, 0, 0, true));
 
         journal.ack(Acked::Deposit { user: "u1".into(), key: "k2".into(), amount: 500 });
         journal.ack(Acked::Open { packet: "20270128-0-1-00000001".into(), user: "o1".into(), amount: 3 });
         journal.ack(Acked::Deposit { user: "u1".into(), key: "k1".into(), amount: 501 });
-        let report = check(&journal, &data).unwrap();
+        let report = check(&journal, &data, &StoreChoice::Sqlite).unwrap();
         assert_eq!(report.lost, 3, "{:?}", report.problems);
     }
 }

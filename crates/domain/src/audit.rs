@@ -56,6 +56,18 @@ pub struct OutboxRow {
     pub amount: i64,
 }
 
+/// What one user's entries of one kind summed to on a cold day: the day's
+/// rows left the hot tables, and the audit counts them by these totals,
+/// written in the transaction that moved the day (`--cold` reads the rows).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ColdTotalRow {
+    pub day: u32,
+    pub user: String,
+    pub kind: String,
+    pub entries: i64,
+    pub amount: i64,
+}
+
 /// Everything one set's store holds that the invariants speak of.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SetSnapshot {
@@ -65,6 +77,12 @@ pub struct SetSnapshot {
     pub packets: Vec<PacketRow>,
     pub claims: Vec<ClaimRow>,
     pub outbox: Vec<OutboxRow>,
+    /// The cold days' ledger totals of this set's users (none when the
+    /// cold days' rows are read whole, into the lists above).
+    pub cold: Vec<ColdTotalRow>,
+    /// What the store itself found wrong while reading (a cold day's totals
+    /// that disagree with its rows, say).
+    pub problems: Vec<String>,
 }
 
 /// What the audit saw, and what it found wrong.
@@ -78,6 +96,9 @@ pub struct AuditReport {
     pub credits_pending: usize,
     pub refunds: usize,
     pub refunds_pending: usize,
+    /// Entries counted by their cold days' totals (included in
+    /// `ledger_entries`).
+    pub cold_entries: usize,
     pub deposits: i128,
     pub balances: i128,
     pub locked: i128,
@@ -95,12 +116,13 @@ impl fmt::Display for AuditReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}: {} sets, {} accounts, {} ledger entries, {} packets, {} claims, \
+            "{}: {} sets, {} accounts, {} ledger entries ({} in cold days' totals), {} packets, {} claims, \
              {} credits pending, {} refunds done, {} pending; deposits {} fen = balances {} + locked {} + in flight {}",
             if self.ok() { "audit ok" } else { "audit FAILED" },
             self.sets,
             self.accounts,
             self.ledger_entries,
+            self.cold_entries,
             self.packets,
             self.claims,
             self.credits_pending,
@@ -149,6 +171,7 @@ pub fn audit(sets: &[SetSnapshot], share_min: Amount, now_ms: i64) -> AuditRepor
     let mut report = AuditReport { sets: sets.len(), ..AuditReport::default() };
     let mut ledger: HashMap<&str, &LedgerRow> = HashMap::new();
     for snapshot in sets {
+        report.violations.extend(snapshot.problems.iter().map(|problem| format!("set {}: {problem}", snapshot.set)));
         check_accounts(snapshot, set_count, &mut report);
         for row in &snapshot.ledger {
             if ledger.insert(&row.reference, row).is_some() {
@@ -178,7 +201,9 @@ pub fn audit(sets: &[SetSnapshot], share_min: Amount, now_ms: i64) -> AuditRepor
         report.violations.push(format!("claims on packet {packet_id}, which does not exist"));
     }
     check_ledger_explained(&ledger, &outbox, &explained, &mut report);
-    report.ledger_entries = ledger.len();
+    let cold = sets.iter().flat_map(|snapshot| &snapshot.cold);
+    report.cold_entries = cold.clone().map(|row| usize::try_from(row.entries).unwrap_or(0)).sum();
+    report.ledger_entries = ledger.len() + report.cold_entries;
     report.credits_pending = outbox.keys().filter(|reference| !ledger.contains_key(**reference)).count();
     report.in_flight = outbox
         .values()
@@ -186,6 +211,7 @@ pub fn audit(sets: &[SetSnapshot], share_min: Amount, now_ms: i64) -> AuditRepor
         .map(|row| i128::from(row.amount))
         .sum();
     report.deposits = ledger.values().filter(|row| row.kind == "deposit").map(|row| i128::from(row.amount)).sum();
+    report.deposits += cold.filter(|row| row.kind == "deposit").map(|row| i128::from(row.amount)).sum::<i128>();
     if report.deposits != report.balances + report.locked + report.in_flight {
         report.violations.push(format!(
             "money is not conserved: deposits {} != balances {} + locked {} + in flight {}",
@@ -199,6 +225,15 @@ pub fn audit(sets: &[SetSnapshot], share_min: Amount, now_ms: i64) -> AuditRepor
 /// lives in the set of its user.
 fn check_accounts(snapshot: &SetSnapshot, set_count: u16, report: &mut AuditReport) {
     let mut sums: HashMap<&str, i128> = HashMap::new();
+    for row in &snapshot.cold {
+        *sums.entry(&row.user).or_default() += i128::from(row.amount);
+        if !right_set(&row.user, snapshot.set, set_count) {
+            report.violations.push(format!(
+                "cold day {}'s total of {} is in set {}, not its user's",
+                row.day, row.user, snapshot.set
+            ));
+        }
+    }
     for row in &snapshot.ledger {
         *sums.entry(&row.user).or_default() += i128::from(row.amount);
         if !right_set(&row.user, snapshot.set, set_count) {
@@ -461,7 +496,41 @@ mod tests {
             }],
             claims: vec![ClaimRow { packet_id: packet, user: "bob".to_owned(), index: 0, amount: 100 }],
             outbox: vec![],
+            cold: vec![],
+            problems: vec![],
         }
+    }
+
+    fn cold(day: u32, user: &str, kind: &str, entries: i64, amount: i64) -> ColdTotalRow {
+        ColdTotalRow { day, user: user.to_owned(), kind: kind.to_owned(), entries, amount }
+    }
+
+    /// A cold day's entries are counted by their totals: in the balances,
+    /// in the deposits money is conserved against, and where they disagree.
+    #[test]
+    fn cold_days_count_by_their_totals() {
+        let mut books = books();
+        // On an earlier day, now cold: carol deposited 500 and sent alice 200
+        // in a packet alice opened whole.
+        books.cold = vec![
+            cold(20_270_120, "carol", "deposit", 1, 500),
+            cold(20_270_120, "carol", "send", 1, -200),
+            cold(20_270_120, "alice", "credit", 1, 200),
+        ];
+        books.accounts[0].balance += 200;
+        books.accounts.push(AccountRow { user: "carol".to_owned(), balance: 300 });
+        let report = audit(&[books.clone()], Amount::from_fen(1).expect("1 fen"), 0);
+        assert_eq!(report.violations, Vec::<String>::new());
+        assert_eq!((report.cold_entries, report.ledger_entries, report.deposits), (3, 6, 1500));
+        books.cold[2].amount = 201;
+        assert!(
+            violations(books.clone())
+                .iter()
+                .any(|v| v.contains("balance of alice is 900 but its ledger entries sum to 901"))
+        );
+        books.cold[2].amount = 200;
+        books.problems.push("cold day 20270120: totals disagree".to_owned());
+        assert_eq!(violations(books), ["set 0: cold day 20270120: totals disagree"]);
     }
 
     fn violations(books: SetSnapshot) -> Vec<String> {

@@ -88,12 +88,29 @@ impl<S: Store> Materializer<S> {
                     Err(failure) => {
                         warn!(set = %self.set, %failure, "materializing failed; retrying");
                         std::thread::sleep(RETRY_AFTER);
+                        self.reread_position();
                     }
                 }
             }
             pending.clear();
         }
         info!(set = %self.set, position = self.position, "tables stopped");
+    }
+
+    /// After a failure whose outcome is unknown (a commit whose answer was
+    /// lost with the connection), the tables may hold the transaction after
+    /// all: the retry starts from the position they hold, not from the one
+    /// this thread last saw, or it would rewrite the batches and be refused.
+    fn reread_position(&mut self) {
+        match self.store.materialized() {
+            Ok(position) if position > self.position => {
+                info!(set = %self.set, position, "the failed transaction had committed");
+                self.position = position;
+                self.progress.set_materialized(position);
+            }
+            Ok(_) => {}
+            Err(failure) => warn!(set = %self.set, %failure, "reading the tables' position failed"),
+        }
     }
 
     /// Writes `batches` (those past the tables' position) in one

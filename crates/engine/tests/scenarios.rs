@@ -139,7 +139,7 @@ impl Backend {
         let place = self.place(sets);
         let snapshots: Vec<SetSnapshot> = tokio::task::spawn_blocking(move || match place {
             Place::Dir(dir) => (0..sets).map(|set| hongbao_store_sqlite::snapshot(&dir, SetId(set)).unwrap()).collect(),
-            Place::Databases(map) => hongbao_store_pg::snapshot(&map, sets).unwrap(),
+            Place::Databases(map) => hongbao_store_pg::snapshot(&map, sets, hongbao_store_pg::ColdDays::Rows).unwrap(),
         })
         .await
         .unwrap();

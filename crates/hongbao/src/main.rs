@@ -66,6 +66,11 @@ enum Command {
         data: PathBuf,
         #[command(flatten)]
         store: store_flags::StoreFlags,
+        /// Read the cold days row by row (every invariant checked on them,
+        /// and their ledger totals against their rows) instead of counting
+        /// them by their totals.
+        #[arg(long)]
+        cold: bool,
     },
     /// Kill the real server at random under a mixed load; check nothing acknowledged was lost.
     Chaos {
@@ -81,9 +86,14 @@ enum Command {
         /// The workload's seed (printed, so a run can be repeated).
         #[arg(long)]
         seed: Option<u64>,
-        /// Write {"kills","acked","lost","duplicated","audit_ok"} as JSON.
+        /// Write {"kills","acked","lost","duplicated","audit_ok","seed","store"} as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// A PostgreSQL server: the run makes its own database there and drops
+        /// it (postgres://user@host:port); without it the sets live in the
+        /// data directory (SQLite).
+        #[arg(long, value_name = "URL")]
+        store: Option<String>,
     },
     /// Measure hongbao and the usual alternatives on one workload, then audit.
     Bench(hongbao_bench::BenchOptions),
@@ -167,12 +177,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let ok = runtime.block_on(hongbao_bench::run(options))?;
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
-        Command::Chaos { kills, duration_s, clients, seed, json } => {
-            chaos_command(kills, duration_s, clients, seed, json)
+        Command::Chaos { kills, duration_s, clients, seed, json, store } => {
+            chaos_command(kills, duration_s, clients, seed, json, store)
         }
         Command::Simulate { seeds, from, steps } => Ok(simulate_command(seeds, from, steps)),
-        Command::Audit { data, store } => {
-            let report = audit_data(&data, &store.choice()?)?;
+        Command::Audit { data, store, cold } => {
+            let cold = if cold { hongbao::ColdDays::Rows } else { hongbao::ColdDays::Totals };
+            let report = audit_data(&data, &store.choice()?, cold)?;
             println!("{report}");
             Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
@@ -185,12 +196,14 @@ fn chaos_command(
     clients: usize,
     seed: Option<u64>,
     json: Option<PathBuf>,
+    store: Option<String>,
 ) -> Result<ExitCode> {
     let seed = seed.unwrap_or_else(|| std::process::id().into());
     let binary = std::env::current_exe().context("finding the hongbao binary")?;
     let duration = std::time::Duration::from_secs(duration_s);
-    println!("chaos: seed {seed}, {kills} kills over {duration_s} s, {clients} clients");
-    let options = hongbao_chaos::ChaosOptions { binary, kills, duration, clients, seed, json };
+    let sets = if store.is_some() { "PostgreSQL (a database of the run's own)" } else { "SQLite" };
+    println!("chaos: seed {seed}, {kills} kills over {duration_s} s, {clients} clients, sets on {sets}");
+    let options = hongbao_chaos::ChaosOptions { binary, kills, duration, clients, seed, json, store };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let report = runtime.block_on(hongbao_chaos::run(options))?;
     for problem in report.problems.iter().take(20) {

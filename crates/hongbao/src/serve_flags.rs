@@ -35,6 +35,11 @@ pub struct ServeFlags {
     /// The address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// Days a day whose packets are all settled stays in the hot tables
+    /// before it goes cold (PostgreSQL: detached into the archive schema,
+    /// still readable).
+    #[arg(long, default_value_t = hongbao::days::RETENTION_DAYS_DEFAULT)]
+    retention_days: u32,
     /// Sets of a new data directory (fixed once created; default 8).
     #[arg(long)]
     sets: Option<u16>,
@@ -143,7 +148,14 @@ impl ServeFlags {
         let engine =
             EngineConfig { queue_wait_max: Duration::from_millis(self.queue_wait_max_ms), ..EngineConfig::default() };
         let store = self.store.choice()?;
-        Ok(ServeOptions { sets: self.sets, engine, server, store, ..ServeOptions::new(self.data, self.listen) })
+        Ok(ServeOptions {
+            sets: self.sets,
+            engine,
+            server,
+            store,
+            retention_days: self.retention_days,
+            ..ServeOptions::new(self.data, self.listen)
+        })
     }
 }
 

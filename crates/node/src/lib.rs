@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use hongbao_domain::audit::{AuditReport, SetSnapshot, audit};
 use hongbao_engine::{Clock, Engine, EngineConfig, OsEntropy, SystemClock};
 use hongbao_server::{AppState, Auth, ServerConfig, SharedAuth};
+pub use hongbao_store_pg::ColdDays;
 use hongbao_store_pg::SetMap;
 use hongbao_store_sqlite::{open_set, snapshot};
 use tokio::net::{TcpListener, TcpSocket};
@@ -18,6 +19,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub mod data_dir;
+pub mod days;
 pub mod keys;
 
 pub use data_dir::{DataDir, StoreKind};
@@ -52,6 +54,8 @@ pub struct ServeOptions {
     pub clock: Arc<dyn Clock>,
     /// Deadlines, rate limits and bounds on writes in flight.
     pub server: ServerConfig,
+    /// Days a settled day stays in the hot tables before it goes cold.
+    pub retention_days: u32,
 }
 
 impl ServeOptions {
@@ -64,6 +68,7 @@ impl ServeOptions {
             engine: EngineConfig::default(),
             clock: Arc::new(SystemClock),
             server: ServerConfig::default(),
+            retention_days: days::RETENTION_DAYS_DEFAULT,
         }
     }
 }
@@ -76,9 +81,13 @@ pub struct Running {
     /// removed, as it should be once the token is stored elsewhere).
     pub admin_token: Option<String>,
     pub engine: Engine,
+    /// Makes days ahead and moves old ones cold (its pass runs by itself
+    /// every minute; `keep_days_now` runs one at once).
+    pub day_keeper: days::DayKeeper,
     stop: oneshot::Sender<()>,
     server: JoinHandle<std::io::Result<()>>,
     keys_watch: JoinHandle<()>,
+    days_watch: JoinHandle<()>,
     _lock: File,
 }
 
@@ -97,6 +106,12 @@ pub async fn start(options: ServeOptions) -> Result<Running> {
     let keys =
         keys::load_or_create(&data.path).with_context(|| format!("loading keys from {}", data.path.display()))?;
     let auth = Arc::new(SharedAuth::new(Auth::new(keys).context("the data directory's keys")?));
+    let day_keeper = days::DayKeeper {
+        store: options.store.clone(),
+        sets: data.sets,
+        retention_days: options.retention_days,
+        clock: options.clock.clone(),
+    };
     let engine = start_engine(&data, options.store, options.engine, options.clock).await?;
     let listener = listen(options.listen).with_context(|| format!("listening on {}", options.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
@@ -111,7 +126,8 @@ pub async fn start(options: ServeOptions) -> Result<Running> {
     let server = tokio::spawn(hongbao_server::serve(listener, state, async move {
         let _ = stopped.await;
     }));
-    Ok(Running { addr, data, admin_token, engine, stop, server, keys_watch, _lock: lock })
+    let days_watch = tokio::spawn(day_keeper.clone().run());
+    Ok(Running { addr, data, admin_token, engine, day_keeper, stop, server, keys_watch, days_watch, _lock: lock })
 }
 
 /// Opens every set where it lives and starts the engine on them. Off the
@@ -158,11 +174,18 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 impl Running {
+    /// One pass of the day keeper, now.
+    pub async fn keep_days_now(&self) -> Result<hongbao_store_pg::DaysKept> {
+        let keeper = self.day_keeper.clone();
+        tokio::task::spawn_blocking(move || keeper.run_once()).await?
+    }
+
     /// Stops accepting, lets requests in flight finish (for at most the
     /// drain deadline), drains every set's queue, commits, and returns once
     /// all is durable.
     pub async fn stop(self) -> Result<()> {
         self.keys_watch.abort();
+        self.days_watch.abort();
         let _ = self.stop.send(());
         self.server.await.context("server task")?.context("serving")?;
         let engine = self.engine.clone();
@@ -173,12 +196,13 @@ impl Running {
 
 /// Checks every invariant over a stopped data directory on SQLite.
 pub fn audit_dir(dir: &Path) -> Result<AuditReport> {
-    audit_data(dir, &StoreChoice::Sqlite)
+    audit_data(dir, &StoreChoice::Sqlite, ColdDays::Rows)
 }
 
-/// Checks every invariant over a stopped data set, wherever its sets live.
-pub fn audit_data(dir: &Path, store: &StoreChoice) -> Result<AuditReport> {
-    Ok(audit_snapshots(&read_data(dir, store)?))
+/// Checks every invariant over a stopped data set, wherever its sets live,
+/// its cold days counted by their totals or read row by row.
+pub fn audit_data(dir: &Path, store: &StoreChoice, cold: ColdDays) -> Result<AuditReport> {
+    Ok(audit_snapshots(&read_data_cold(dir, store, cold)?))
 }
 
 /// Every set's rows from a stopped data directory on SQLite, read once, for
@@ -187,9 +211,15 @@ pub fn read_dir(dir: &Path) -> Result<Vec<SetSnapshot>> {
     read_data(dir, &StoreChoice::Sqlite)
 }
 
-/// Every set's rows from a stopped data set, wherever its sets live (call
-/// it off the async runtime: it waits on disks and databases).
+/// Every set's rows from a stopped data set, wherever its sets live, cold
+/// days included row by row (call it off the async runtime: it waits on
+/// disks and databases).
 pub fn read_data(dir: &Path, store: &StoreChoice) -> Result<Vec<SetSnapshot>> {
+    read_data_cold(dir, store, ColdDays::Rows)
+}
+
+/// Every set's rows, the cold days' as `cold` says.
+pub fn read_data_cold(dir: &Path, store: &StoreChoice, cold: ColdDays) -> Result<Vec<SetSnapshot>> {
     let data = DataDir::open(dir).with_context(|| format!("opening {}", dir.display()))?;
     if data.store != store.kind() {
         let path = dir.display().to_string();
@@ -203,7 +233,7 @@ pub fn read_data(dir: &Path, store: &StoreChoice) -> Result<Vec<SetSnapshot>> {
             .collect::<Result<Vec<_>, _>>()
             .context("reading the sets"),
         StoreChoice::Postgres(map) => {
-            hongbao_store_pg::snapshot(map, data.sets).context("reading the sets on PostgreSQL")
+            hongbao_store_pg::snapshot(map, data.sets, cold).context("reading the sets on PostgreSQL")
         }
     }
 }

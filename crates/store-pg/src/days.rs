@@ -3,15 +3,19 @@
 //! of the packet id. A day's partitions are made ahead of time (the day
 //! before, the day itself and the next, when a set recovers) and on demand
 //! before a transaction writes into a day that has none, under an advisory
-//! lock, recorded in `hongbao_days`. A cold day takes no writes.
+//! lock, recorded in `hongbao_days`; the node's day keeper (`keep_days`)
+//! makes today's and tomorrow's ahead, and moves old settled days cold
+//! (`migrations/0002_cold_days.sql`). A cold day takes no writes.
 
 use std::collections::HashSet;
 
+use hongbao_domain::Millis;
 use hongbao_domain::time::is_valid_civil_day;
 use hongbao_engine::StoreError;
 use tokio_postgres::Client;
 
-use crate::pg::failed;
+use crate::SetMap;
+use crate::pg::{connect, failed};
 use crate::schema::{LOCK_CLASS, LOCK_DAYS};
 
 /// Partitions of a day's packets (and of its claims), by packet-id hash:
@@ -26,6 +30,22 @@ pub(crate) struct Days {
 }
 
 impl Days {
+    /// Of `days`, those that have no partitions yet.
+    async fn missing(&mut self, client: &Client, days: impl IntoIterator<Item = u32>) -> Result<Vec<u32>, StoreError> {
+        let mut missing = Vec::new();
+        for day in days {
+            let known = client
+                .query_opt("SELECT 1 FROM hongbao_days WHERE day = $1", &[&day_key(day)])
+                .await
+                .map_err(failed("reading the days"))?;
+            match known {
+                Some(_) => drop(self.known.insert(day)),
+                None => missing.push(day),
+            }
+        }
+        Ok(missing)
+    }
+
     /// Makes sure every day in `days` has its partitions.
     pub(crate) async fn ensure(
         &mut self,
@@ -74,18 +94,170 @@ pub(crate) async fn make_in_transaction(client: &Client, day: u32) -> Result<(),
     // in them, whatever the calendar's next day is.
     let (from, to) = (day, day + 1);
     let mut sql = format!("CREATE TABLE ledger_d{day} PARTITION OF ledger FOR VALUES FROM ({from}) TO ({to});\n");
+    let mut made = vec![format!("ledger_d{day}")];
     for (table, hashed) in [("packets", "id"), ("claims", "packet_id")] {
         sql.push_str(&format!(
             "CREATE TABLE {table}_d{day} PARTITION OF {table} FOR VALUES FROM ({from}) TO ({to}) \
              PARTITION BY HASH ({hashed});\n"
         ));
+        made.push(format!("{table}_d{day}"));
         for remainder in 0..HASH_PARTITIONS {
             sql.push_str(&format!(
                 "CREATE TABLE {table}_d{day}_h{remainder} PARTITION OF {table}_d{day} \
                  FOR VALUES WITH (MODULUS {HASH_PARTITIONS}, REMAINDER {remainder});\n"
             ));
+            made.push(format!("{table}_d{day}_h{remainder}"));
         }
+    }
+    // The checks are the partitioned tables' triggers: a statement naming a
+    // partition would pass them by, so it is refused.
+    for partition in made {
+        sql.push_str(&format!(
+            "CREATE TRIGGER through_parent BEFORE INSERT OR UPDATE OR DELETE ON {partition} \
+             FOR EACH STATEMENT EXECUTE FUNCTION through_parent();\n"
+        ));
     }
     sql.push_str(&format!("INSERT INTO hongbao_days (day, state) VALUES ({key}, 'hot');"));
     client.batch_execute(&sql).await.map_err(failed("making a day's partitions"))
+}
+
+/// How long after a day's last packet expired its credits are given to land
+/// before the day may go cold: a credit crosses between sets in
+/// milliseconds, so an hour is a wide margin, and a set that lags more
+/// than that halts loudly (its write into a cold day is refused) rather
+/// than lose anything.
+pub const COLD_MARGIN_MS: i64 = 3_600_000;
+
+/// The longest a move to cold waits for its locks (and so the longest
+/// reads and writes queue behind it).
+const COLD_LOCK_WAIT: &str = "2s";
+
+/// What one pass of the day keeper did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DaysKept {
+    /// Days whose partitions were made ahead.
+    pub made: Vec<u32>,
+    /// Days that went cold.
+    pub cooled: Vec<u32>,
+}
+
+/// One pass of the day keeper over every database of a data set: makes
+/// today's and tomorrow's partitions ahead of time, and moves cold every
+/// day older than `retention_days` whose packets are all settled (in every
+/// database: a day's credits may land in another database's ledger) and
+/// whose credits have all landed. Call it off any async runtime.
+pub fn keep_days(map: &SetMap, sets: u16, now: Millis, retention_days: u32) -> Result<DaysKept, StoreError> {
+    let urls = map.databases(sets);
+    let connections = urls.iter().map(|url| connect(url)).collect::<Result<Vec<_>, _>>()?;
+    let mut kept = DaysKept::default();
+    let ahead = [now, Millis(now.0 + 86_400_000)].map(Millis::civil_day);
+    for connection in &connections {
+        let mut days = Days::default();
+        let missing = connection.block_on(days.missing(connection, ahead))?;
+        connection.block_on(days.ensure(connection, missing.iter().copied()))?;
+        kept.made.extend(missing);
+    }
+    kept.made.sort_unstable();
+    kept.made.dedup();
+    let cutoff = Millis(now.0 - i64::from(retention_days) * 86_400_000).civil_day();
+    let mut candidates: Vec<u32> = Vec::new();
+    for connection in &connections {
+        let rows = connection
+            .block_on(connection.query(
+                "SELECT day FROM hongbao_days WHERE state = 'hot' AND day < $1 ORDER BY day",
+                &[&day_key(cutoff)],
+            ))
+            .map_err(failed("reading the hot days"))?;
+        candidates.extend(rows.iter().map(|row| row.get::<_, i32>(0) as u32));
+    }
+    candidates.sort_unstable();
+    candidates.dedup();
+    for day in candidates {
+        let mut settled = true;
+        for connection in &connections {
+            settled &= connection.block_on(is_settled(connection, day, now))?;
+        }
+        if !settled {
+            continue;
+        }
+        for connection in &connections {
+            connection.block_on(cool(connection, day))?;
+        }
+        tracing::info!(day, "a day went cold");
+        kept.cooled.push(day);
+    }
+    Ok(kept)
+}
+
+fn day_key(day: u32) -> i32 {
+    i32::try_from(day).expect("a yyyymmdd day fits an integer")
+}
+
+/// Whether this database holds nothing of `day` that may still change:
+/// every packet settled (nothing left to claim or refund) and expired more
+/// than `COLD_MARGIN_MS` ago, and no credit of the day waiting in an outbox.
+async fn is_settled(client: &Client, day: u32, now: Millis) -> Result<bool, StoreError> {
+    let row = client
+        .query_one(
+            "SELECT NOT EXISTS (SELECT 1 FROM packets WHERE day = $1 AND (remaining_amount > 0 OR expires_at > $2)) \
+             AND NOT EXISTS (SELECT 1 FROM outbox WHERE day = $1)",
+            &[&day_key(day), &(now.0 - COLD_MARGIN_MS)],
+        )
+        .await
+        .map_err(failed("checking that a day is settled"))?;
+    Ok(row.get(0))
+}
+
+/// Moves `day` cold in one transaction: its entries' totals recorded, its
+/// partitions detached from the hot tables and attached to the archive's.
+async fn cool(client: &Client, day: u32) -> Result<(), StoreError> {
+    client.batch_execute("BEGIN").await.map_err(failed("starting to move a day cold"))?;
+    let result = cool_in_transaction(client, day).await;
+    let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    client.batch_execute(end).await.map_err(failed("ending the move of a day"))?;
+    result
+}
+
+async fn cool_in_transaction(client: &Client, day: u32) -> Result<(), StoreError> {
+    client
+        .execute("SELECT pg_advisory_xact_lock($1, $2)", &[&LOCK_CLASS, &LOCK_DAYS])
+        .await
+        .map_err(failed("locking the days"))?;
+    let key = day_key(day);
+    let state: Option<String> = client
+        .query_opt("SELECT state FROM hongbao_days WHERE day = $1", &[&key])
+        .await
+        .map_err(failed("reading a day's state"))?
+        .map(|row| row.get(0));
+    if state.as_deref() != Some("hot") {
+        return Ok(());
+    }
+    let (from, to) = (day, day + 1);
+    // Every lock the move needs, at once and in the order reads take them
+    // (a list joins claims to packets): a read never holds one the move
+    // waits for while it waits for another. Bounded, so reads queued
+    // behind the move wait at most this long; a move that cannot have its
+    // locks gives up until the next pass.
+    let mut sql = format!(
+        "SET LOCAL lock_timeout = '{COLD_LOCK_WAIT}';\n\
+         LOCK TABLE claims, hongbao_archive.claims, packets, hongbao_archive.packets, ledger, \
+         hongbao_archive.ledger IN ACCESS EXCLUSIVE MODE;\n\
+         INSERT INTO ledger_day_totals (day, user_id, kind, entries, amount) \
+         SELECT day, user_id, kind, count(*), sum(amount) FROM ledger_d{day} GROUP BY day, user_id, kind;\n"
+    );
+    for table in ["claims", "packets", "ledger"] {
+        sql.push_str(&format!(
+            "ALTER TABLE {table} DETACH PARTITION {table}_d{day};\n\
+             ALTER TABLE {table}_d{day} SET SCHEMA hongbao_archive;\n\
+             ALTER TABLE hongbao_archive.{table} ATTACH PARTITION hongbao_archive.{table}_d{day} \
+             FOR VALUES FROM ({from}) TO ({to});\n"
+        ));
+        if table != "ledger" {
+            for remainder in 0..HASH_PARTITIONS {
+                sql.push_str(&format!("ALTER TABLE {table}_d{day}_h{remainder} SET SCHEMA hongbao_archive;\n"));
+            }
+        }
+    }
+    sql.push_str(&format!("UPDATE hongbao_days SET state = 'cold' WHERE day = {key};"));
+    client.batch_execute(&sql).await.map_err(failed("moving a day cold"))
 }

@@ -13,7 +13,7 @@ use hongbao_engine::journal::EachRecord;
 use hongbao_engine::{Journal, JournalError, Position};
 use tokio_postgres::{Client, Statement};
 
-use crate::pg::block_on;
+use crate::pg::Connection;
 use crate::schema::set_number;
 
 /// Records read per query while recovering.
@@ -24,7 +24,7 @@ const RECOVER_PAGE: i64 = 4096;
 const TRIM_STEP: Position = 1024;
 
 pub struct PgJournal {
-    client: Arc<Client>,
+    client: Arc<Connection>,
     set: SetId,
     append: Option<Statement>,
     trimmed: Position,
@@ -42,7 +42,7 @@ fn io(context: &'static str) -> impl Fn(tokio_postgres::Error) -> JournalError {
 
 impl PgJournal {
     /// The journal of `set` on `client` (the set's writer's connection).
-    pub fn new(client: Arc<Client>, set: SetId) -> PgJournal {
+    pub(crate) fn new(client: Arc<Connection>, set: SetId) -> PgJournal {
         PgJournal { client, set, append: None, trimmed: 0 }
     }
 }
@@ -88,7 +88,7 @@ impl Journal for PgJournal {
         let position = i64::try_from(position).map_err(|_| JournalError::Io("position out of range".into()))?;
         let (client, set) = (&self.client, set_number(self.set));
         let append = &mut self.append;
-        block_on(async {
+        self.client.block_on(async {
             let statement = match append {
                 Some(statement) => statement.clone(),
                 None => {
@@ -105,7 +105,7 @@ impl Journal for PgJournal {
     }
 
     fn recover(&mut self, after: Position, each: &mut EachRecord<'_>) -> Result<Position, JournalError> {
-        block_on(read_records(&self.client, self.set, after, each))
+        self.client.block_on(read_records(&self.client, self.set, after, each))
     }
 
     fn trim(&mut self, upto: Position) -> Result<(), JournalError> {
@@ -113,11 +113,14 @@ impl Journal for PgJournal {
             return Ok(());
         }
         let bound = i64::try_from(upto).map_err(|_| JournalError::Io("position out of range".into()))?;
-        block_on(
-            self.client
-                .execute("DELETE FROM journal WHERE set_id = $1 AND position <= $2", &[&set_number(self.set), &bound]),
-        )
-        .map_err(io("trimming the journal"))?;
+        self.client
+            .block_on(
+                self.client.execute(
+                    "DELETE FROM journal WHERE set_id = $1 AND position <= $2",
+                    &[&set_number(self.set), &bound],
+                ),
+            )
+            .map_err(io("trimming the journal"))?;
         self.trimmed = upto;
         Ok(())
     }

@@ -10,7 +10,7 @@
 //! (`SetMap`); all sets of one database share its tables.
 //!
 //! The store is synchronous, as the engine's threads are: each call runs
-//! its queries on a process-wide Tokio runtime (`pg.rs`) and waits.
+//! its queries on its connection's own runtime (`pg.rs`) and waits.
 
 mod audit;
 mod days;
@@ -23,8 +23,8 @@ pub mod set_map;
 pub mod testing;
 mod writer;
 
-pub use audit::snapshot;
-pub use days::HASH_PARTITIONS;
+pub use audit::{ColdDays, snapshot};
+pub use days::{COLD_MARGIN_MS, DaysKept, HASH_PARTITIONS, keep_days};
 pub use journal::PgJournal;
 pub use reader::PgReader;
 pub use set_map::SetMap;
@@ -49,16 +49,16 @@ pub fn open_sets(map: &SetMap, sets: u16) -> Result<Vec<SetStores<PgStore>>, Sto
             Some(pool) => pool.clone(),
             None => {
                 let client = pg::connect(url)?;
-                pg::block_on(schema::migrate(&client, sets))?;
+                client.block_on(schema::migrate(&client, sets))?;
                 let pool = Arc::new(reader::Pool::new(url.to_owned()));
                 readers.insert(url, pool.clone());
                 pool
             }
         };
         let writer_client = Arc::new(pg::connect(url)?);
-        pg::block_on(schema::lock_set(&writer_client, set))?;
+        writer_client.block_on(schema::lock_set(&writer_client, set))?;
         let writer = PgStore::open(writer_client.clone(), set)?;
-        let materializer = PgStore::open(Arc::new(pg::connect(url)?), set)?;
+        let materializer = PgStore::open_reconnecting(url, set)?;
         let journal = PgJournal::new(writer_client, set);
         opened.push(SetStores {
             journal: Box::new(journal),

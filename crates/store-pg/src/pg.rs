@@ -1,50 +1,66 @@
-//! The process-wide runtime the PostgreSQL connections run on, and how the
-//! synchronous store waits for a query. One runtime for all, made once and
-//! never dropped: a runtime dropped inside another's task panics, and the
-//! stores are dropped wherever the engine is.
+//! A connection and the runtime that drives it: each connection has a
+//! current-thread Tokio runtime of its own, and a query runs its future and
+//! the connection's socket together on the calling thread (an engine thread,
+//! or a blocking-pool thread for reads). No hand-off to another thread per
+//! query: with one shared i/o thread every query crossed threads twice,
+//! which on two cores cost more than the query.
 
 use std::future::Future;
-use std::sync::OnceLock;
+use std::ops::Deref;
 
 use hongbao_engine::StoreError;
 use tokio::runtime::Runtime;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 
-/// Threads that drive the connections' sockets. The queries' futures run on
-/// the callers' threads; these only move bytes, so one is enough on a
-/// small machine, and more only add hand-offs.
-const IO_THREADS: usize = 1;
-
-fn runtime() -> &'static Runtime {
-    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(IO_THREADS)
-            .thread_name("hongbao-pg-io")
-            .enable_all()
-            .build()
-            .expect("the PostgreSQL i/o runtime starts")
-    })
+/// One PostgreSQL connection, used by one thread at a time.
+pub(crate) struct Connection {
+    client: Client,
+    /// Always `Some` until dropped.
+    runtime: Option<Runtime>,
 }
 
-/// Runs a query's future to completion on this thread (an engine thread or
-/// a blocking-pool thread, never an async task).
-pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
-    runtime().block_on(future)
+impl Connection {
+    /// Runs a query's future to completion on this thread, driving the
+    /// connection meanwhile. Never call it from an async task.
+    pub(crate) fn block_on<F: Future>(&self, future: F) -> F::Output {
+        self.runtime.as_ref().expect("a connection's runtime lives as long as it").block_on(future)
+    }
 }
 
-/// Opens one connection; its driver runs on the shared runtime until the
-/// client is dropped.
-pub(crate) fn connect(url: &str) -> Result<Client, StoreError> {
-    let (client, connection) = block_on(tokio_postgres::connect(url, NoTls))
+impl Deref for Connection {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // Without waiting: a connection may be dropped anywhere, an async
+        // task too. The socket closes with the runtime.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Opens one connection.
+pub(crate) fn connect(url: &str) -> Result<Connection, StoreError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| StoreError::new(format!("starting a connection's runtime: {e}")))?;
+    let (client, connection) = runtime
+        .block_on(tokio_postgres::connect(url, NoTls))
         .map_err(|e| StoreError::new(format!("connecting to PostgreSQL ({}): {e}", redacted(url))))?;
-    runtime().spawn(async move {
+    runtime.spawn(async move {
         if let Err(error) = connection.await {
             tracing::warn!(%error, "a PostgreSQL connection ended");
         }
     });
-    Ok(client)
+    Ok(Connection { client, runtime: Some(runtime) })
 }
 
 /// A connection string without its password, for messages and logs: a

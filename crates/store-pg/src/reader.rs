@@ -1,4 +1,5 @@
-//! The read side: the materialized tables, through a small pool of
+//! The read side: the materialized tables, hot and cold days alike (the
+//! views `packets_all`, `claims_all`), through a small pool of
 //! connections per database shared by its sets. Reads run on the engine's
 //! blocking pool (`Engine::read`), after the tables hold what was
 //! acknowledged before them.
@@ -11,7 +12,7 @@ use hongbao_engine::{ReceivedItem, SentItem, StoreError, StoreReader};
 use tokio_postgres::Client;
 use tokio_postgres::types::ToSql;
 
-use crate::pg::{block_on, connect, failed};
+use crate::pg::{Connection, connect, failed};
 use crate::rows::{CLAIM_COLUMNS, PACKET_COLUMNS, amount, claim_from_row, packet_from_row, packet_id};
 use crate::schema::set_number;
 
@@ -19,10 +20,16 @@ use crate::schema::set_number;
 /// closed when the pool is full.
 const READERS_IDLE_MAX: usize = 4;
 
+/// Tries of a read that PostgreSQL ended to break a deadlock.
+const READ_ATTEMPTS: usize = 3;
+
+/// How `failed` spells a deadlock's refusal (PostgreSQL's own message).
+const DEADLOCK: &str = "deadlock detected";
+
 /// The read connections of one database.
 pub(crate) struct Pool {
     url: String,
-    idle: Mutex<Vec<Client>>,
+    idle: Mutex<Vec<Connection>>,
 }
 
 impl Pool {
@@ -30,13 +37,22 @@ impl Pool {
         Pool { url, idle: Mutex::new(Vec::new()) }
     }
 
-    fn with<T>(&self, read: impl AsyncFnOnce(&Client) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    /// Runs `read` on a pooled connection. A read PostgreSQL chose to end
+    /// to break a deadlock (with a day moving cold, whose locks it met
+    /// half-way) is run again: reads change nothing.
+    fn with<T>(&self, read: impl AsyncFn(&Client) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let pooled = self.idle.lock().expect("reader pool lock").pop().filter(|client| !client.is_closed());
         let client = match pooled {
             Some(client) => client,
             None => connect(&self.url)?,
         };
-        let result = block_on(read(&client));
+        let mut result = client.block_on(read(&client));
+        for _ in 1..READ_ATTEMPTS {
+            match &result {
+                Err(error) if error.message.contains(DEADLOCK) => result = client.block_on(read(&client)),
+                _ => break,
+            }
+        }
         let mut idle = self.idle.lock().expect("reader pool lock");
         if idle.len() < READERS_IDLE_MAX && !client.is_closed() {
             idle.push(client);
@@ -65,8 +81,8 @@ impl std::fmt::Debug for PgReader {
 /// One packet with all its claims, if it exists.
 pub(crate) async fn load_packet(client: &Client, id: &PacketId) -> Result<Option<Packet>, StoreError> {
     let (day, text) = (i32::try_from(id.day).unwrap_or(i32::MAX), id.to_string());
-    let packet_sql = format!("SELECT {PACKET_COLUMNS} FROM packets WHERE day = $1 AND id = $2");
-    let claims_sql = format!("SELECT {CLAIM_COLUMNS} FROM claims c WHERE c.day = $1 AND c.packet_id = $2");
+    let packet_sql = format!("SELECT {PACKET_COLUMNS} FROM packets_all WHERE day = $1 AND id = $2");
+    let claims_sql = format!("SELECT {CLAIM_COLUMNS} FROM claims_all c WHERE c.day = $1 AND c.packet_id = $2");
     let params: [&(dyn ToSql + Sync); 2] = [&day, &text];
     let (rows, claims) = tokio::try_join!(client.query(&packet_sql, &params), client.query(&claims_sql, &params))
         .map_err(failed("reading a packet"))?;
@@ -100,7 +116,7 @@ impl StoreReader for PgReader {
             let rows = client
                 .query(
                     &format!(
-                        "SELECT {PACKET_COLUMNS} FROM packets WHERE sender = $1 AND set_id = $2 AND seq < $3 \
+                        "SELECT {PACKET_COLUMNS} FROM packets_all WHERE sender = $1 AND set_id = $2 AND seq < $3 \
                          ORDER BY seq DESC LIMIT $4"
                     ),
                     &[&user.as_str(), &set, &before, &limit],
@@ -139,8 +155,8 @@ impl StoreReader for PgReader {
         self.pool.with(async |client| {
             let rows = client
                 .query(
-                    "SELECT p.id, p.sender, p.greeting, c.amount, c.at FROM claims c \
-                     JOIN packets p ON p.day = c.day AND p.id = c.packet_id \
+                    "SELECT p.id, p.sender, p.greeting, c.amount, c.at FROM claims_all c \
+                     JOIN packets_all p ON p.day = c.day AND p.id = c.packet_id \
                      WHERE c.user_id = $1 AND p.set_id = $5 AND ($6 OR c.at < $2 OR (c.at = $2 AND p.seq < $3)) \
                      ORDER BY c.at DESC, p.seq DESC LIMIT $4",
                     &[&user.as_str(), &at, &seq, &limit, &set, &open_ended],

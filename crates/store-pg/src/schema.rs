@@ -11,7 +11,8 @@ use tokio_postgres::error::SqlState;
 
 use crate::pg::failed;
 
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_tables.sql")];
+const MIGRATIONS: &[&str] =
+    &[include_str!("migrations/0001_tables.sql"), include_str!("migrations/0002_cold_days.sql")];
 
 /// The first key of hongbao's advisory locks ("hb"); the second names what
 /// is locked: a set (its number), or one of these.

@@ -8,7 +8,7 @@
 
 use hongbao_engine::StoreError;
 
-use crate::pg::{block_on, connect};
+use crate::pg::connect;
 
 /// The variable that names the test server.
 pub const TEST_SERVER_VAR: &str = "HONGBAO_TEST_PG";
@@ -41,7 +41,9 @@ impl ScratchDatabase {
         let (admin, statement) = (on_server(server, "postgres"), format!("CREATE DATABASE {name}"));
         std::thread::spawn(move || {
             let admin = connect(&admin)?;
-            block_on(admin.batch_execute(&statement)).map_err(|e| StoreError::new(format!("making a database: {e}")))
+            admin
+                .block_on(admin.batch_execute(&statement))
+                .map_err(|e| StoreError::new(format!("making a database: {e}")))
         })
         .join()
         .map_err(|_| StoreError::new("the thread making a database panicked"))??;
@@ -61,7 +63,8 @@ impl Drop for ScratchDatabase {
         let (admin, name) = (on_server(&self.server, "postgres"), self.name.clone());
         let dropped = std::thread::spawn(move || {
             let admin = connect(&admin)?;
-            block_on(admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+            admin
+                .block_on(admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
                 .map_err(|e| StoreError::new(e.to_string()))
         })
         .join();

@@ -10,7 +10,10 @@
 //! durable when it returns and the journal may be trimmed up to it at once.
 
 use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 
 use hongbao_domain::{Millis, SetId, UserId};
 use hongbao_engine::stored::assemble;
@@ -22,12 +25,15 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
 
 use crate::days::Days;
-use crate::pg::{block_on, failed};
+use crate::pg::{Connection, connect, failed};
 use crate::rows::{CLAIM_COLUMNS, PACKET_COLUMNS, amount, claim_from_row, packet_from_row, packet_id, user};
 use crate::schema::set_number;
 
 pub struct PgStore {
-    client: Arc<Client>,
+    client: Arc<Connection>,
+    /// The database, for a handle that may reconnect (the materializer's;
+    /// the writer's connection holds the set's lock and its journal).
+    reconnect_to: Option<String>,
     set: SetId,
     days: Days,
     statements: Statements,
@@ -56,6 +62,54 @@ fn position_key(position: Position) -> Result<i64, StoreError> {
     i64::try_from(position).map_err(|_| StoreError::refused(format!("position {position} is out of range")))
 }
 
+// The statements, in the order of `Statements`.
+const ADVANCE_SQL: &str = "UPDATE hongbao_sets SET position = $2, next_seq = GREATEST(next_seq, $3) \
+                 WHERE set_id = $1 AND position = $4";
+
+const LEDGER_SQL: &str = "INSERT INTO ledger (day, user_id, reference, amount, kind, packet_id, at, position, entry) \
+                 SELECT * FROM unnest($1::int4[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::text[], \
+                 $7::int8[], $8::int8[], $9::int4[])";
+
+const PACKETS_SQL: &str = "INSERT INTO packets (day, id, set_id, seq, sender, kind, total_amount, count, remaining_amount, \
+                 remaining_count, seed, greeting, password_digest, recipient, created_at, expires_at, position) \
+                 SELECT d, i, s, q, se, k, t, c, t, c, sd, g, pw, r, ca, ea, po FROM unnest($1::int4[], $2::text[], \
+                 $3::int2[], $4::int8[], $5::text[], $6::text[], $7::int8[], $8::int4[], $9::int8[], $10::text[], \
+                 $11::bytea[], $12::text[], $13::int8[], $14::int8[], $15::int8[]) \
+                 AS u(d, i, s, q, se, k, t, c, sd, g, pw, r, ca, ea, po)";
+
+const CLAIMS_SQL: &str = "INSERT INTO claims (day, packet_id, user_id, idx, amount, at, position) \
+                 SELECT * FROM unnest($1::int4[], $2::text[], $3::text[], $4::int4[], $5::int8[], $6::int8[], \
+                 $7::int8[])";
+
+const REFUNDS_SQL: &str = "UPDATE packets p SET refunded_amount = p.remaining_amount, remaining_amount = 0 \
+                 FROM unnest($1::int4[], $2::text[], $3::int8[]) AS r(day, id, amount) \
+                 WHERE p.day = r.day AND p.id = r.id AND p.remaining_amount = r.amount AND p.refunded_amount = 0";
+
+const OUTBOX_ADD_SQL: &str = "INSERT INTO outbox (day, packet_id, user_id, set_id, reference, amount, at) \
+                 SELECT d, p, u, $4, r, a, t FROM unnest($1::int4[], $2::text[], $3::text[], $5::text[], \
+                 $6::int8[], $7::int8[]) AS o(d, p, u, r, a, t)";
+
+const OUTBOX_REMOVE_SQL: &str = "DELETE FROM outbox WHERE set_id = $1 AND reference = ANY($2)";
+
+const KEYS_SQL: &str = "INSERT INTO idempotency (user_id, op, key, fingerprint, result) \
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])";
+
+const ACCOUNTS_READ_SQL: &str = "SELECT user_id, balance FROM accounts WHERE user_id = ANY($1)";
+
+const KEYS_READ_SQL: &str = "SELECT i.user_id, i.op, i.key, i.fingerprint, i.result FROM idempotency i \
+                 JOIN unnest($1::text[], $2::text[], $3::text[]) AS w(u, o, k) \
+                 ON i.user_id = w.u AND i.op = w.o AND i.key = w.k";
+
+const PACKETS_READ_SQL: &str = "SELECT id, sender, kind, total_amount, count, remaining_amount, remaining_count, refunded_amount, \
+                 seed, greeting, password_digest, recipient, created_at, expires_at FROM packets_all p \
+                 JOIN unnest($1::int4[], $2::text[]) AS w(d, i) ON p.day = w.d AND p.id = w.i";
+
+const CLAIMS_READ_SQL: &str = "SELECT c.packet_id, c.user_id, c.idx, c.amount, c.at FROM claims_all c \
+                 JOIN unnest($1::int4[], $2::text[]) AS w(d, i) ON c.day = w.d AND c.packet_id = w.i";
+
+const CREDITS_READ_SQL: &str = "SELECT l.reference FROM ledger l JOIN unnest($1::int4[], $2::text[], $3::text[]) AS w(d, u, r) \
+                 ON l.day = w.d AND l.user_id = w.u AND l.reference = w.r";
+
 /// The statements a set's connection runs, prepared once.
 pub(crate) struct Statements {
     advance: Statement,
@@ -77,80 +131,46 @@ impl Statements {
     pub(crate) async fn prepare(client: &Client) -> Result<Statements, StoreError> {
         let prepare = |sql: &'static str| async move { client.prepare(sql).await.map_err(failed("preparing")) };
         Ok(Statements {
-            advance: prepare(
-                "UPDATE hongbao_sets SET position = $2, next_seq = GREATEST(next_seq, $3) \
-                 WHERE set_id = $1 AND position = $4",
-            )
-            .await?,
-            ledger: prepare(
-                "INSERT INTO ledger (day, user_id, reference, amount, kind, packet_id, at, position, entry) \
-                 SELECT * FROM unnest($1::int4[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::text[], \
-                 $7::int8[], $8::int8[], $9::int4[])",
-            )
-            .await?,
-            packets: prepare(
-                "INSERT INTO packets (day, id, set_id, seq, sender, kind, total_amount, count, remaining_amount, \
-                 remaining_count, seed, greeting, password_digest, recipient, created_at, expires_at) \
-                 SELECT d, i, s, q, se, k, t, c, t, c, sd, g, pw, r, ca, ea FROM unnest($1::int4[], $2::text[], \
-                 $3::int2[], $4::int8[], $5::text[], $6::text[], $7::int8[], $8::int4[], $9::int8[], $10::text[], \
-                 $11::bytea[], $12::text[], $13::int8[], $14::int8[]) AS u(d, i, s, q, se, k, t, c, sd, g, pw, r, ca, ea)",
-            )
-            .await?,
-            claims: prepare(
-                "INSERT INTO claims (day, packet_id, user_id, idx, amount, at) \
-                 SELECT * FROM unnest($1::int4[], $2::text[], $3::text[], $4::int4[], $5::int8[], $6::int8[])",
-            )
-            .await?,
-            refunds: prepare(
-                "UPDATE packets p SET refunded_amount = p.remaining_amount, remaining_amount = 0 \
-                 FROM unnest($1::int4[], $2::text[], $3::int8[]) AS r(day, id, amount) \
-                 WHERE p.day = r.day AND p.id = r.id AND p.remaining_amount = r.amount AND p.refunded_amount = 0",
-            )
-            .await?,
-            outbox_add: prepare(
-                "INSERT INTO outbox (day, packet_id, user_id, set_id, reference, amount, at) \
-                 SELECT d, p, u, $4, r, a, t FROM unnest($1::int4[], $2::text[], $3::text[], $5::text[], \
-                 $6::int8[], $7::int8[]) AS o(d, p, u, r, a, t)",
-            )
-            .await?,
-            outbox_remove: prepare("DELETE FROM outbox WHERE set_id = $1 AND reference = ANY($2)").await?,
-            keys: prepare(
-                "INSERT INTO idempotency (user_id, op, key, fingerprint, result) \
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])",
-            )
-            .await?,
-            accounts_read: prepare("SELECT user_id, balance FROM accounts WHERE user_id = ANY($1)").await?,
-            keys_read: prepare(
-                "SELECT i.user_id, i.op, i.key, i.fingerprint, i.result FROM idempotency i \
-                 JOIN unnest($1::text[], $2::text[], $3::text[]) AS w(u, o, k) \
-                 ON i.user_id = w.u AND i.op = w.o AND i.key = w.k",
-            )
-            .await?,
-            packets_read: prepare(
-                "SELECT id, sender, kind, total_amount, count, remaining_amount, remaining_count, refunded_amount, \
-                 seed, greeting, password_digest, recipient, created_at, expires_at FROM packets p \
-                 JOIN unnest($1::int4[], $2::text[]) AS w(d, i) ON p.day = w.d AND p.id = w.i",
-            )
-            .await?,
-            claims_read: prepare(
-                "SELECT c.packet_id, c.user_id, c.idx, c.amount, c.at FROM claims c \
-                 JOIN unnest($1::int4[], $2::text[]) AS w(d, i) ON c.day = w.d AND c.packet_id = w.i",
-            )
-            .await?,
-            credits_read: prepare(
-                "SELECT l.reference FROM ledger l JOIN unnest($1::int4[], $2::text[], $3::text[]) AS w(d, u, r) \
-                 ON l.day = w.d AND l.user_id = w.u AND l.reference = w.r",
-            )
-            .await?,
+            advance: prepare(ADVANCE_SQL).await?,
+            ledger: prepare(LEDGER_SQL).await?,
+            packets: prepare(PACKETS_SQL).await?,
+            claims: prepare(CLAIMS_SQL).await?,
+            refunds: prepare(REFUNDS_SQL).await?,
+            outbox_add: prepare(OUTBOX_ADD_SQL).await?,
+            outbox_remove: prepare(OUTBOX_REMOVE_SQL).await?,
+            keys: prepare(KEYS_SQL).await?,
+            accounts_read: prepare(ACCOUNTS_READ_SQL).await?,
+            keys_read: prepare(KEYS_READ_SQL).await?,
+            packets_read: prepare(PACKETS_READ_SQL).await?,
+            claims_read: prepare(CLAIMS_READ_SQL).await?,
+            credits_read: prepare(CREDITS_READ_SQL).await?,
         })
     }
 }
 
 impl PgStore {
     /// A handle on `set`'s tables over `client`.
-    pub fn open(client: Arc<Client>, set: SetId) -> Result<PgStore, StoreError> {
-        let statements = block_on(Statements::prepare(&client))?;
-        Ok(PgStore { client, set, days: Days::default(), statements, durable: 0 })
+    pub(crate) fn open(client: Arc<Connection>, set: SetId) -> Result<PgStore, StoreError> {
+        let statements = client.block_on(Statements::prepare(&client))?;
+        Ok(PgStore { client, reconnect_to: None, set, days: Days::default(), statements, durable: 0 })
+    }
+
+    /// The materializer's handle on `url`: it opens a new connection when
+    /// its own is lost (a database restart, a network cut), since it holds
+    /// nothing but its transactions.
+    pub(crate) fn open_reconnecting(url: &str, set: SetId) -> Result<PgStore, StoreError> {
+        let store = PgStore::open(Arc::new(connect(url)?), set)?;
+        Ok(PgStore { reconnect_to: Some(url.to_owned()), ..store })
+    }
+
+    fn reconnect_if_lost(&mut self) -> Result<(), StoreError> {
+        if let Some(url) = self.reconnect_to.as_deref().filter(|_| self.client.is_closed()) {
+            let client = Arc::new(connect(url)?);
+            self.statements = client.block_on(Statements::prepare(&client))?;
+            self.client = client;
+            tracing::info!(set = %self.set, "reconnected to PostgreSQL");
+        }
+        Ok(())
     }
 
     async fn load(&self, now: Millis) -> Result<Recovered, StoreError> {
@@ -227,9 +247,9 @@ impl PgStore {
         let key_params: [&(dyn ToSql + Sync); 3] = [&key_users, &key_ops, &keys];
         let credit_params: [&(dyn ToSql + Sync); 3] = [&credit_days, &credit_users, &references];
         let (accounts, records, present) = tokio::try_join!(
-            self.client.query(&s.accounts_read, &account_params),
-            self.client.query(&s.keys_read, &key_params),
-            self.client.query(&s.credits_read, &credit_params),
+            query_if(&self.client, !users.is_empty(), &s.accounts_read, &account_params),
+            query_if(&self.client, !keys.is_empty(), &s.keys_read, &key_params),
+            query_if(&self.client, !references.is_empty(), &s.credits_read, &credit_params),
         )
         .map_err(failed("prefetching"))?;
         let mut fetched = Fetched::default();
@@ -282,6 +302,16 @@ impl PgStore {
     }
 }
 
+/// A prefetch's query, sent only when it asks for something.
+async fn query_if(
+    client: &Client,
+    needed: bool,
+    statement: &Statement,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+    if needed { client.query(statement, params).await } else { Ok(Vec::new()) }
+}
+
 /// The days a transaction of these batches writes into.
 pub(crate) fn days_written(batches: &[Journaled]) -> HashSet<u32> {
     let mut days = HashSet::new();
@@ -293,13 +323,25 @@ pub(crate) fn days_written(batches: &[Journaled]) -> HashSet<u32> {
     days
 }
 
-/// Writes `batches` (consecutive, following the set's position) inside the
-/// caller's transaction, and moves the set's position to the last of them.
+/// Writes `batches` (consecutive, following the set's position) and moves
+/// the set's position to the last of them: inside the caller's transaction,
+/// or, with `begin`, opening one first (the caller commits or rolls back).
+/// The BEGIN is answered before anything else is sent: were it refused,
+/// pipelined statements would each commit on their own.
+///
+/// The statements go out pipelined: each is sent before the answer to the
+/// one before it arrives (`in_order`), in the order the triggers need
+/// (entries before the packets that need their debit, claims before the
+/// refunds and outbox rows that depend on them). A failing statement makes
+/// PostgreSQL refuse the rest of the transaction, and the first failure is
+/// the answer. One round trip for the whole transaction instead of one per
+/// statement; the commit, the caller's, goes out once every answer is in.
 pub(crate) async fn write_batches(
     client: &Client,
     s: &Statements,
     set: SetId,
     batches: &[Journaled],
+    begin: bool,
 ) -> Result<(), StoreError> {
     let (Some(first), Some(last)) = (batches.first(), batches.last()) else { return Ok(()) };
     let set_key = set_number(set);
@@ -310,22 +352,61 @@ pub(crate) async fn write_batches(
         .max()
         .unwrap_or(1);
     let next_seq = i64::try_from(next_seq).map_err(|_| StoreError::refused("next_seq out of range"))?;
-    let advanced = client
-        .execute(&s.advance, &[&set_key, &position_key(last.position)?, &next_seq, &position_key(first.position - 1)?])
-        .await
-        .map_err(failed("recording the journal position"))?;
-    if advanced != 1 {
-        return Err(StoreError::refused(format!(
-            "batch {} does not follow set {set}'s position in the tables",
-            first.position
-        )));
+    let (to, from) = (position_key(last.position)?, position_key(first.position - 1)?);
+    let advance = async move {
+        let advanced = client
+            .execute(&s.advance, &[&set_key, &to, &next_seq, &from])
+            .await
+            .map_err(failed("recording the journal position"))?;
+        if advanced != 1 {
+            return Err(StoreError::refused(format!(
+                "batch {} does not follow set {set}'s position in the tables",
+                first.position
+            )));
+        }
+        Ok(())
+    };
+    if begin {
+        client.batch_execute("BEGIN").await.map_err(failed("starting a materialization"))?;
     }
-    write_ledger(client, s, batches).await?;
-    write_packets(client, s, batches).await?;
-    write_claims(client, s, batches).await?;
-    write_refunds(client, s, batches).await?;
-    write_outbox(client, s, set_key, batches).await?;
-    write_keys(client, s, batches).await
+    let mut steps: Vec<Step<'_>> = Vec::with_capacity(8);
+    steps.push(Box::pin(advance));
+    // Runs that end at each batch with refunds: a refund's update lands
+    // before any later batch's claims, which its trigger then judges
+    // against the refunded packet, as the journal ordered them.
+    for run in batches.split_inclusive(|batch| !batch.effects.refunds.is_empty()) {
+        steps.push(Box::pin(write_ledger(client, s, run)));
+        steps.push(Box::pin(write_packets(client, s, run)));
+        steps.push(Box::pin(write_claims(client, s, run)));
+        steps.push(Box::pin(write_refunds(client, s, run)));
+    }
+    steps.push(Box::pin(write_outbox(client, s, set_key, batches)));
+    steps.push(Box::pin(write_keys(client, s, batches)));
+    in_order(steps).await
+}
+
+/// One statement (or two in sequence) of a pipelined transaction.
+type Step<'a> = Pin<Box<dyn Future<Output = Result<(), StoreError>> + 'a>>;
+
+/// Runs `steps` together, each first polled in the order given: a
+/// tokio-postgres request is sent when its future is first polled, so the
+/// requests leave in this order and the connection pipelines them. Answers
+/// the first failure in that order (later ones are PostgreSQL refusing the
+/// rest of an aborted transaction), once every step is done.
+async fn in_order(mut steps: Vec<Step<'_>>) -> Result<(), StoreError> {
+    let mut outcomes: Vec<Option<Result<(), StoreError>>> = steps.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        for (step, outcome) in steps.iter_mut().zip(outcomes.iter_mut()) {
+            if outcome.is_none()
+                && let Poll::Ready(done) = step.as_mut().poll(cx)
+            {
+                *outcome = Some(done);
+            }
+        }
+        if outcomes.iter().all(Option::is_some) { Poll::Ready(()) } else { Poll::Pending }
+    })
+    .await;
+    outcomes.into_iter().flatten().collect::<Result<Vec<()>, StoreError>>().map(drop)
 }
 
 async fn run(
@@ -366,6 +447,10 @@ async fn write_packets(client: &Client, s: &Statements, batches: &[Journaled]) -
     if made.is_empty() {
         return Ok(());
     }
+    let mut positions = Vec::with_capacity(made.len());
+    for batch in batches {
+        positions.extend(std::iter::repeat_n(position_key(batch.position)?, batch.effects.packets.len()));
+    }
     let info = |packet: &&hongbao_domain::Packet| packet.info.clone();
     let infos: Vec<_> = made.iter().map(info).collect();
     let days: Vec<i32> = infos.iter().map(|info| day_key(info.id.day)).collect();
@@ -386,7 +471,7 @@ async fn write_packets(client: &Client, s: &Statements, batches: &[Journaled]) -
     let recipients: Vec<Option<&str>> = infos.iter().map(|info| info.recipient.as_ref().map(UserId::as_str)).collect();
     let created: Vec<i64> = infos.iter().map(|info| info.created_at.0).collect();
     let expires: Vec<i64> = infos.iter().map(|info| info.expires_at.0).collect();
-    let params: [&(dyn ToSql + Sync); 14] = [
+    let params: [&(dyn ToSql + Sync); 15] = [
         &days,
         &ids,
         &sets,
@@ -401,25 +486,29 @@ async fn write_packets(client: &Client, s: &Statements, batches: &[Journaled]) -
         &recipients,
         &created,
         &expires,
+        &positions,
     ];
     run(client, &s.packets, &params, "writing packets").await.map(drop)
 }
 
 async fn write_claims(client: &Client, s: &Statements, batches: &[Journaled]) -> Result<(), StoreError> {
-    let (mut days, mut ids, mut users, mut indexes, mut amounts, mut ats) =
-        (vec![], vec![], vec![], vec![], vec![], vec![]);
-    for (id, claim) in batches.iter().flat_map(|batch| &batch.effects.claims) {
-        days.push(day_key(id.day));
-        ids.push(id.to_string());
-        users.push(claim.user.as_str());
-        indexes.push(i32::try_from(claim.index).map_err(|_| StoreError::refused("share index out of range"))?);
-        amounts.push(claim.amount.signed());
-        ats.push(claim.at.0);
+    let (mut days, mut ids, mut users, mut indexes, mut amounts, mut ats, mut positions) =
+        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    for batch in batches {
+        for (id, claim) in &batch.effects.claims {
+            days.push(day_key(id.day));
+            ids.push(id.to_string());
+            users.push(claim.user.as_str());
+            indexes.push(i32::try_from(claim.index).map_err(|_| StoreError::refused("share index out of range"))?);
+            amounts.push(claim.amount.signed());
+            ats.push(claim.at.0);
+            positions.push(position_key(batch.position)?);
+        }
     }
     if days.is_empty() {
         return Ok(());
     }
-    let params: [&(dyn ToSql + Sync); 6] = [&days, &ids, &users, &indexes, &amounts, &ats];
+    let params: [&(dyn ToSql + Sync); 7] = [&days, &ids, &users, &indexes, &amounts, &ats, &positions];
     run(client, &s.claims, &params, "writing claims").await.map(drop)
 }
 
@@ -486,7 +575,8 @@ impl Store for PgStore {
     fn recover(&mut self, now: Millis) -> Result<Recovered, StoreError> {
         let today = now.civil_day();
         let around = [Millis(now.0 - 86_400_000), now, Millis(now.0 + 86_400_000)].map(Millis::civil_day);
-        block_on(async {
+        let client = self.client.clone();
+        client.block_on(async {
             self.days.ensure(&self.client, around.into_iter().chain([today])).await?;
             // One snapshot: the position and the rows it covers.
             self.client
@@ -500,14 +590,17 @@ impl Store for PgStore {
     }
 
     fn prefetch(&mut self, wants: &Wants) -> Result<Fetched, StoreError> {
-        block_on(self.fetch(wants))
+        self.client.block_on(self.fetch(wants))
     }
 
     fn materialized(&mut self) -> Result<Position, StoreError> {
-        let row = block_on(
-            self.client.query_one("SELECT position FROM hongbao_sets WHERE set_id = $1", &[&set_number(self.set)]),
-        )
-        .map_err(failed("reading the set's position"))?;
+        self.reconnect_if_lost()?;
+        let row = self
+            .client
+            .block_on(
+                self.client.query_one("SELECT position FROM hongbao_sets WHERE set_id = $1", &[&set_number(self.set)]),
+            )
+            .map_err(failed("reading the set's position"))?;
         let position = row.get::<_, i64>(0) as Position;
         self.durable = self.durable.max(position);
         Ok(position)
@@ -515,11 +608,11 @@ impl Store for PgStore {
 
     fn materialize(&mut self, batches: &[Journaled]) -> Result<(), StoreError> {
         let Some(last) = batches.last() else { return Ok(()) };
+        self.reconnect_if_lost()?;
         let (client, statements, set, days) = (&self.client, &self.statements, self.set, &mut self.days);
-        block_on(async {
+        self.client.block_on(async {
             days.ensure(client, days_written(batches)).await?;
-            client.batch_execute("BEGIN").await.map_err(failed("starting a materialization"))?;
-            match write_batches(client, statements, set, batches).await {
+            match write_batches(client, statements, set, batches, true).await {
                 Ok(()) => client.batch_execute("COMMIT").await.map_err(failed("committing a materialization")),
                 Err(error) => {
                     let _ = client.batch_execute("ROLLBACK").await;

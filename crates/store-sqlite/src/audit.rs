@@ -129,5 +129,6 @@ fn read_rows(connection: &Connection, set: SetId) -> Result<SetSnapshot, StoreEr
         outbox: rows(connection, "SELECT reference, user, amount FROM outbox", |row| {
             Ok(OutboxRow { reference: row.get(0)?, user: row.get(1)?, amount: row.get(2)? })
         })?,
+        ..SetSnapshot::default()
     })
 }

@@ -333,6 +333,10 @@ pub struct Server {
     pub dir: TempDir,
     pub running: hongbao::Running,
     pub api: Api,
+    /// Where the sets live; on PostgreSQL, the test's database (dropped
+    /// with the server).
+    pub store: hongbao::StoreChoice,
+    pub database: Option<Arc<hongbao_store_pg::testing::TestDatabase>>,
 }
 
 /// A new server on a new data directory, on the wall clock.
@@ -346,11 +350,40 @@ pub async fn start_in(dir: TempDir) -> Result<Server> {
 }
 
 async fn start_on(dir: TempDir, clock: Arc<dyn Clock>) -> Result<Server> {
+    start_stored(dir, clock, None).await
+}
+
+/// Starts a server on `<dir>/data`, its sets in `database` when given.
+async fn start_stored(
+    dir: TempDir,
+    clock: Arc<dyn Clock>,
+    database: Option<Arc<hongbao_store_pg::testing::TestDatabase>>,
+) -> Result<Server> {
     let mut options = hongbao::ServeOptions::new(dir.path().join("data"), "127.0.0.1:0".parse()?);
     options.clock = clock;
+    options.store = match &database {
+        None => hongbao::StoreChoice::Sqlite,
+        Some(database) => hongbao::StoreChoice::Postgres(hongbao_store_pg::SetMap::single(database.url())),
+    };
+    let store = options.store.clone();
     let running = hongbao::start(options).await?;
     let api = Api { addr: running.addr, admin: running.admin_token.clone().expect("the first admin's token") };
-    Ok(Server { dir, running, api })
+    Ok(Server { dir, running, api, store, database })
+}
+
+/// `start_with_clock` with the sets on a fresh PostgreSQL database; `None`
+/// (the test passes, saying it was skipped) when `HONGBAO_TEST_PG` is unset.
+pub async fn start_on_postgres_with_clock<const N: usize>(
+    test: &str,
+    users: [(&str, u64); N],
+) -> Result<Option<(Server, ManualClock, [String; N])>> {
+    let test = test.to_owned();
+    let made = tokio::task::spawn_blocking(move || hongbao_store_pg::testing::TestDatabase::create(&test)).await?;
+    let Some(database) = made else { return Ok(None) };
+    let clock = ManualClock::new(SystemClock.now());
+    let server = start_stored(tempfile::tempdir()?, Arc::new(clock.clone()), Some(Arc::new(database))).await?;
+    let tokens = server.api.users(users).await;
+    Ok(Some((server, clock, tokens)))
 }
 
 /// The set-up most tests start from: a new server, and `users` made on it
@@ -374,25 +407,39 @@ pub async fn start_with_clock<const N: usize>(users: [(&str, u64); N]) -> Result
 impl Server {
     /// Stops the server (everything durable), then audits the data directory.
     pub async fn stop_and_audit(self) -> Result<()> {
-        let Server { dir, running, .. } = self;
-        stop_audited(running).await?;
-        drop(dir);
+        let Server { dir, running, store, database, .. } = self;
+        stop_audited(running, &store, hongbao::ColdDays::Rows).await?;
+        drop((dir, database));
         Ok(())
     }
 
     /// Stops the server, audits its data directory, and starts a new server
-    /// on it.
+    /// on it (and its database), on the wall clock.
     pub async fn restart(self) -> Result<Server> {
-        let Server { dir, running, .. } = self;
-        stop_audited(running).await?;
-        start_in(dir).await
+        let Server { dir, running, store, database, .. } = self;
+        stop_audited(running, &store, hongbao::ColdDays::Rows).await?;
+        start_stored(dir, Arc::new(SystemClock), database).await
+    }
+
+    /// Stops the server and audits it with the cold days counted `cold`;
+    /// answers the report.
+    pub async fn stop_and_audit_cold(self, cold: hongbao::ColdDays) -> Result<hongbao_domain::audit::AuditReport> {
+        let Server { dir, running, store, database, .. } = self;
+        let report = stop_audited(running, &store, cold).await?;
+        drop((dir, database));
+        Ok(report)
     }
 }
 
-async fn stop_audited(running: hongbao::Running) -> Result<()> {
+async fn stop_audited(
+    running: hongbao::Running,
+    store: &hongbao::StoreChoice,
+    cold: hongbao::ColdDays,
+) -> Result<hongbao_domain::audit::AuditReport> {
     let path = running.data.path.clone();
     running.stop().await?;
-    let report = hongbao::audit_dir(&path)?;
+    let store = store.clone();
+    let report = tokio::task::spawn_blocking(move || hongbao::audit_data(&path, &store, cold)).await??;
     assert!(report.ok(), "{report}");
-    Ok(())
+    Ok(report)
 }

@@ -10,6 +10,7 @@
 mod auth;
 mod bodies_and_routes;
 mod concurrency;
+mod days;
 mod expiry;
 mod helpers;
 mod idempotency;

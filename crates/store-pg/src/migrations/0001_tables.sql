@@ -98,6 +98,14 @@ END $$;
 CREATE TRIGGER ledger_apply AFTER INSERT ON ledger
     REFERENCING NEW TABLE AS new_entries FOR EACH STATEMENT EXECUTE FUNCTION ledger_apply();
 
+-- The triggers here are on the partitioned tables and fire for statements
+-- that name them; each day's partitions get this one (`days.rs`), so a
+-- statement that names a partition directly, past the checks, is refused.
+CREATE FUNCTION through_parent() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'write % through its partitioned table', TG_TABLE_NAME USING ERRCODE = 'check_violation';
+END $$;
+
 CREATE FUNCTION immutable() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     RAISE EXCEPTION '% rows are immutable', TG_TABLE_NAME USING ERRCODE = 'check_violation';
@@ -123,6 +131,7 @@ CREATE TABLE packets (
     recipient        text,
     created_at       bigint NOT NULL,
     expires_at       bigint NOT NULL CHECK (expires_at > created_at),
+    position         bigint NOT NULL,
     CHECK (day = split_part(id, '-', 1)::integer AND set_id = split_part(id, '-', 2)::smallint
            AND seq = split_part(id, '-', 3)::bigint),
     CHECK (remaining_amount + refunded_amount <= total_amount),
@@ -148,7 +157,8 @@ BEGIN
     IF EXISTS (SELECT 1 FROM new_packets p
                WHERE NOT EXISTS (SELECT 1 FROM ledger l
                                  WHERE l.day = p.day AND l.user_id = p.sender
-                                   AND l.reference = 'send:' || p.id AND l.amount = -p.total_amount)) THEN
+                                   AND l.reference = 'send:' || p.id AND l.amount = -p.total_amount
+                                   AND l.position <= p.position)) THEN
         RAISE EXCEPTION 'a packet needs its send debit' USING ERRCODE = 'check_violation';
     END IF;
     RETURN NULL;
@@ -162,8 +172,9 @@ CREATE TRIGGER packets_start_whole AFTER INSERT ON packets
 CREATE FUNCTION packets_change() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF EXISTS (SELECT 1 FROM old_packets o JOIN new_packets n ON n.day = o.day AND n.id = o.id
-               WHERE (n.sender, n.kind, n.total_amount, n.count, n.seed, n.created_at, n.expires_at)
-                     IS DISTINCT FROM (o.sender, o.kind, o.total_amount, o.count, o.seed, o.created_at, o.expires_at)
+               WHERE (n.sender, n.kind, n.total_amount, n.count, n.seed, n.created_at, n.expires_at, n.position)
+                     IS DISTINCT FROM
+                     (o.sender, o.kind, o.total_amount, o.count, o.seed, o.created_at, o.expires_at, o.position)
                   OR n.greeting IS DISTINCT FROM o.greeting OR n.recipient IS DISTINCT FROM o.recipient
                   OR n.password_digest IS DISTINCT FROM o.password_digest) THEN
         RAISE EXCEPTION 'a packet''s terms are immutable' USING ERRCODE = 'check_violation';
@@ -184,7 +195,11 @@ CREATE TRIGGER packets_change AFTER UPDATE ON packets
 CREATE TRIGGER packets_kept BEFORE DELETE ON packets FOR EACH STATEMENT EXECUTE FUNCTION immutable();
 
 -- One claim per packet and user, and one per share index; a statement's
--- claims of a packet take its next indexes, in order.
+-- claims of a packet take its next indexes, in journal order, and only
+-- claims journaled after their packet. (A claim journaled after its
+-- packet's refund is refused by the refund's own update: the materializer
+-- writes a transaction's batches in runs that end at each refund,
+-- `writer.rs`.)
 CREATE TABLE claims (
     day       integer NOT NULL,
     packet_id text NOT NULL,
@@ -192,6 +207,7 @@ CREATE TABLE claims (
     idx       integer NOT NULL CHECK (idx >= 0),
     amount    bigint NOT NULL CHECK (amount >= 1),
     at        bigint NOT NULL,
+    position  bigint NOT NULL,
     CHECK (day = split_part(packet_id, '-', 1)::integer),
     PRIMARY KEY (day, packet_id, user_id),
     UNIQUE (day, packet_id, idx)
@@ -203,23 +219,23 @@ DECLARE
     why text;
 BEGIN
     SELECT CASE
-        WHEN p.id IS NULL THEN 'claim on an unknown packet'
+        WHEN p.id IS NULL OR p.position > c.position THEN 'claim on an unknown packet'
         WHEN p.recipient IS NOT NULL AND p.recipient <> c.user_id THEN 'claim by someone other than the recipient'
         WHEN c.at >= p.expires_at OR p.refunded_amount <> 0 THEN 'claim at or after expiry, or after the refund'
     END INTO why
     FROM new_claims c LEFT JOIN packets p ON p.day = c.day AND p.id = c.packet_id
-    WHERE p.id IS NULL OR (p.recipient IS NOT NULL AND p.recipient <> c.user_id)
+    WHERE p.id IS NULL OR p.position > c.position OR (p.recipient IS NOT NULL AND p.recipient <> c.user_id)
        OR c.at >= p.expires_at OR p.refunded_amount <> 0
     LIMIT 1;
     IF why IS NOT NULL THEN
         RAISE EXCEPTION '%', why USING ERRCODE = 'check_violation';
     END IF;
-    -- The indexes are unique per packet (the key), so lowest and highest
-    -- bound them exactly.
-    IF EXISTS (SELECT 1 FROM (SELECT day, packet_id, min(idx) AS lowest, max(idx) AS highest, count(*) AS n
-                              FROM new_claims GROUP BY day, packet_id) g
-               JOIN packets p ON p.day = g.day AND p.id = g.packet_id
-               WHERE g.lowest <> p.count - p.remaining_count OR g.highest <> g.lowest + g.n - 1) THEN
+    -- In journal order, a packet's claims take its next indexes one by one.
+    IF EXISTS (SELECT 1 FROM (SELECT day, packet_id, idx,
+                                     row_number() OVER (PARTITION BY day, packet_id ORDER BY position, idx) - 1 AS nth
+                              FROM new_claims) c
+               JOIN packets p ON p.day = c.day AND p.id = c.packet_id
+               WHERE c.idx <> p.count - p.remaining_count + c.nth) THEN
         RAISE EXCEPTION 'claim out of share order' USING ERRCODE = 'check_violation';
     END IF;
     UPDATE packets p

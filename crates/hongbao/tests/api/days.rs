@@ -1,0 +1,87 @@
+//! Days on PostgreSQL: a day whose packets are all settled goes cold past
+//! the retention (its partitions leave the hot tables for the archive
+//! schema) and everything about it stays readable through the API; the
+//! audit counts it by its ledger totals, or reads it whole. These run when
+//! `HONGBAO_TEST_PG` names a server, and pass saying so when it does not.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Result;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+const DAY_MS: i64 = 86_400_000;
+
+fn received_ids(list: &Value) -> Vec<String> {
+    list["items"].as_array().expect("items").iter().map(|item| item["packet_id"].as_str().unwrap().to_owned()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settled_day_goes_cold_past_the_retention_and_stays_readable_while_lists_are_read() -> Result<()> {
+    let test = "a_settled_day_goes_cold";
+    let Some((server, clock, [alice, bob, carol])) =
+        start_on_postgres_with_clock(test, [("alice", 10_000), ("bob", 0), ("carol", 0)]).await?
+    else {
+        return Ok(());
+    };
+    let api = &server.api;
+    let spec = json!({ "kind": "lucky", "total_amount": 1000, "count": 3, "expires_in_s": 60 });
+    let old = id_of(&api.send(&alice, &spec).await);
+    let old_day: u32 = old[..8].parse()?;
+    let bob_share = api.opened(&bob, &old).await;
+    let carol_share = api.opened(&carol, &old).await;
+    // Past its expiry, what was left goes back to alice: the day is settled.
+    clock.advance_ms(61_000);
+    api.wait_balance(&alice, 9_000 + 1000 - bob_share - carol_share).await;
+    let before = api.detail(&bob, &old).await;
+    assert_eq!(before["status"], "expired");
+
+    // Within the retention nothing moves.
+    clock.advance_ms(6 * DAY_MS);
+    let kept = server.running.keep_days_now().await?;
+    assert!(kept.cooled.is_empty(), "a day inside the retention stayed hot: {kept:?}");
+
+    // Past it, the day goes cold while bob reads his list over and over.
+    clock.advance_ms(2 * DAY_MS);
+    let reading = Arc::new(AtomicBool::new(true));
+    let reader = tokio::spawn({
+        let (api, bob, reading, old) = (api.clone(), bob.clone(), reading.clone(), old.clone());
+        async move {
+            let mut reads = 0;
+            while reading.load(Ordering::SeqCst) || reads == 0 {
+                let list = api.get("/v1/packets/received", &bob).await.ok(200);
+                assert_eq!(received_ids(&list), [old.as_str()], "a read while the day went cold");
+                reads += 1;
+            }
+            reads
+        }
+    });
+    let kept = server.running.keep_days_now().await?;
+    reading.store(false, Ordering::SeqCst);
+    assert!(reader.await? > 0);
+    // (With it, any empty day made ahead of time past the retention too.)
+    assert!(kept.cooled.contains(&old_day), "the settled day past the retention went cold: {kept:?}");
+    assert!(server.running.keep_days_now().await?.cooled.is_empty(), "a cold day moves once");
+
+    // Cold, it reads as it did hot.
+    assert_eq!(api.detail(&carol, &old).await, before);
+    let sent = api.get("/v1/packets/sent", &alice).await.ok(200);
+    assert_eq!(sent["items"][0]["id"], old.as_str());
+    let received = api.get("/v1/packets/received", &carol).await.ok(200);
+    assert_eq!(received_ids(&received), [old.as_str()]);
+    api.open(&alice, &old).await.error(410, "packet_expired");
+    assert_eq!(api.opened(&bob, &old).await, bob_share, "a repeat open of a cold packet answers its share");
+
+    // Today's packets are hot, and open as ever.
+    let new = id_of(&api.send(&alice, &spec).await);
+    assert_ne!(new[..8], old[..8]);
+    let share = api.opened(&bob, &new).await;
+    api.wait_balance(&bob, bob_share + share).await;
+
+    // The audit counts the cold day by its totals; read whole, it agrees.
+    let report = server.stop_and_audit_cold(hongbao::ColdDays::Totals).await?;
+    assert!(report.cold_entries >= 5, "the cold day's deposit, send, two credits and refund: {report}");
+    Ok(())
+}
