@@ -55,6 +55,17 @@ impl BenchServer {
     /// `pg`: the PostgreSQL server to make the run's database on, or `None`
     /// for SQLite.
     pub async fn start(sets: Option<u16>, pg: Option<&str>) -> Result<BenchServer> {
+        BenchServer::start_on(sets, pg, Arc::new(hongbao_engine::SystemClock), None).await
+    }
+
+    /// `start` on `clock`, with days going cold after `retention_days`
+    /// (the service's default when `None`).
+    pub async fn start_on(
+        sets: Option<u16>,
+        pg: Option<&str>,
+        clock: Arc<dyn hongbao_engine::Clock>,
+        retention_days: Option<u32>,
+    ) -> Result<BenchServer> {
         let dir = tempfile::tempdir().context("making a temporary data directory")?;
         let database = match pg {
             None => None,
@@ -70,6 +81,8 @@ impl BenchServer {
         };
         let mut options = ServeOptions::new(dir.path().join("data"), "127.0.0.1:0".parse().expect("address"));
         options.store = store.clone();
+        options.clock = clock;
+        options.retention_days = retention_days.unwrap_or(options.retention_days);
         options.engine = bench_config();
         // The busiest Zipf group's synthetic members open more packets a
         // second (and more at once) than people do; the per-user limits
@@ -84,6 +97,11 @@ impl BenchServer {
         let running = hongbao_node::start(options).await?;
         let auth = Arc::new(hongbao_node::auth(&running.data.path)?);
         Ok(BenchServer { running, auth, store, _dir: dir, _database: database })
+    }
+
+    /// Where the server's sets live.
+    pub fn store(&self) -> &StoreChoice {
+        &self.store
     }
 
     /// Stops the server and checks the invariants and every acknowledged

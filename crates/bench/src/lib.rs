@@ -25,6 +25,7 @@
 mod baselines;
 pub mod child;
 pub mod client;
+mod days_week;
 mod hongbao;
 mod live_packets;
 mod load;
@@ -112,6 +113,9 @@ struct Sizes {
     groups: usize,
     /// Live packets the memory profile sends.
     live_packets: usize,
+    /// Shares of each of `spread_packets` packets a simulated day of
+    /// `days-week-pg` opens, all of them.
+    week_count: u32,
 }
 
 impl Sizes {
@@ -127,6 +131,7 @@ impl Sizes {
             hot_count: if quick { 1_000_000 } else { 4_000_000 },
             groups: if quick { 1_000 } else { 5_000 },
             live_packets: if quick { 200_000 } else { 1_000_000 },
+            week_count: if quick { 20 } else { 100 },
         }
     }
 }
@@ -411,6 +416,23 @@ impl Suite {
             match &self.target {
                 None => self.overload().await?,
                 Some(_) => self.skip("overload-http", &anyhow::anyhow!("starts its own server, not a target")),
+            }
+        }
+        if self.named("days-week-pg") {
+            match &self.target {
+                None => {
+                    let week = days_week::Week {
+                        sets: self.sets,
+                        pg: self.pg.clone(),
+                        packets: self.sizes.spread_packets,
+                        count: self.sizes.week_count,
+                        clients: self.sizes.engine_clients,
+                    };
+                    let (run, audit, _) = week.run(&self.bar("days-week-pg")).await?;
+                    self.runs.push(run);
+                    self.audits.push(("days-week-pg".into(), audit));
+                }
+                Some(_) => self.skip("days-week-pg", &anyhow::anyhow!("starts its own server, not a target")),
             }
         }
         if self.named("live-packets") {

@@ -36,6 +36,9 @@ pub struct RunResult {
     /// Memory per live packet (`live-packets`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory: Option<Memory>,
+    /// The hot and cold tables day by day (`days-week-pg`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub days: Option<Vec<crate::days_week::DaySize>>,
 }
 
 impl RunResult {
@@ -53,6 +56,7 @@ impl RunResult {
             timeline: measured.timeline.clone(),
             overload: None,
             conflicts: None,
+            days: None,
             memory: None,
         }
     }
@@ -72,6 +76,7 @@ impl RunResult {
             timeline: Vec::new(),
             overload: None,
             conflicts: None,
+            days: None,
             memory: None,
         }
     }

@@ -47,6 +47,9 @@ pub enum DepositKey<'a> {
 /// has a test that pins its SQL to these).
 pub const SEND_REF_PREFIX: &str = "send:";
 pub const REFUND_REF_PREFIX: &str = "refund:";
+/// The prefix of a credit's reference (`claim_ref`): a store finds a day's
+/// credits by it.
+pub const CLAIM_REF_PREFIX: &str = "claim:";
 
 /// `deposit:<user>:key:<key>`, or `deposit:<user>:auto:<16 hex digits>`.
 pub fn deposit_ref(user: impl Display, key: DepositKey<'_>) -> String {
@@ -62,7 +65,7 @@ pub fn send_ref(packet: impl Display) -> String {
 
 /// The credit of a share: the reference *is* the claim.
 pub fn claim_ref(packet: impl Display, user: impl Display) -> String {
-    format!("claim:{packet}:{user}")
+    format!("{CLAIM_REF_PREFIX}{packet}:{user}")
 }
 
 pub fn refund_ref(packet: impl Display) -> String {

@@ -1,6 +1,9 @@
 //! Time as the domain sees it: Unix milliseconds handed in by the caller,
 //! and the civil day (UTC) that a packet id carries.
 
+/// Milliseconds in a civil day (UTC has no leap seconds in Unix time).
+pub const DAY_MS: i64 = 86_400_000;
+
 /// A point in time: milliseconds since the Unix epoch, UTC.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Millis(pub i64);
@@ -12,13 +15,31 @@ impl Millis {
 
     /// The UTC civil date of this instant as `yyyymmdd`.
     pub fn civil_day(self) -> u32 {
-        let days = self.0.div_euclid(86_400_000);
+        let days = self.0.div_euclid(DAY_MS);
         let (year, month, day) = civil_from_days(days);
         // Years outside 0..=9999 cannot be written as 8 digits; clamp, since a
         // clock that far off is a configuration error reported elsewhere.
         let year = year.clamp(0, 9999) as u32;
         year * 10_000 + month * 100 + day
     }
+}
+
+/// The first instant of the UTC civil day `yyyymmdd` (the inverse of
+/// `Millis::civil_day` for a valid day).
+pub fn civil_day_start(yyyymmdd: u32) -> Millis {
+    let (year, month, day) = (i64::from(yyyymmdd / 10_000), i64::from(yyyymmdd / 100 % 100), i64::from(yyyymmdd % 100));
+    Millis(days_from_civil(year, month, day) * DAY_MS)
+}
+
+/// (year, month, day) to days since 1970-01-01, after Howard Hinnant's
+/// `days_from_civil`.
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let yoe = year.rem_euclid(400);
+    let doy = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 /// Days since 1970-01-01 to (year, month, day), after Howard Hinnant's
@@ -65,5 +86,17 @@ mod tests {
         assert!(is_valid_civil_day(20_240_229));
         assert!(!is_valid_civil_day(20_230_229));
         assert!(!is_valid_civil_day(20_231_301));
+    }
+
+    #[test]
+    fn a_civil_day_starts_where_the_previous_one_ends() {
+        assert_eq!(civil_day_start(19_700_101), Millis(0));
+        assert_eq!(civil_day_start(20_170_128), Millis(1_485_561_600_000));
+        for millis in (-3_000i64..3_000).map(|step| step * 7_919_777_123) {
+            let day = Millis(millis).civil_day();
+            let start = civil_day_start(day);
+            assert!(start.0 <= millis && millis < start.0 + DAY_MS, "{millis} in {day}");
+            assert!(Millis(start.0 - 1).civil_day() < day, "{day} starts at {start:?}");
+        }
     }
 }

@@ -27,6 +27,6 @@ pub use engine::{Engine, SetStores, parse_received_cursor, received_order};
 pub use error::EngineError;
 pub use journal::{BATCHES_PER_TRANSACTION_MAX, Journal, JournalError, Position};
 pub use store::{
-    Credit, Effects, Fetched, IdempotencyOp, IdempotencyRecord, IdempotencyResult, Journaled, LedgerEntry, Page,
-    ReceivedItem, Recovered, SentItem, Store, StoreError, StoreReader, Wants,
+    COLD_MARGIN_MS, ColdDays, Credit, Effects, Fetched, IdempotencyOp, IdempotencyRecord, IdempotencyResult, Journaled,
+    LedgerEntry, Page, ReceivedItem, Recovered, SentItem, Store, StoreError, StoreReader, Wants,
 };

@@ -46,6 +46,33 @@ pub struct LedgerEntry {
     pub at: Millis,
 }
 
+impl LedgerEntry {
+    /// The day the entry is filed under (`yyyymmdd`): its packet's day, or
+    /// for a deposit the UTC day it was made. A packet's entries thus belong
+    /// to its day, wherever they land, and a day goes cold with all of them.
+    /// Both stores file entries by it (SQLite spells it in SQL too, pinned
+    /// to this by a test in `store-sqlite/src/schema.rs`).
+    pub fn business_day(&self) -> u32 {
+        self.packet_id.map_or_else(|| self.at.civil_day(), |id| id.day)
+    }
+}
+
+/// How long after a day's last packet expired its credits are given to land
+/// before the day may go cold: a credit crosses between sets in
+/// milliseconds, so an hour is a wide margin, and a set that lags more
+/// than that halts loudly (its write into a cold day is refused) rather
+/// than lose anything. Both stores' day keepers wait it out.
+pub const COLD_MARGIN_MS: i64 = 3_600_000;
+
+/// How the audit reads the cold days (both stores).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColdDays {
+    /// By their ledger totals.
+    Totals,
+    /// Row by row, as the hot ones (and the totals checked against them).
+    Rows,
+}
+
 /// An opened share on its way to the opener's wallet in another set.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Credit {

@@ -87,7 +87,11 @@ async fn a_refused_record_halts_its_set_by_name_and_is_replayed_once_fixed() {
     let read = engine.balance(UserId::parse("alice").unwrap()).await;
     assert_eq!(read, Err(EngineError::Unavailable), "no read that misses an acknowledged write");
     tokio::task::spawn_blocking(move || engine.shutdown()).await.unwrap();
-    assert_eq!(snapshot(dir.path(), SetId(0)).unwrap().accounts[0].balance, 300, "the audit replays record 3");
+    assert_eq!(
+        snapshot(dir.path(), SetId(0), hongbao_engine::ColdDays::Rows).unwrap().accounts[0].balance,
+        300,
+        "the audit replays record 3"
+    );
 
     // A build that does not refuse it replays it: nothing was skipped.
     refuse.store(0, Ordering::SeqCst);

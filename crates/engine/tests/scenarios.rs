@@ -23,8 +23,8 @@ use hongbao_domain::{
     UserId,
 };
 use hongbao_engine::{
-    Clock, Engine, EngineConfig, EngineError, Journal, JournalError, ManualClock, Position, SeededEntropy, SetStores,
-    Store,
+    Clock, ColdDays, Engine, EngineConfig, EngineError, Journal, JournalError, ManualClock, Position, SeededEntropy,
+    SetStores, Store,
 };
 use hongbao_store_pg::SetMap;
 use hongbao_store_pg::testing::TestDatabase;
@@ -138,8 +138,10 @@ impl Backend {
     async fn audit(&self, sets: u16, now: Millis) -> AuditReport {
         let place = self.place(sets);
         let snapshots: Vec<SetSnapshot> = tokio::task::spawn_blocking(move || match place {
-            Place::Dir(dir) => (0..sets).map(|set| hongbao_store_sqlite::snapshot(&dir, SetId(set)).unwrap()).collect(),
-            Place::Databases(map) => hongbao_store_pg::snapshot(&map, sets, hongbao_store_pg::ColdDays::Rows).unwrap(),
+            Place::Dir(dir) => {
+                (0..sets).map(|set| hongbao_store_sqlite::snapshot(&dir, SetId(set), ColdDays::Rows).unwrap()).collect()
+            }
+            Place::Databases(map) => hongbao_store_pg::snapshot(&map, sets, ColdDays::Rows).unwrap(),
         })
         .await
         .unwrap();

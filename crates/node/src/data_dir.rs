@@ -6,6 +6,9 @@
 //! | `hongbao.meta` | `format=1`, `sets=N`: the set count, fixed at creation (changing it would move every user to another set); `store=postgres` when the sets live on PostgreSQL (absent: SQLite, here) | here |
 //! | `set-NNN.journal/` | (SQLite only) one journal per set: segment files, the commit point | `hongbao_store_sqlite::journal_path`, `hongbao_journal` |
 //! | `set-NNN.db` (with `-wal`, `-shm`) | (SQLite only) one SQLite database per set: the tables the journal is materialized into | `hongbao_store_sqlite::set_path` |
+//! | `cold/set-NNN/dYYYYMMDD.db` | (SQLite only) one cold day of one set: its packets, claims and ledger entries, moved out of the tables by the day keeper; never changed once in place | `hongbao_store_sqlite::cold_day_path`, `cold_dir`, `cold_root` |
+//! | `cold/set-NNN/dYYYYMMDD.db.new` | (SQLite only) a cold day's file being written, renamed into place once whole and synced (a crash may leave one; the next pass replaces it) | `hongbao_store_sqlite::cold_day_temporary_path` |
+//! | `cold/lock` | (SQLite only) held by the day keeper for its pass | `hongbao_store_sqlite::keeper_lock_path` |
 //! | `keys.json` | signing keys, removed key ids, admins | `keys.rs` |
 //! | `keys.lock` | held while `keys.json` is edited | `keys.rs` |
 //! | `admin.token` | the first admin's token, written once at creation | `keys.rs` |

@@ -1,9 +1,11 @@
-//! The day keeper: once a minute, makes the coming days' tables ahead of
-//! time and moves old settled days cold (`hongbao_store_pg::keep_days`),
+//! The day keeper: once a minute, moves old settled days cold and, on
+//! PostgreSQL, makes the coming days' tables ahead of time
+//! (`hongbao_store_sqlite::keep_days`, `hongbao_store_pg::keep_days`),
 //! judged by the node's clock. A failed pass is logged and tried again at
 //! the next one: nothing waits on it, since the stores make a missing day
 //! on demand and a day that stays hot longer costs only space.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +25,8 @@ pub const RETENTION_DAYS_DEFAULT: u32 = 7;
 #[derive(Clone)]
 pub struct DayKeeper {
     pub store: StoreChoice,
+    /// The data directory (on SQLite, where the sets and their cold days are).
+    pub data: PathBuf,
     pub sets: u16,
     pub retention_days: u32,
     pub clock: Arc<dyn Clock>,
@@ -32,7 +36,12 @@ impl DayKeeper {
     /// One pass, now (blocking: call it off the async runtime).
     pub fn run_once(&self) -> Result<DaysKept> {
         match &self.store {
-            StoreChoice::Sqlite => Ok(DaysKept::default()),
+            StoreChoice::Sqlite => {
+                // SQLite makes nothing ahead: a day is only ever a prefix of ids.
+                let cooled =
+                    hongbao_store_sqlite::keep_days(&self.data, self.sets, self.clock.now(), self.retention_days)?;
+                Ok(DaysKept { made: Vec::new(), cooled })
+            }
             StoreChoice::Postgres(map) => {
                 Ok(hongbao_store_pg::keep_days(map, self.sets, self.clock.now(), self.retention_days)?)
             }

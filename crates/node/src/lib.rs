@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use hongbao_domain::audit::{AuditReport, SetSnapshot, audit};
+pub use hongbao_engine::ColdDays;
 use hongbao_engine::{Clock, Engine, EngineConfig, OsEntropy, SystemClock};
 use hongbao_server::{AppState, Auth, ServerConfig, SharedAuth};
-pub use hongbao_store_pg::ColdDays;
 use hongbao_store_pg::SetMap;
 use hongbao_store_sqlite::{open_set, snapshot};
 use tokio::net::{TcpListener, TcpSocket};
@@ -108,6 +108,7 @@ pub async fn start(options: ServeOptions) -> Result<Running> {
     let auth = Arc::new(SharedAuth::new(Auth::new(keys).context("the data directory's keys")?));
     let day_keeper = days::DayKeeper {
         store: options.store.clone(),
+        data: data.path.clone(),
         sets: data.sets,
         retention_days: options.retention_days,
         clock: options.clock.clone(),
@@ -229,7 +230,7 @@ pub fn read_data_cold(dir: &Path, store: &StoreChoice, cold: ColdDays) -> Result
     match store {
         StoreChoice::Sqlite => data
             .set_ids()
-            .map(|set| snapshot(&data.path, set))
+            .map(|set| snapshot(&data.path, set, cold))
             .collect::<Result<Vec<_>, _>>()
             .context("reading the sets"),
         StoreChoice::Postgres(map) => {

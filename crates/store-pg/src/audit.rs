@@ -27,14 +27,8 @@ use crate::schema::{LOCK_CLASS, LOCK_WAIT, set_number};
 use crate::set_map::SetMap;
 use crate::writer::{Statements, days_written, write_batches};
 
-/// How the audit reads the cold days.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ColdDays {
-    /// By their ledger totals.
-    Totals,
-    /// Row by row, as the hot ones (and the totals checked against them).
-    Rows,
-}
+/// How the audit reads the cold days: one definition for both stores.
+pub use hongbao_engine::ColdDays;
 
 /// Every set's rows, read from the databases of `map`.
 pub fn snapshot(map: &SetMap, sets: u16, cold: ColdDays) -> Result<Vec<SetSnapshot>, StoreError> {

@@ -121,12 +121,8 @@ pub(crate) async fn make_in_transaction(client: &Client, day: u32) -> Result<(),
     client.batch_execute(&sql).await.map_err(failed("making a day's partitions"))
 }
 
-/// How long after a day's last packet expired its credits are given to land
-/// before the day may go cold: a credit crosses between sets in
-/// milliseconds, so an hour is a wide margin, and a set that lags more
-/// than that halts loudly (its write into a cold day is refused) rather
-/// than lose anything.
-pub const COLD_MARGIN_MS: i64 = 3_600_000;
+/// One margin for both stores' day keepers (its reasons are in the engine).
+pub use hongbao_engine::COLD_MARGIN_MS;
 
 /// The longest a move to cold waits for its locks (and so the longest
 /// reads and writes queue behind it).
@@ -233,19 +229,19 @@ async fn cool_in_transaction(client: &Client, day: u32) -> Result<(), StoreError
         return Ok(());
     }
     let (from, to) = (day, day + 1);
-    // Every lock the move needs, at once and in the order reads take them
-    // (a list joins claims to packets): a read never holds one the move
-    // waits for while it waits for another. Bounded, so reads queued
-    // behind the move wait at most this long; a move that cannot have its
-    // locks gives up until the next pass.
+    // Every lock the move needs, first, and in the order the materializer
+    // and the reads take theirs (entries, then packets, then claims): none
+    // of them holds one the move waits for while it waits for one the move
+    // holds. Bounded, so what queues behind the move waits at most this
+    // long; a move that cannot have its locks gives up until the next pass.
     let mut sql = format!(
         "SET LOCAL lock_timeout = '{COLD_LOCK_WAIT}';\n\
-         LOCK TABLE claims, hongbao_archive.claims, packets, hongbao_archive.packets, ledger, \
-         hongbao_archive.ledger IN ACCESS EXCLUSIVE MODE;\n\
+         LOCK TABLE ledger, hongbao_archive.ledger, packets, hongbao_archive.packets, claims, \
+         hongbao_archive.claims IN ACCESS EXCLUSIVE MODE;\n\
          INSERT INTO ledger_day_totals (day, user_id, kind, entries, amount) \
          SELECT day, user_id, kind, count(*), sum(amount) FROM ledger_d{day} GROUP BY day, user_id, kind;\n"
     );
-    for table in ["claims", "packets", "ledger"] {
+    for table in ["ledger", "packets", "claims"] {
         sql.push_str(&format!(
             "ALTER TABLE {table} DETACH PARTITION {table}_d{day};\n\
              ALTER TABLE {table}_d{day} SET SCHEMA hongbao_archive;\n\
@@ -260,4 +256,40 @@ async fn cool_in_transaction(client: &Client, day: u32) -> Result<(), StoreError
     }
     sql.push_str(&format!("UPDATE hongbao_days SET state = 'cold' WHERE day = {key};"));
     client.batch_execute(&sql).await.map_err(failed("moving a day cold"))
+}
+
+/// How big the day partitions are: the hot tables' and the archive's, with
+/// their indexes, over every database of a data set.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableSizes {
+    pub hot_bytes: u64,
+    pub cold_bytes: u64,
+    pub hot_days: u64,
+    pub cold_days: u64,
+}
+
+/// Measures `TableSizes` (for the bench). Call it off any async runtime.
+pub fn table_sizes(map: &SetMap, sets: u16) -> Result<TableSizes, StoreError> {
+    let mut sizes = TableSizes::default();
+    for url in map.databases(sets) {
+        let connection = connect(url)?;
+        let row = connection
+            .block_on(connection.query_one(
+                "SELECT \
+                   COALESCE(sum(pg_total_relation_size(c.oid)) FILTER (WHERE n.nspname = 'public'), 0)::bigint, \
+                   COALESCE(sum(pg_total_relation_size(c.oid)) FILTER (WHERE n.nspname = 'hongbao_archive'), 0)::bigint, \
+                   (SELECT count(*) FROM hongbao_days WHERE state = 'hot'), \
+                   (SELECT count(*) FROM hongbao_days WHERE state = 'cold') \
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.relkind = 'r' AND c.relname ~ '^(packets|claims|ledger)_d[0-9]{8}'",
+                &[],
+            ))
+            .map_err(failed("measuring the day partitions"))?;
+        let count = |column: usize| u64::try_from(row.get::<_, i64>(column)).unwrap_or(0);
+        sizes.hot_bytes += count(0);
+        sizes.cold_bytes += count(1);
+        sizes.hot_days = sizes.hot_days.max(count(2));
+        sizes.cold_days = sizes.cold_days.max(count(3));
+    }
+    Ok(sizes)
 }

@@ -24,7 +24,7 @@ pub mod testing;
 mod writer;
 
 pub use audit::{ColdDays, snapshot};
-pub use days::{COLD_MARGIN_MS, DaysKept, HASH_PARTITIONS, keep_days};
+pub use days::{COLD_MARGIN_MS, DaysKept, HASH_PARTITIONS, TableSizes, keep_days, table_sizes};
 pub use journal::PgJournal;
 pub use reader::PgReader;
 pub use set_map::SetMap;

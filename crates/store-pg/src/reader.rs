@@ -39,7 +39,8 @@ impl Pool {
 
     /// Runs `read` on a pooled connection. A read PostgreSQL chose to end
     /// to break a deadlock (with a day moving cold, whose locks it met
-    /// half-way) is run again: reads change nothing.
+    /// half-way: reads name packets before claims, as the move locks them,
+    /// so this should not happen) is run again: reads change nothing.
     fn with<T>(&self, read: impl AsyncFn(&Client) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let pooled = self.idle.lock().expect("reader pool lock").pop().filter(|client| !client.is_closed());
         let client = match pooled {
@@ -155,8 +156,8 @@ impl StoreReader for PgReader {
         self.pool.with(async |client| {
             let rows = client
                 .query(
-                    "SELECT p.id, p.sender, p.greeting, c.amount, c.at FROM claims_all c \
-                     JOIN packets_all p ON p.day = c.day AND p.id = c.packet_id \
+                    "SELECT p.id, p.sender, p.greeting, c.amount, c.at FROM packets_all p \
+                     JOIN claims_all c ON p.day = c.day AND p.id = c.packet_id \
                      WHERE c.user_id = $1 AND p.set_id = $5 AND ($6 OR c.at < $2 OR (c.at = $2 AND p.seq < $3)) \
                      ORDER BY c.at DESC, p.seq DESC LIMIT $4",
                     &[&user.as_str(), &at, &seq, &limit, &set, &open_ended],

@@ -47,13 +47,6 @@ impl std::fmt::Debug for PgStore {
     }
 }
 
-/// The day a ledger entry is filed under: its packet's day, or for a
-/// deposit the day it was made. A packet's entries thus live in its day, and
-/// a reference (which names its packet) in one day only.
-pub(crate) fn business_day(entry: &LedgerEntry) -> u32 {
-    entry.packet_id.map_or_else(|| entry.at.civil_day(), |id| id.day)
-}
-
 fn day_key(day: u32) -> i32 {
     i32::try_from(day).expect("a yyyymmdd day fits an integer")
 }
@@ -316,7 +309,7 @@ async fn query_if(
 pub(crate) fn days_written(batches: &[Journaled]) -> HashSet<u32> {
     let mut days = HashSet::new();
     for effects in batches.iter().map(|batch| &batch.effects) {
-        days.extend(effects.ledger.iter().map(business_day));
+        days.extend(effects.ledger.iter().map(LedgerEntry::business_day));
         days.extend(effects.packets.iter().map(|packet| packet.info.id.day));
         days.extend(effects.claims.iter().map(|(id, _)| id.day));
     }
@@ -423,7 +416,7 @@ async fn write_ledger(client: &Client, s: &Statements, batches: &[Journaled]) ->
         (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
     for batch in batches {
         for (index, entry) in batch.effects.ledger.iter().enumerate() {
-            days.push(day_key(business_day(entry)));
+            days.push(day_key(entry.business_day()));
             users.push(entry.user.as_str());
             references.push(entry.reference.as_str());
             amounts.push(entry.amount);
@@ -574,10 +567,11 @@ async fn write_keys(client: &Client, s: &Statements, batches: &[Journaled]) -> R
 impl Store for PgStore {
     fn recover(&mut self, now: Millis) -> Result<Recovered, StoreError> {
         let today = now.civil_day();
-        let around = [Millis(now.0 - 86_400_000), now, Millis(now.0 + 86_400_000)].map(Millis::civil_day);
+        // Today and tomorrow, never an earlier day: it may be cold.
+        let ahead = [today, Millis(now.0 + 86_400_000).civil_day()];
         let client = self.client.clone();
         client.block_on(async {
-            self.days.ensure(&self.client, around.into_iter().chain([today])).await?;
+            self.days.ensure(&self.client, ahead).await?;
             // One snapshot: the position and the rows it covers.
             self.client
                 .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")

@@ -7,6 +7,9 @@
 //! checkpoint that copied the whole WAL also synced it and the database:
 //! what was committed before it is durable, and the journal may be trimmed
 //! up to there (the materializer commits with `synchronous=NORMAL`).
+//! (The day keeper writes too, one transaction per set and cold day, synced
+//! and outside the journal: a checkpoint that meets it copies less, and the
+//! durable position waits for the next one.)
 //! A checkpointer on another thread cannot do that under steady writes: the
 //! writer always appends before it finishes, the WAL only grows, and
 //! rewinding it (a TRUNCATE checkpoint) locks the writer out for tens to

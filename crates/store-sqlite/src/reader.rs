@@ -1,15 +1,26 @@
 //! The read side of a set's database: a small pool of read-only connections
-//! that see committed data only (WAL readers never block the writer).
+//! that see committed data only (WAL readers never block the writer), and
+//! the set's cold day files behind them.
+//!
+//! A read takes the hot rows and the cold days it may need in one snapshot,
+//! so a day that goes cold meanwhile is read once, from one side: before
+//! the move its rows are hot and it is not cold yet; after, its rows are in
+//! its file, which was whole before the move committed. The lists read the
+//! cold files a user has rows in (`cold_lists`), newest first, and stop as
+//! soon as no unread day can hold an item of the page.
 
-use std::path::PathBuf;
+use std::cmp::Reverse;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use hongbao_domain::{Amount, Millis, Packet, PacketId, SetId, UserId};
 use hongbao_engine::{ReceivedItem, SentItem, StoreError, StoreReader};
 use rusqlite::{Connection, OpenFlags, params};
 
+use crate::cold::ColdFiles;
 use crate::failed;
-use crate::rows::{PACKET_COLUMNS, balance, load_packet, packet_from_row, packet_id};
+use crate::layout::set_path;
+use crate::rows::{PACKET_COLUMNS, balance, in_snapshot, load_packet, packet_from_row, packet_id};
 
 /// Idle read connections kept per set; more are opened under load and
 /// closed when the pool is full.
@@ -19,11 +30,22 @@ pub struct SqliteReader {
     path: PathBuf,
     set: SetId,
     idle: Mutex<Vec<Connection>>,
+    cold: ColdFiles,
+}
+
+/// A cold day that holds a user's rows of one list, and the newest and
+/// oldest of them (seq for sent, the claim's time for received).
+#[derive(Clone, Copy, Debug)]
+struct ListDay {
+    day: u32,
+    newest: i64,
+    oldest: i64,
 }
 
 impl SqliteReader {
-    pub fn new(path: PathBuf, set: SetId) -> SqliteReader {
-        SqliteReader { path, set, idle: Mutex::new(Vec::new()) }
+    /// The reader of `set` in the data directory `dir`.
+    pub fn new(dir: &Path, set: SetId) -> SqliteReader {
+        SqliteReader { path: set_path(dir, set), set, idle: Mutex::new(Vec::new()), cold: ColdFiles::new(dir, set) }
     }
 
     fn with<T>(&self, read: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
@@ -59,30 +81,31 @@ impl StoreReader for SqliteReader {
     }
 
     fn packet(&self, id: &PacketId) -> Result<Option<Packet>, StoreError> {
-        self.with(|connection| load_packet(connection, id))
+        self.with(|connection| load_packet(connection, &self.cold, id))
     }
 
     fn sent(&self, user: &UserId, before_seq: Option<u64>, limit: usize) -> Result<Vec<SentItem>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
         let before = before_seq.map_or(i64::MAX, |seq| seq.min(i64::MAX as u64) as i64);
-        self.with(|connection| {
-            let sql = format!(
-                "SELECT {PACKET_COLUMNS} FROM packets WHERE sender = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
-            );
-            let mut statement = connection.prepare_cached(&sql).map_err(failed("preparing the sent list"))?;
-            let rows = statement
-                .query_map(params![user.as_str(), before, limit as i64], packet_from_row)
-                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-                .map_err(failed("reading the sent list"))?;
-            Ok(rows
-                .into_iter()
-                .map(|row| SentItem {
-                    info: row.info,
-                    remaining_amount: row.remaining_amount,
-                    remaining_count: row.remaining_count,
-                    refunded_amount: row.refunded_amount,
-                })
-                .collect())
-        })
+        let (mut items, days) = self.with(|connection| {
+            in_snapshot(connection, |connection| {
+                Ok((sent_in(connection, user, before, limit)?, list_days(connection, user, "sent")?))
+            })
+        })?;
+        for day in days {
+            if day.oldest >= before {
+                continue;
+            }
+            if items.len() >= limit && items[limit - 1].info.id.seq as i64 > day.newest {
+                break;
+            }
+            items.extend(self.cold.read(day.day, |file| sent_in(file, user, before, limit))?);
+            items.sort_by_key(|item| Reverse(item.info.id.seq));
+            items.truncate(limit);
+        }
+        Ok(items)
     }
 
     fn received(
@@ -91,39 +114,111 @@ impl StoreReader for SqliteReader {
         before: Option<(Millis, PacketId)>,
         limit: usize,
     ) -> Result<Vec<ReceivedItem>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
         // The order is (at, set, seq) descending across all sets; within this
         // set, a cursor from a lower set admits equal times, a higher one not.
-        let (at, seq) = match before {
-            None => (i64::MAX, i64::MAX),
-            Some((at, id)) if self.set < id.set => (at.0, i64::MAX),
-            Some((at, id)) if self.set > id.set => (at.0, i64::MIN),
-            Some((at, id)) => (at.0, id.seq.min(i64::MAX as u64) as i64),
+        let cursor = match before {
+            None => ReceivedCursor { at: i64::MAX, seq: i64::MAX, open_ended: true },
+            Some((at, id)) if self.set < id.set => ReceivedCursor { at: at.0, seq: i64::MAX, open_ended: false },
+            Some((at, id)) if self.set > id.set => ReceivedCursor { at: at.0, seq: i64::MIN, open_ended: false },
+            Some((at, id)) => ReceivedCursor { at: at.0, seq: id.seq.min(i64::MAX as u64) as i64, open_ended: false },
         };
-        let open_ended = before.is_none();
-        self.with(|connection| {
-            let mut statement = connection
-                .prepare_cached(
-                    "SELECT p.id, p.sender, p.greeting, c.amount, c.at FROM claims c \
-                     JOIN packets p ON p.seq = c.packet_seq \
-                     WHERE c.user = ?1 AND (?5 OR c.at < ?2 OR (c.at = ?2 AND p.seq < ?3)) \
-                     ORDER BY c.at DESC, p.seq DESC LIMIT ?4",
-                )
-                .map_err(failed("preparing the received list"))?;
-            let rows = statement
-                .query_map(params![user.as_str(), at, seq, limit as i64, open_ended], |row| {
-                    let sender: String = row.get(1)?;
-                    let amount: i64 = row.get(3)?;
-                    Ok((packet_id(row, 0)?, sender, row.get::<_, Option<String>>(2)?, amount, Millis(row.get(4)?)))
-                })
-                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-                .map_err(failed("reading the received list"))?;
-            rows.into_iter()
-                .map(|(packet_id, sender, greeting, amount, at)| {
-                    let sender = UserId::parse(&sender).map_err(|_| StoreError::new("corrupt sender"))?;
-                    let amount = Amount::from_signed(amount).ok_or_else(|| StoreError::new("corrupt claim amount"))?;
-                    Ok(ReceivedItem { packet_id, sender, greeting, amount, at })
-                })
-                .collect()
-        })
+        let (mut items, days) = self.with(|connection| {
+            in_snapshot(connection, |connection| {
+                Ok((received_in(connection, user, cursor, limit)?, list_days(connection, user, "received")?))
+            })
+        })?;
+        for day in days {
+            // Every claim of the day is at or after its oldest: none is
+            // before a cursor earlier than that.
+            if !cursor.open_ended && day.oldest > cursor.at {
+                continue;
+            }
+            if items.len() >= limit && items[limit - 1].at.0 > day.newest {
+                break;
+            }
+            items.extend(self.cold.read(day.day, |file| received_in(file, user, cursor, limit))?);
+            items.sort_by_key(|item| Reverse((item.at, item.packet_id.seq)));
+            items.truncate(limit);
+        }
+        Ok(items)
     }
+}
+
+/// The cold days holding `user`'s rows of `list` in this set, newest first.
+fn list_days(connection: &Connection, user: &UserId, list: &str) -> Result<Vec<ListDay>, StoreError> {
+    let mut statement = connection
+        .prepare_cached("SELECT day, newest, oldest FROM cold_lists WHERE user = ?1 AND list = ?2")
+        .map_err(failed("preparing a cold days read"))?;
+    let mut days = statement
+        .query_map(params![user.as_str(), list], |row| {
+            Ok(ListDay { day: row.get(0)?, newest: row.get(1)?, oldest: row.get(2)? })
+        })
+        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+        .map_err(failed("reading a user's cold days"))?;
+    days.sort_by_key(|day| Reverse(day.newest));
+    Ok(days)
+}
+
+/// Packets sent by `user` with a seq below `before`, newest first, from the
+/// tables of `connection` (the hot ones or a cold day's).
+fn sent_in(connection: &Connection, user: &UserId, before: i64, limit: usize) -> Result<Vec<SentItem>, StoreError> {
+    let sql = format!("SELECT {PACKET_COLUMNS} FROM packets WHERE sender = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3");
+    let mut statement = connection.prepare_cached(&sql).map_err(failed("preparing the sent list"))?;
+    let rows = statement
+        .query_map(params![user.as_str(), before, limit as i64], packet_from_row)
+        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+        .map_err(failed("reading the sent list"))?;
+    Ok(rows
+        .into_iter()
+        .map(|row| SentItem {
+            info: row.info,
+            remaining_amount: row.remaining_amount,
+            remaining_count: row.remaining_count,
+            refunded_amount: row.refunded_amount,
+        })
+        .collect())
+}
+
+/// Where a page of received shares ends, as this set sees the cursor.
+#[derive(Clone, Copy, Debug)]
+struct ReceivedCursor {
+    at: i64,
+    seq: i64,
+    open_ended: bool,
+}
+
+/// Shares opened by `user` before `cursor`, newest first, from the tables
+/// of `connection` (the hot ones or a cold day's).
+fn received_in(
+    connection: &Connection,
+    user: &UserId,
+    cursor: ReceivedCursor,
+    limit: usize,
+) -> Result<Vec<ReceivedItem>, StoreError> {
+    let mut statement = connection
+        .prepare_cached(
+            "SELECT p.id, p.sender, p.greeting, c.amount, c.at FROM claims c \
+             JOIN packets p ON p.seq = c.packet_seq \
+             WHERE c.user = ?1 AND (?5 OR c.at < ?2 OR (c.at = ?2 AND p.seq < ?3)) \
+             ORDER BY c.at DESC, p.seq DESC LIMIT ?4",
+        )
+        .map_err(failed("preparing the received list"))?;
+    let rows = statement
+        .query_map(params![user.as_str(), cursor.at, cursor.seq, limit as i64, cursor.open_ended], |row| {
+            let sender: String = row.get(1)?;
+            let amount: i64 = row.get(3)?;
+            Ok((packet_id(row, 0)?, sender, row.get::<_, Option<String>>(2)?, amount, Millis(row.get(4)?)))
+        })
+        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+        .map_err(failed("reading the received list"))?;
+    rows.into_iter()
+        .map(|(packet_id, sender, greeting, amount, at)| {
+            let sender = UserId::parse(&sender).map_err(|_| StoreError::new("corrupt sender"))?;
+            let amount = Amount::from_signed(amount).ok_or_else(|| StoreError::new("corrupt claim amount"))?;
+            Ok(ReceivedItem { packet_id, sender, greeting, amount, at })
+        })
+        .collect()
 }

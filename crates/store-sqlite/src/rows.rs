@@ -7,6 +7,7 @@ use hongbao_engine::StoreError;
 use hongbao_engine::stored::{StoredPacket, assemble};
 use rusqlite::{Connection, Row, params};
 
+use crate::cold::ColdFiles;
 use crate::failed;
 
 /// The columns `packet_from_row` reads, in order.
@@ -78,8 +79,35 @@ pub(crate) fn claim_from_row(row: &Row<'_>) -> rusqlite::Result<(PacketId, Claim
     Ok((packet_id(row, 0)?, claim))
 }
 
-/// One packet with all its claims, if it exists.
-pub(crate) fn load_packet(connection: &Connection, id: &PacketId) -> Result<Option<Packet>, StoreError> {
+/// One packet with all its claims, if it exists: from the hot tables, or
+/// from its day's file once that day is cold. The hot rows and the day's
+/// state are read in one snapshot, so a day that goes cold meanwhile is
+/// read whole from one side or the other.
+pub(crate) fn load_packet(
+    connection: &Connection,
+    cold: &ColdFiles,
+    id: &PacketId,
+) -> Result<Option<Packet>, StoreError> {
+    enum Found {
+        Hot(Box<Packet>),
+        InColdDay,
+        Nowhere,
+    }
+    let found = in_snapshot(connection, |connection| match packet_in(connection, id)? {
+        Some(packet) => Ok(Found::Hot(Box::new(packet))),
+        None if is_cold(connection, id.day)? => Ok(Found::InColdDay),
+        None => Ok(Found::Nowhere),
+    })?;
+    match found {
+        Found::Hot(packet) => Ok(Some(*packet)),
+        Found::InColdDay => cold.read(id.day, |file| packet_in(file, id)),
+        Found::Nowhere => Ok(None),
+    }
+}
+
+/// One packet with its claims, from the tables of `connection` (a set's hot
+/// tables or a cold day's file: they have the same names and columns).
+fn packet_in(connection: &Connection, id: &PacketId) -> Result<Option<Packet>, StoreError> {
     let text = id.to_string();
     let sql = format!("SELECT {PACKET_COLUMNS} FROM packets WHERE id = ?1");
     let mut statement = connection.prepare_cached(&sql).map_err(failed("preparing a packet read"))?;
@@ -100,6 +128,32 @@ pub(crate) fn load_packet(connection: &Connection, id: &PacketId) -> Result<Opti
         .and_then(|rows| rows.collect())
         .map_err(failed("reading claims"))?;
     Ok(assemble(rows, claims)?.pop())
+}
+
+/// Whether `day` has gone cold in this set (its rows are in its file).
+pub(crate) fn is_cold(connection: &Connection, day: u32) -> Result<bool, StoreError> {
+    connection
+        .prepare_cached("SELECT 1 FROM cold_days WHERE day = ?1 AND state = 'cold'")
+        .and_then(|mut statement| statement.exists(params![day]))
+        .map_err(failed("reading a day's state"))
+}
+
+/// Runs `read` in one read transaction (one snapshot of the database),
+/// unless the connection is in a transaction already.
+pub(crate) fn in_snapshot<T>(
+    connection: &Connection,
+    read: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    if !connection.is_autocommit() {
+        return read(connection);
+    }
+    connection.execute_batch("BEGIN").map_err(failed("starting a read"))?;
+    let result = read(connection);
+    // A read transaction changed nothing: ending it either way loses nothing.
+    let ended = connection.execute_batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" });
+    let value = result?;
+    ended.map_err(failed("ending a read"))?;
+    Ok(value)
 }
 
 pub(crate) fn balance(connection: &Connection, user: &UserId) -> Result<Amount, StoreError> {

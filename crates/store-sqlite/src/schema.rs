@@ -12,7 +12,8 @@ use hongbao_engine::StoreError;
 /// Writes use `OR ROLLBACK` and the triggers `RAISE(ROLLBACK)`: a broken
 /// invariant aborts the whole batch (the engine then recovers), and SQLite
 /// needs no statement journal for the partial undo of one statement.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -155,7 +156,104 @@ CREATE TABLE idempotency (
     result      TEXT NOT NULL,
     PRIMARY KEY (user, op, key)
 ) WITHOUT ROWID;
-"#];
+"#,
+    r#"
+-- Cold days (`days.rs`). A day whose packets are all settled and that is
+-- older than the retention leaves these tables for a file of its own
+-- (`cold/set-NNN/dYYYYMMDD.db`, written first): one transaction marks it
+-- 'moving', records its entries' totals and its users' list days, deletes
+-- its rows and marks it 'cold'. Rows are deleted there only, and a cold day
+-- takes no writes. A packet's day is the `yyyymmdd` its id starts with; an
+-- entry's is its packet's, or a deposit's UTC day (`LedgerEntry::business_day`).
+CREATE TABLE cold_days (
+    day   INTEGER PRIMARY KEY,
+    state TEXT NOT NULL CHECK (state IN ('moving', 'cold'))
+);
+
+-- Per cold day, user and kind of entry: how many entries and their sum, so
+-- the audit checks "balance = sum of entries" without reading the cold files.
+CREATE TABLE ledger_day_totals (
+    day     INTEGER NOT NULL,
+    user    TEXT NOT NULL,
+    kind    TEXT NOT NULL CHECK (kind IN ('deposit', 'send', 'credit', 'refund')),
+    entries INTEGER NOT NULL CHECK (entries > 0),
+    amount  INTEGER NOT NULL,
+    PRIMARY KEY (day, user, kind)
+) WITHOUT ROWID;
+
+-- Per user, the cold days whose file holds packets they sent or shares they
+-- opened in this set, with the newest and oldest of them (seq for sent, the
+-- claim's time for received): a list opens only the files that can hold its
+-- next items, however many days have gone cold.
+CREATE TABLE cold_lists (
+    user   TEXT NOT NULL,
+    list   TEXT NOT NULL CHECK (list IN ('sent', 'received')),
+    day    INTEGER NOT NULL,
+    newest INTEGER NOT NULL,
+    oldest INTEGER NOT NULL,
+    PRIMARY KEY (user, list, day)
+) WITHOUT ROWID;
+
+-- Deposits by time, so the keeper finds a day's deposits without reading the
+-- whole ledger (a packet's entries it finds by their references). Only
+-- deposits are in it: the entries of opens pay nothing for it.
+CREATE INDEX ledger_deposits_by_at ON ledger (at) WHERE packet_id IS NULL;
+
+DROP TRIGGER ledger_no_delete;
+CREATE TRIGGER ledger_no_delete BEFORE DELETE ON ledger BEGIN
+    SELECT RAISE(ROLLBACK, 'ledger entries are immutable (but for a day moving cold)')
+    WHERE NOT EXISTS (SELECT 1 FROM cold_days WHERE state = 'moving' AND day = CASE WHEN OLD.packet_id IS NULL THEN CAST(strftime('%Y%m%d', OLD.at / 1000, 'unixepoch') AS INTEGER) ELSE CAST(substr(OLD.packet_id, 1, 8) AS INTEGER) END);
+END;
+CREATE TRIGGER packets_no_delete BEFORE DELETE ON packets BEGIN
+    SELECT RAISE(ROLLBACK, 'packets are deleted only when their day moves cold')
+    WHERE NOT EXISTS (SELECT 1 FROM cold_days WHERE state = 'moving' AND day = CAST(substr(OLD.id, 1, 8) AS INTEGER));
+END;
+-- (Claims go before their packets, so their packet still names the day.)
+CREATE TRIGGER claims_no_delete BEFORE DELETE ON claims BEGIN
+    SELECT RAISE(ROLLBACK, 'claims are deleted only when their day moves cold')
+    WHERE NOT EXISTS (SELECT 1 FROM packets p JOIN cold_days d ON d.day = CAST(substr(p.id, 1, 8) AS INTEGER)
+                      WHERE p.seq = OLD.packet_seq AND d.state = 'moving');
+END;
+
+-- A cold day takes no writes: a set whose tables lag its journal by more
+-- than the keeper's margin halts here rather than write beside a moved day.
+-- (A claim, a refund or an outbox credit of a cold day finds no packet or
+-- claim, and is refused for that.)
+CREATE TRIGGER ledger_day_not_cold BEFORE INSERT ON ledger BEGIN
+    SELECT RAISE(ROLLBACK, 'day ' || d.day || ' is cold: it takes no writes')
+    FROM cold_days d WHERE d.day = CASE WHEN NEW.packet_id IS NULL THEN CAST(strftime('%Y%m%d', NEW.at / 1000, 'unixepoch') AS INTEGER) ELSE CAST(substr(NEW.packet_id, 1, 8) AS INTEGER) END;
+END;
+CREATE TRIGGER packets_day_not_cold BEFORE INSERT ON packets BEGIN
+    SELECT RAISE(ROLLBACK, 'day ' || d.day || ' is cold: it takes no writes')
+    FROM cold_days d WHERE d.day = CAST(substr(NEW.id, 1, 8) AS INTEGER);
+END;
+"#,
+];
+
+/// The schema version that has cold days (`MIGRATIONS[1]`).
+pub(crate) const COLD_DAYS_VERSION: i64 = 2;
+
+/// The day (`yyyymmdd`) of the ledger entry `row` in SQL: its packet's, or a
+/// deposit's UTC day (`LedgerEntry::business_day`, pinned by a test below;
+/// for instants after 1970, where integer division floors).
+pub(crate) fn entry_day_sql(row: &str) -> String {
+    format!(
+        "CASE WHEN {row}.packet_id IS NULL THEN CAST(strftime('%Y%m%d', {row}.at / 1000, 'unixepoch') AS INTEGER) \
+         ELSE CAST(substr({row}.packet_id, 1, 8) AS INTEGER) END"
+    )
+}
+
+/// The day (`yyyymmdd`) of the packet `row` in SQL: its id's first part.
+pub(crate) fn packet_day_sql(row: &str) -> String {
+    format!("CAST(substr({row}.id, 1, 8) AS INTEGER)")
+}
+
+/// The range of ids (or of references `prefix` + id) of a day's packets:
+/// every id of day D starts `D-`, and `.` sorts right after `-`, so the
+/// range is one walk of the index.
+pub(crate) fn day_range(prefix: &str, day: u32) -> (String, String) {
+    (format!("{prefix}{day}-"), format!("{prefix}{day}."))
+}
 
 /// Sets the connection up for durability and brings the schema up to date.
 /// The page cache is 16 MiB per connection: it is memory that grows with
@@ -199,9 +297,13 @@ pub(crate) fn prepare(connection: &mut Connection) -> Result<(), StoreError> {
 
 #[cfg(test)]
 mod tests {
-    use hongbao_domain::ledger::{REFUND_REF_PREFIX, SEND_REF_PREFIX, refund_ref, send_ref};
+    use hongbao_domain::ledger::{EntryKind, REFUND_REF_PREFIX, SEND_REF_PREFIX, refund_ref, send_ref};
+    use hongbao_domain::time::DAY_MS;
+    use hongbao_domain::{Millis, PacketId, SetId, UserId};
+    use hongbao_engine::LedgerEntry;
+    use rusqlite::{Connection, params};
 
-    use super::MIGRATIONS;
+    use super::{COLD_DAYS_VERSION, MIGRATIONS, day_range, entry_day_sql, packet_day_sql, prepare};
 
     /// The triggers find a packet's send and refund entries by their
     /// references, spelled in SQL; the Rust that writes those entries must
@@ -215,5 +317,82 @@ mod tests {
         }
         let spelled = sql.matches("reference = '").count();
         assert_eq!(spelled, 2, "a reference spelled in SQL that this test does not pin");
+    }
+
+    /// The triggers and the day keeper file rows under their day in SQL;
+    /// the Rust that files them (`LedgerEntry::business_day`, a packet id's
+    /// day) must agree, around midnights and leap days.
+    #[test]
+    fn the_sql_files_rows_under_the_days_the_rust_does() {
+        let sql = MIGRATIONS.concat();
+        for row in ["NEW", "OLD"] {
+            assert!(sql.contains(&entry_day_sql(row)), "an entry's day of {row} in the triggers");
+            assert!(sql.contains(&packet_day_sql(row)), "a packet's day of {row} in the triggers");
+        }
+        assert!(sql.contains(&packet_day_sql("p")));
+        assert_eq!(sql.matches("strftime(").count(), 2, "a day spelled in SQL that this test does not pin");
+        assert_eq!(sql.matches("substr(").count(), 5, "a day spelled in SQL that this test does not pin");
+        let connection = Connection::open_in_memory().unwrap();
+        let midnight = 1_485_561_600_000; // 2017-01-28
+        let instants = [
+            0,
+            1,
+            DAY_MS - 1,
+            DAY_MS,
+            midnight - 1,
+            midnight,
+            midnight + 999,
+            1_709_164_800_000 + 5,
+            4_102_444_799_999,
+        ];
+        let packet = PacketId::new(20_240_229, SetId(3), 9, 7);
+        for at in instants {
+            for packet_id in [None, Some(packet)] {
+                let kind = if packet_id.is_some() { EntryKind::Refund } else { EntryKind::Deposit };
+                let user = UserId::parse("alice").unwrap();
+                let entry = LedgerEntry { reference: "r".into(), user, amount: 1, kind, packet_id, at: Millis(at) };
+                let sql = format!("SELECT {} FROM (SELECT ?1 AS packet_id, ?2 AS at) e", entry_day_sql("e"));
+                let id = packet_id.map(|id| id.to_string());
+                let day: u32 = connection.query_row(&sql, params![id, at], |row| row.get(0)).unwrap();
+                assert_eq!(day, entry.business_day(), "{entry:?}");
+            }
+        }
+        let sql = format!("SELECT {} FROM (SELECT ?1 AS id) p", packet_day_sql("p"));
+        let day: u32 = connection.query_row(&sql, params![packet.to_string()], |row| row.get(0)).unwrap();
+        assert_eq!(day, packet.day);
+        let (from, to) = day_range("claim:", packet.day);
+        let reference = hongbao_domain::ledger::claim_ref(packet, "bob");
+        assert!(from < reference && reference < to, "{reference} in [{from}, {to})");
+        let next = PacketId::new(20_240_301, SetId(0), 1, 1);
+        assert!(to < hongbao_domain::ledger::claim_ref(next, "bob"), "the next day's entries are past the range");
+        assert!(day_range("", packet.day).1 < next.to_string(), "the next day's packets are past the range");
+    }
+
+    /// A database made by a build before cold days takes the new migration
+    /// in place, its rows kept, and is guarded as a new one is.
+    #[test]
+    fn a_database_of_the_first_schema_migrates_with_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut connection = Connection::open(dir.path().join("set-000.db")).unwrap();
+        connection.execute_batch(MIGRATIONS[0]).unwrap();
+        connection.pragma_update(None, "user_version", 1).unwrap();
+        connection
+            .execute_batch(
+                "INSERT INTO ledger (reference, user, amount, kind, packet_id, at) \
+                 VALUES ('deposit:alice:key:1', 'alice', 500, 'deposit', NULL, 1000)",
+            )
+            .unwrap();
+        prepare(&mut connection).unwrap();
+        let version: i64 = connection.query_row("PRAGMA user_version", [], |row| row.get(0)).unwrap();
+        assert_eq!(version, COLD_DAYS_VERSION);
+        let balance: i64 = connection.query_row("SELECT balance FROM accounts", [], |row| row.get(0)).unwrap();
+        assert_eq!(balance, 500);
+        let deposits: i64 = connection
+            .query_row("SELECT count(*) FROM ledger WHERE packet_id IS NULL AND at >= 0", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(deposits, 1, "the deposit is in the new index");
+        let error = connection.execute("DELETE FROM ledger", []).unwrap_err().to_string();
+        assert!(error.contains("immutable"), "{error}");
+        prepare(&mut connection).unwrap();
     }
 }

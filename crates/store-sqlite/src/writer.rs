@@ -21,7 +21,9 @@ use hongbao_engine::{
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Transaction, params};
 
 use crate::checkpoint::{Checkpoints, WAL_FILE_BYTES_MAX};
+use crate::cold::ColdFiles;
 use crate::failed;
+use crate::layout::set_path;
 use crate::rows::{CLAIM_COLUMNS, PACKET_COLUMNS, balance, claim_from_row, load_packet, packet_from_row, packet_id};
 use crate::schema::prepare;
 use hongbao_engine::stored::assemble;
@@ -29,6 +31,9 @@ use hongbao_engine::stored::assemble;
 pub struct SqliteStore {
     connection: Connection,
     set: SetId,
+    /// The set's cold days, where the prefetch finds a settled packet whose
+    /// day has left the tables.
+    cold: ColdFiles,
     checkpoints: Checkpoints,
     /// The position the database file holds durably: the tables' position
     /// at the last checkpoint that copied the whole WAL.
@@ -42,14 +47,17 @@ impl std::fmt::Debug for SqliteStore {
 }
 
 impl SqliteStore {
-    pub fn open(path: &Path, set: SetId) -> Result<SqliteStore, StoreError> {
+    /// Opens (creating and migrating if needed) the tables of `set` in the
+    /// data directory `dir`.
+    pub fn open(dir: &Path, set: SetId) -> Result<SqliteStore, StoreError> {
+        let path = set_path(dir, set);
         let mut connection =
-            Connection::open(path).map_err(|e| StoreError::new(format!("cannot open {}: {e}", path.display())))?;
+            Connection::open(&path).map_err(|e| StoreError::new(format!("cannot open {}: {e}", path.display())))?;
         prepare(&mut connection)?;
         // The writer checkpoints between batches (`maintain`), never inside a commit.
         connection.execute_batch("PRAGMA wal_autocheckpoint = 0").map_err(failed("configuring checkpoints"))?;
         connection.pragma_update(None, "journal_size_limit", WAL_FILE_BYTES_MAX).map_err(failed("limiting the WAL"))?;
-        Ok(SqliteStore { connection, set, checkpoints: Checkpoints::new(), durable: 0 })
+        Ok(SqliteStore { connection, set, cold: ColdFiles::new(dir, set), checkpoints: Checkpoints::new(), durable: 0 })
     }
 
     /// The materializer's handle: its commits are not synced
@@ -61,10 +69,10 @@ impl SqliteStore {
         Ok(self)
     }
 
-    /// The tables in `connection`, already migrated (an audit's copy in
-    /// memory).
-    pub(crate) fn over(connection: Connection, set: SetId) -> SqliteStore {
-        SqliteStore { connection, set, checkpoints: Checkpoints::new(), durable: 0 }
+    /// The tables of `set` of the data directory `dir` in `connection`,
+    /// already migrated (an audit's copy in memory).
+    pub(crate) fn over(connection: Connection, dir: &Path, set: SetId) -> SqliteStore {
+        SqliteStore { connection, set, cold: ColdFiles::new(dir, set), checkpoints: Checkpoints::new(), durable: 0 }
     }
 
     pub(crate) fn connection(&self) -> &Connection {
@@ -148,13 +156,13 @@ impl Store for SqliteStore {
         for (user, op, key) in &wants.idempotency {
             if let Some(record) = self.idempotency(user, *op, key)? {
                 if let IdempotencyResult::Sent(id) = record.result {
-                    fetched.packets.extend(load_packet(&self.connection, &id)?);
+                    fetched.packets.extend(load_packet(&self.connection, &self.cold, &id)?);
                 }
                 fetched.idempotency.push(record);
             }
         }
         for id in &wants.packets {
-            fetched.packets.extend(load_packet(&self.connection, id)?);
+            fetched.packets.extend(load_packet(&self.connection, &self.cold, id)?);
         }
         let mut statement = self
             .connection

@@ -76,8 +76,7 @@ fn refused(store: &mut hongbao_store_sqlite::SqliteStore, effects: Effects, why:
 #[test]
 fn a_valid_history_commits() {
     let (dir, _store, packet) = history("lucky", None);
-    let reader =
-        hongbao_store_sqlite::SqliteReader::new(hongbao_store_sqlite::set_path(dir.path(), SetId(0)), SetId(0));
+    let reader = hongbao_store_sqlite::SqliteReader::new(dir.path(), SetId(0));
     assert_eq!(reader.balance(&user("alice")).unwrap(), fen(700));
     assert_eq!(reader.packet(&packet.info.id).unwrap().unwrap().remaining_amount, fen(300));
 }

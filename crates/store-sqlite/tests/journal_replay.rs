@@ -8,7 +8,7 @@ use hongbao_domain::ledger::EntryKind;
 use hongbao_domain::{Millis, SetId, UserId};
 use hongbao_engine::journal::record::encode;
 use hongbao_engine::{Effects, LedgerEntry, Store};
-use hongbao_store_sqlite::{journal_path, open_set, snapshot};
+use hongbao_store_sqlite::{ColdDays, journal_path, open_set, snapshot};
 
 fn deposit(reference: &str, fen: i64) -> Effects {
     let entry = LedgerEntry {
@@ -43,7 +43,7 @@ fn the_audit_replays_the_journal_past_the_tables_and_writes_nothing() {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o555)).unwrap();
     }
 
-    let rows = snapshot(dir.path(), SetId(0)).unwrap();
+    let rows = snapshot(dir.path(), SetId(0), ColdDays::Rows).unwrap();
     assert_eq!(rows.accounts.len(), 1);
     assert_eq!(rows.accounts[0].balance, 500, "both journaled deposits are seen");
     assert_eq!(rows.ledger.len(), 2);

@@ -421,13 +421,19 @@ impl Server {
         start_stored(dir, Arc::new(SystemClock), database).await
     }
 
-    /// Stops the server and audits it with the cold days counted `cold`;
-    /// answers the report.
-    pub async fn stop_and_audit_cold(self, cold: hongbao::ColdDays) -> Result<hongbao_domain::audit::AuditReport> {
+    /// Stops the server and audits it twice, its cold days counted by
+    /// their totals and then read whole; answers both reports.
+    pub async fn stop_and_audit_cold_days(
+        self,
+    ) -> Result<(hongbao_domain::audit::AuditReport, hongbao_domain::audit::AuditReport)> {
         let Server { dir, running, store, database, .. } = self;
-        let report = stop_audited(running, &store, cold).await?;
+        let path = running.data.path.clone();
+        let by_totals = stop_audited(running, &store, hongbao::ColdDays::Totals).await?;
+        let by_rows =
+            tokio::task::spawn_blocking(move || hongbao::audit_data(&path, &store, hongbao::ColdDays::Rows)).await??;
+        assert!(by_rows.ok(), "{by_rows}");
         drop((dir, database));
-        Ok(report)
+        Ok((by_totals, by_rows))
     }
 }
 
