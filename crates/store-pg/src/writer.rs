@@ -6,14 +6,16 @@
 //! Credits added and acknowledged within one transaction's batches never
 //! touch the outbox (the net is written), as on SQLite.
 //!
-//! Transactions commit synchronously, so what `materialize` wrote is
-//! durable when it returns and the journal may be trimmed up to it at once.
+//! The materializer's transactions commit without waiting for their WAL
+//! flush (`connect_unsynced`); the journal is trimmed only below what
+//! PostgreSQL reports flushed (`Store::durable`).
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use hongbao_domain::{Millis, SetId, UserId};
 use hongbao_engine::stored::assemble;
@@ -37,8 +39,14 @@ pub struct PgStore {
     set: SetId,
     days: Days,
     statements: Statements,
-    /// What the last committed materialization reached.
+    /// The position PostgreSQL has flushed: the tables hold it across a
+    /// crash of the database too.
     durable: Position,
+    /// Materializations committed without waiting for their flush, with
+    /// the WAL position just past each commit, oldest first.
+    unflushed: VecDeque<(Position, u64)>,
+    /// When the flushed WAL position was last asked.
+    flush_asked: Instant,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -145,20 +153,29 @@ impl PgStore {
     /// A handle on `set`'s tables over `client`.
     pub(crate) fn open(client: Arc<Connection>, set: SetId) -> Result<PgStore, StoreError> {
         let statements = client.block_on(Statements::prepare(&client))?;
-        Ok(PgStore { client, reconnect_to: None, set, days: Days::default(), statements, durable: 0 })
+        Ok(PgStore {
+            client,
+            reconnect_to: None,
+            set,
+            days: Days::default(),
+            statements,
+            durable: 0,
+            unflushed: VecDeque::new(),
+            flush_asked: Instant::now(),
+        })
     }
 
     /// The materializer's handle on `url`: it opens a new connection when
     /// its own is lost (a database restart, a network cut), since it holds
     /// nothing but its transactions.
     pub(crate) fn open_reconnecting(url: &str, set: SetId) -> Result<PgStore, StoreError> {
-        let store = PgStore::open(Arc::new(connect(url)?), set)?;
+        let store = PgStore::open(Arc::new(connect_unsynced(url)?), set)?;
         Ok(PgStore { reconnect_to: Some(url.to_owned()), ..store })
     }
 
     fn reconnect_if_lost(&mut self) -> Result<(), StoreError> {
         if let Some(url) = self.reconnect_to.as_deref().filter(|_| self.client.is_closed()) {
-            let client = Arc::new(connect(url)?);
+            let client = Arc::new(connect_unsynced(url)?);
             self.statements = client.block_on(Statements::prepare(&client))?;
             self.client = client;
             tracing::info!(set = %self.set, "reconnected to PostgreSQL");
@@ -293,6 +310,38 @@ impl PgStore {
         let claims = claims.iter().map(claim_from_row).collect::<Result<Vec<_>, _>>()?;
         assemble(rows, claims)
     }
+}
+
+/// The materializer's connection: its commits do not wait for their WAL
+/// flush (`synchronous_commit = off`, as SQLite's tables commit with
+/// `synchronous=NORMAL`): the journal holds every batch they hold, and it
+/// is trimmed only below what PostgreSQL reports flushed (`Store::durable`).
+/// Each commit then no longer queues for a flush beside the journal's.
+fn connect_unsynced(url: &str) -> Result<Connection, StoreError> {
+    let connection = connect(url)?;
+    connection
+        .block_on(connection.batch_execute("SET synchronous_commit = off"))
+        .map_err(failed("configuring the materializer's connection"))?;
+    Ok(connection)
+}
+
+/// How often the flushed WAL position is asked while commits wait for it.
+const FLUSH_ASKED_EVERY: Duration = Duration::from_millis(20);
+
+/// A WAL position as PostgreSQL spells it (`16/B374D848`).
+fn lsn(text: &str) -> Result<u64, StoreError> {
+    let parsed = text
+        .split_once('/')
+        .and_then(|(high, low)| Some((u64::from_str_radix(high, 16).ok()? << 32) | u64::from_str_radix(low, 16).ok()?));
+    parsed.ok_or_else(|| StoreError::new(format!("an unreadable WAL position {text:?}")))
+}
+
+/// The single text value of a simple query's last row.
+fn last_text(messages: &[tokio_postgres::SimpleQueryMessage]) -> Option<&str> {
+    messages.iter().rev().find_map(|message| match message {
+        tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0),
+        _ => None,
+    })
 }
 
 /// A prefetch's query, sent only when it asks for something.
@@ -604,21 +653,45 @@ impl Store for PgStore {
         let Some(last) = batches.last() else { return Ok(()) };
         self.reconnect_if_lost()?;
         let (client, statements, set, days) = (&self.client, &self.statements, self.set, &mut self.days);
-        self.client.block_on(async {
-            days.ensure(client, days_written(batches)).await?;
-            match write_batches(client, statements, set, batches, true).await {
-                Ok(()) => client.batch_execute("COMMIT").await.map_err(failed("committing a materialization")),
-                Err(error) => {
-                    let _ = client.batch_execute("ROLLBACK").await;
-                    Err(error)
+        self.client
+            .block_on(async {
+                days.ensure(client, days_written(batches)).await?;
+                match write_batches(client, statements, set, batches, true).await {
+                    Ok(()) => client
+                        .simple_query("COMMIT; SELECT pg_current_wal_insert_lsn()::text")
+                        .await
+                        .map_err(failed("committing a materialization")),
+                    Err(error) => {
+                        let _ = client.batch_execute("ROLLBACK").await;
+                        Err(error)
+                    }
                 }
-            }
-        })?;
-        self.durable = last.position;
-        Ok(())
+            })
+            .and_then(|messages| {
+                let end = last_text(&messages).ok_or_else(|| StoreError::new("no WAL position after a commit"))?;
+                self.unflushed.push_back((last.position, lsn(end)?));
+                Ok(())
+            })
     }
 
+    /// Asks (at most every `FLUSH_ASKED_EVERY`) how far PostgreSQL has
+    /// flushed its WAL, and moves past every commit it covers.
     fn durable(&mut self) -> Position {
+        if self.unflushed.is_empty() || self.flush_asked.elapsed() < FLUSH_ASKED_EVERY {
+            return self.durable;
+        }
+        self.flush_asked = Instant::now();
+        let asked = self.client.block_on(self.client.query_one("SELECT pg_current_wal_flush_lsn()::text", &[]));
+        let Ok(flushed) = asked.map_err(failed("reading the flushed WAL position")).and_then(|row| lsn(row.get(0)))
+        else {
+            return self.durable;
+        };
+        while let Some(&(position, end)) = self.unflushed.front()
+            && end <= flushed
+        {
+            self.durable = self.durable.max(position);
+            self.unflushed.pop_front();
+        }
         self.durable
     }
 }

@@ -278,3 +278,32 @@ fn the_audit_sees_what_a_stopping_node_journaled_while_the_audit_waited_for_it()
     assert_eq!(rows.ledger.len(), 2, "the audit reads the sets as the node left them: {:?}", rows.ledger);
     assert_eq!(rows.accounts[0].balance, 150);
 }
+
+/// The materializer commits without waiting for its WAL flush; what it
+/// reports durable (the journal is trimmed up to it) is only what
+/// PostgreSQL has flushed, never past what it materialized, and it
+/// catches up once the flush is done.
+#[test]
+fn the_tables_are_durable_only_as_far_as_postgresql_has_flushed_them() {
+    let Some(db) = TestDatabase::create("the_tables_are_durable_only_as_far_as_postgresql_has_flushed_them") else {
+        return;
+    };
+    let map = SetMap::single(db.url());
+    let mut stores = open_sets(&map, 1).unwrap().pop().unwrap();
+    for key in 0..20 {
+        commit(&mut stores, deposit(&key.to_string(), 10, NOW));
+        let (durable, materialized) = (stores.materializer.durable(), stores.materializer.materialized().unwrap());
+        assert!(durable <= materialized, "durable {durable} past materialized {materialized}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while stores.materializer.durable() < 20 {
+        assert!(Instant::now() < deadline, "the flush never reached the last materialization");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert_eq!(stores.materializer.durable(), 20);
+    assert_eq!(
+        common::value(&db.url(), "SHOW synchronous_commit"),
+        "on",
+        "only the materializer's session is unsynced"
+    );
+}
