@@ -706,6 +706,52 @@ async fn a_stalled_disk_sheds_what_waited_too_long_and_serves_at_once_when_it_re
 /// `<scenario>::on_postgres`. `on N databases` spreads a scenario's sets
 /// over N PostgreSQL databases (set n on database n mod N); on SQLite each
 /// set is a database file of its own already.
+/// On PostgreSQL only: the database ends every connection of the node (as a
+/// restart of the database does) while it serves. Writes are refused or
+/// answered, never lost: the sets find their connections lost, reopen them
+/// (the writers take their sets' locks again), and serve on without a
+/// restart of the node; every deposit answered is in the balance, and the
+/// audit passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_database_connections_are_reopened_and_the_sets_serve_on_without_a_restart() {
+    let test = "lost_database_connections_are_reopened_and_the_sets_serve_on_without_a_restart";
+    let Some(backend) = Backend::postgres(test, 1).await else { return };
+    let Backend::Postgres(databases) = &backend else { unreachable!("a PostgreSQL backend") };
+    let url = databases[0].url();
+    let clock = ManualClock::new(Millis(1_800_000_000_000));
+    let node = backend.start(2, &clock).await;
+    let alice = user_in(0, 2, "alice");
+    fund(&node.engine, &alice, 100).await;
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let ended: i64 = client
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = current_database() AND application_name LIKE 'hongbao-%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(ended >= 4, "every set's writer and materializer connection was ended ({ended})");
+    let mut answered = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while answered < 5 {
+        assert!(Instant::now() < deadline, "the set never served again ({answered} deposits answered)");
+        match node.engine.deposit(alice.clone(), Amount::from_fen(10).unwrap(), None).await {
+            Ok(DepositOutcome::Deposited { .. }) => answered += 1,
+            Ok(other) => panic!("{other:?}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    eventually("the balance holds every deposit answered", async || {
+        node.engine.balance(alice.clone()).await.is_ok_and(|balance| fen(balance) == 100 + 10 * answered)
+    })
+    .await;
+    stop(node).await;
+    backend.assert_audit_ok(2, clock.now()).await;
+}
+
 macro_rules! scenarios {
     (@both $scenario:ident []) => {
         scenarios!(@both $scenario [1]);

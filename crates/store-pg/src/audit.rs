@@ -35,7 +35,7 @@ pub fn snapshot(map: &SetMap, sets: u16, cold: ColdDays) -> Result<Vec<SetSnapsh
     let mut snapshots: Vec<SetSnapshot> = (0..sets).map(|set| SetSnapshot { set, ..SetSnapshot::default() }).collect();
     for url in map.databases(sets) {
         let here: Vec<SetId> = (0..sets).map(SetId).filter(|set| map.url(*set) == url).collect();
-        let client = connect(url)?;
+        let client = connect(url, "hongbao-audit")?;
         client.block_on(async {
             // The sets' locks first, then the snapshot: a transaction's
             // snapshot is taken by its first statement, and one taken while

@@ -144,7 +144,7 @@ pub struct DaysKept {
 /// whose credits have all landed. Call it off any async runtime.
 pub fn keep_days(map: &SetMap, sets: u16, now: Millis, retention_days: u32) -> Result<DaysKept, StoreError> {
     let urls = map.databases(sets);
-    let connections = urls.iter().map(|url| connect(url)).collect::<Result<Vec<_>, _>>()?;
+    let connections = urls.iter().map(|url| connect(url, "hongbao-days")).collect::<Result<Vec<_>, _>>()?;
     let mut kept = DaysKept::default();
     let ahead = [now, Millis(now.0 + 86_400_000)].map(Millis::civil_day);
     for connection in &connections {
@@ -272,7 +272,7 @@ pub struct TableSizes {
 pub fn table_sizes(map: &SetMap, sets: u16) -> Result<TableSizes, StoreError> {
     let mut sizes = TableSizes::default();
     for url in map.databases(sets) {
-        let connection = connect(url)?;
+        let connection = connect(url, "hongbao-sizes")?;
         let row = connection
             .block_on(connection.query_one(
                 "SELECT \

@@ -13,7 +13,7 @@ use hongbao_engine::journal::EachRecord;
 use hongbao_engine::{Journal, JournalError, Position};
 use tokio_postgres::{Client, Statement};
 
-use crate::pg::Connection;
+use crate::pg::{Connection, WriterConnection};
 use crate::schema::set_number;
 
 /// Records read per query while recovering.
@@ -24,9 +24,10 @@ const RECOVER_PAGE: i64 = 4096;
 const TRIM_STEP: Position = 1024;
 
 pub struct PgJournal {
-    client: Arc<Connection>,
+    connection: Arc<WriterConnection>,
     set: SetId,
-    append: Option<Statement>,
+    /// The append, prepared on the connection of this generation.
+    append: Option<(u64, Statement)>,
     trimmed: Position,
 }
 
@@ -41,9 +42,13 @@ fn io(context: &'static str) -> impl Fn(tokio_postgres::Error) -> JournalError {
 }
 
 impl PgJournal {
-    /// The journal of `set` on `client` (the set's writer's connection).
-    pub(crate) fn new(client: Arc<Connection>, set: SetId) -> PgJournal {
-        PgJournal { client, set, append: None, trimmed: 0 }
+    /// The journal of `set` on the set's writer's connection.
+    pub(crate) fn new(connection: Arc<WriterConnection>, set: SetId) -> PgJournal {
+        PgJournal { connection, set, append: None, trimmed: 0 }
+    }
+
+    fn client(&self) -> Result<(Arc<Connection>, u64), JournalError> {
+        self.connection.get().map_err(|e| JournalError::Io(e.message))
     }
 }
 
@@ -86,26 +91,29 @@ pub(crate) async fn read_records(
 impl Journal for PgJournal {
     fn append(&mut self, position: Position, payload: &[u8]) -> Result<(), JournalError> {
         let position = i64::try_from(position).map_err(|_| JournalError::Io("position out of range".into()))?;
-        let (client, set) = (&self.client, set_number(self.set));
-        let append = &mut self.append;
-        self.client.block_on(async {
-            let statement = match append {
-                Some(statement) => statement.clone(),
-                None => {
-                    let prepared = client
-                        .prepare("INSERT INTO journal (set_id, position, record) VALUES ($1, $2, $3)")
-                        .await
-                        .map_err(io("preparing the journal append"))?;
-                    append.insert(prepared).clone()
-                }
-            };
-            client.execute(&statement, &[&set, &position, &payload]).await.map_err(io("appending to the journal"))
-        })?;
+        let ((client, generation), set) = (self.client()?, set_number(self.set));
+        let prepared = self.append.as_ref().filter(|(on, _)| *on == generation).map(|(_, statement)| statement.clone());
+        let statement = match prepared {
+            Some(statement) => statement,
+            None => {
+                let statement = client
+                    .block_on(client.prepare("INSERT INTO journal (set_id, position, record) VALUES ($1, $2, $3)"))
+                    .map_err(io("preparing the journal append"))?;
+                self.append = Some((generation, statement.clone()));
+                statement
+            }
+        };
+        client
+            .block_on(client.execute(&statement, &[&set, &position, &payload]))
+            .map_err(io("appending to the journal"))?;
         Ok(())
     }
 
     fn recover(&mut self, after: Position, each: &mut EachRecord<'_>) -> Result<Position, JournalError> {
-        self.client.block_on(read_records(&self.client, self.set, after, each))
+        // Called at start and after a failed append: the connection is
+        // checked, and reopened (with the set's lock) if it was lost.
+        let (client, _) = self.connection.get_checked().map_err(|e| JournalError::Io(e.message))?;
+        client.block_on(read_records(&client, self.set, after, each))
     }
 
     fn trim(&mut self, upto: Position) -> Result<(), JournalError> {
@@ -113,9 +121,10 @@ impl Journal for PgJournal {
             return Ok(());
         }
         let bound = i64::try_from(upto).map_err(|_| JournalError::Io("position out of range".into()))?;
-        self.client
+        let (client, _) = self.client()?;
+        client
             .block_on(
-                self.client.execute(
+                client.execute(
                     "DELETE FROM journal WHERE set_id = $1 AND position <= $2",
                     &[&set_number(self.set), &bound],
                 ),

@@ -48,18 +48,17 @@ pub fn open_sets(map: &SetMap, sets: u16) -> Result<Vec<SetStores<PgStore>>, Sto
         let pool = match readers.get(url) {
             Some(pool) => pool.clone(),
             None => {
-                let client = pg::connect(url)?;
+                let client = pg::connect(url, "hongbao-migrations")?;
                 client.block_on(schema::migrate(&client, sets))?;
                 let pool = Arc::new(reader::Pool::new(url.to_owned()));
                 readers.insert(url, pool.clone());
                 pool
             }
         };
-        let writer_client = Arc::new(pg::connect(url)?);
-        writer_client.block_on(schema::lock_set(&writer_client, set))?;
-        let writer = PgStore::open(writer_client.clone(), set)?;
-        let materializer = PgStore::open_reconnecting(url, set)?;
-        let journal = PgJournal::new(writer_client, set);
+        let connection = Arc::new(pg::WriterConnection::open(url, set)?);
+        let writer = PgStore::open_writer(connection.clone(), set)?;
+        let materializer = PgStore::open_materializer(url, set)?;
+        let journal = PgJournal::new(connection, set);
         opened.push(SetStores {
             journal: Box::new(journal),
             writer,

@@ -7,6 +7,9 @@
 
 use std::future::Future;
 use std::ops::Deref;
+use std::sync::{Arc, Mutex};
+
+use hongbao_domain::SetId;
 
 use hongbao_engine::StoreError;
 use tokio::runtime::Runtime;
@@ -46,14 +49,18 @@ impl Drop for Connection {
     }
 }
 
-/// Opens one connection.
-pub(crate) fn connect(url: &str) -> Result<Connection, StoreError> {
+/// Opens one connection, named `name` in PostgreSQL's `pg_stat_activity`
+/// (`application_name`), so an operator sees which is which.
+pub(crate) fn connect(url: &str, name: &str) -> Result<Connection, StoreError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| StoreError::new(format!("starting a connection's runtime: {e}")))?;
+    let mut config: tokio_postgres::Config =
+        url.parse().map_err(|e| StoreError::new(format!("the connection string {}: {e}", redacted(url))))?;
+    config.application_name(name);
     let (client, connection) = runtime
-        .block_on(tokio_postgres::connect(url, NoTls))
+        .block_on(config.connect(NoTls))
         .map_err(|e| StoreError::new(format!("connecting to PostgreSQL ({}): {e}", redacted(url))))?;
     runtime.spawn(async move {
         if let Err(error) = connection.await {
@@ -61,6 +68,57 @@ pub(crate) fn connect(url: &str) -> Result<Connection, StoreError> {
         }
     });
     Ok(Connection { client, runtime: Some(runtime) })
+}
+
+/// A set writer's connection, shared by its journal and its prefetches; it
+/// holds the set's lock. When it is lost (the database restarted, the
+/// network cut), the next use opens a new one and takes the lock again
+/// (waiting for it as a starting node does): the set's recovery after a
+/// failed append then goes through, instead of the set refusing writes
+/// until the node restarts.
+pub(crate) struct WriterConnection {
+    url: String,
+    set: SetId,
+    /// The live connection and its generation, which changes with every
+    /// reopening (statements prepared on an older one are prepared again).
+    current: Mutex<(Arc<Connection>, u64)>,
+}
+
+impl WriterConnection {
+    pub(crate) fn open(url: &str, set: SetId) -> Result<WriterConnection, StoreError> {
+        let connection = WriterConnection::locked(url, set)?;
+        Ok(WriterConnection { url: url.to_owned(), set, current: Mutex::new((Arc::new(connection), 0)) })
+    }
+
+    fn locked(url: &str, set: SetId) -> Result<Connection, StoreError> {
+        let connection = connect(url, &format!("hongbao-set-{set}"))?;
+        connection.block_on(crate::schema::lock_set(&connection, set))?;
+        Ok(connection)
+    }
+
+    /// The connection and its generation, reopened if it is known lost.
+    pub(crate) fn get(&self) -> Result<(Arc<Connection>, u64), StoreError> {
+        self.reopened_if(|connection| connection.is_closed())
+    }
+
+    /// As `get`, after asking the server whether the connection still
+    /// works: a connection the server ended is only known lost once it is
+    /// used. For recoveries, after a failure.
+    pub(crate) fn get_checked(&self) -> Result<(Arc<Connection>, u64), StoreError> {
+        self.reopened_if(|connection| {
+            connection.is_closed() || connection.block_on(connection.batch_execute("SELECT 1")).is_err()
+        })
+    }
+
+    fn reopened_if(&self, lost: impl Fn(&Connection) -> bool) -> Result<(Arc<Connection>, u64), StoreError> {
+        let mut current = self.current.lock().expect("writer connection lock");
+        if lost(&current.0) {
+            let reopened = WriterConnection::locked(&self.url, self.set)?;
+            *current = (Arc::new(reopened), current.1 + 1);
+            tracing::warn!(set = %self.set, "the set's PostgreSQL connection was lost; reopened, the set's lock taken again");
+        }
+        Ok((current.0.clone(), current.1))
+    }
 }
 
 /// A connection string without its password, for messages and logs: a

@@ -40,17 +40,24 @@ impl Pool {
     /// Runs `read` on a pooled connection. A read PostgreSQL chose to end
     /// to break a deadlock (with a day moving cold, whose locks it met
     /// half-way: reads name packets before claims, as the move locks them,
-    /// so this should not happen) is run again: reads change nothing.
+    /// so this should not happen), or one whose connection was lost, is run
+    /// again: reads change nothing.
     fn with<T>(&self, read: impl AsyncFn(&Client) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let pooled = self.idle.lock().expect("reader pool lock").pop().filter(|client| !client.is_closed());
-        let client = match pooled {
+        let mut client = match pooled {
             Some(client) => client,
-            None => connect(&self.url)?,
+            None => connect(&self.url, "hongbao-reader")?,
         };
         let mut result = client.block_on(read(&client));
         for _ in 1..READ_ATTEMPTS {
             match &result {
                 Err(error) if error.message.contains(DEADLOCK) => result = client.block_on(read(&client)),
+                // A pooled connection the server ended (a restart) is only
+                // known lost once used: the read goes again on a new one.
+                Err(error) if !error.refused && client.block_on(client.batch_execute("SELECT 1")).is_err() => {
+                    client = connect(&self.url, "hongbao-reader")?;
+                    result = client.block_on(read(&client));
+                }
                 _ => break,
             }
         }

@@ -40,7 +40,7 @@ impl ScratchDatabase {
         let name = format!("{prefix}_{suffix}");
         let (admin, statement) = (on_server(server, "postgres"), format!("CREATE DATABASE {name}"));
         std::thread::spawn(move || {
-            let admin = connect(&admin)?;
+            let admin = connect(&admin, "hongbao-test")?;
             admin
                 .block_on(admin.batch_execute(&statement))
                 .map_err(|e| StoreError::new(format!("making a database: {e}")))
@@ -62,7 +62,7 @@ impl Drop for ScratchDatabase {
         // where this thread may not wait.
         let (admin, name) = (on_server(&self.server, "postgres"), self.name.clone());
         let dropped = std::thread::spawn(move || {
-            let admin = connect(&admin)?;
+            let admin = connect(&admin, "hongbao-test")?;
             admin
                 .block_on(admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
                 .map_err(|e| StoreError::new(e.to_string()))

@@ -27,15 +27,21 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
 
 use crate::days::Days;
-use crate::pg::{Connection, connect, failed};
+use crate::pg::{Connection, WriterConnection, connect, failed};
 use crate::rows::{CLAIM_COLUMNS, PACKET_COLUMNS, amount, claim_from_row, packet_from_row, packet_id, user};
 use crate::schema::set_number;
 
 pub struct PgStore {
     client: Arc<Connection>,
-    /// The database, for a handle that may reconnect (the materializer's;
-    /// the writer's connection holds the set's lock and its journal).
-    reconnect_to: Option<String>,
+    /// Where a lost connection is found again: the set writer's shared
+    /// connection (reopened with the set's lock), or the database the
+    /// materializer's own reconnects to.
+    source: Source,
+    /// The generation of the writer's connection `client` is.
+    generation: u64,
+    /// A call failed for a reason other than a constraint: the connection
+    /// is asked whether it still works before the next.
+    suspect: bool,
     set: SetId,
     days: Days,
     statements: Statements,
@@ -111,6 +117,11 @@ const CLAIMS_READ_SQL: &str = "SELECT c.packet_id, c.user_id, c.idx, c.amount, c
 const CREDITS_READ_SQL: &str = "SELECT l.reference FROM ledger l JOIN unnest($1::int4[], $2::text[], $3::text[]) AS w(d, u, r) \
                  ON l.day = w.d AND l.user_id = w.u AND l.reference = w.r";
 
+enum Source {
+    Writer(Arc<WriterConnection>),
+    Database(String),
+}
+
 /// The statements a set's connection runs, prepared once.
 pub(crate) struct Statements {
     advance: Statement,
@@ -151,11 +162,15 @@ impl Statements {
 
 impl PgStore {
     /// A handle on `set`'s tables over `client`.
-    pub(crate) fn open(client: Arc<Connection>, set: SetId) -> Result<PgStore, StoreError> {
+    /// The writer's handle, on the set's writer connection.
+    pub(crate) fn open_writer(connection: Arc<WriterConnection>, set: SetId) -> Result<PgStore, StoreError> {
+        let (client, generation) = connection.get()?;
         let statements = client.block_on(Statements::prepare(&client))?;
         Ok(PgStore {
             client,
-            reconnect_to: None,
+            source: Source::Writer(connection),
+            generation,
+            suspect: false,
             set,
             days: Days::default(),
             statements,
@@ -168,16 +183,44 @@ impl PgStore {
     /// The materializer's handle on `url`: it opens a new connection when
     /// its own is lost (a database restart, a network cut), since it holds
     /// nothing but its transactions.
-    pub(crate) fn open_reconnecting(url: &str, set: SetId) -> Result<PgStore, StoreError> {
-        let store = PgStore::open(Arc::new(connect_unsynced(url)?), set)?;
-        Ok(PgStore { reconnect_to: Some(url.to_owned()), ..store })
+    pub(crate) fn open_materializer(url: &str, set: SetId) -> Result<PgStore, StoreError> {
+        let client = Arc::new(connect_unsynced(url, set)?);
+        let statements = client.block_on(Statements::prepare(&client))?;
+        Ok(PgStore {
+            client,
+            source: Source::Database(url.to_owned()),
+            generation: 0,
+            suspect: false,
+            set,
+            days: Days::default(),
+            statements,
+            durable: 0,
+            unflushed: VecDeque::new(),
+            flush_asked: Instant::now(),
+        })
     }
 
+    /// Finds the connection again if it was lost: the writer's shared one
+    /// (reopened by whichever of the journal and this handle meets the loss
+    /// first), or a new one for the materializer.
     fn reconnect_if_lost(&mut self) -> Result<(), StoreError> {
-        if let Some(url) = self.reconnect_to.as_deref().filter(|_| self.client.is_closed()) {
-            let client = Arc::new(connect_unsynced(url)?);
+        let suspect = std::mem::take(&mut self.suspect);
+        let reopened = match &self.source {
+            Source::Writer(connection) => {
+                let (client, generation) = if suspect { connection.get_checked()? } else { connection.get()? };
+                (generation != self.generation).then_some((client, generation))
+            }
+            Source::Database(url)
+                if self.client.is_closed()
+                    || (suspect && self.client.block_on(self.client.batch_execute("SELECT 1")).is_err()) =>
+            {
+                Some((Arc::new(connect_unsynced(url, self.set)?), 0))
+            }
+            Source::Database(_) => None,
+        };
+        if let Some((client, generation)) = reopened {
             self.statements = client.block_on(Statements::prepare(&client))?;
-            self.client = client;
+            (self.client, self.generation) = (client, generation);
             tracing::info!(set = %self.set, "reconnected to PostgreSQL");
         }
         Ok(())
@@ -317,8 +360,8 @@ impl PgStore {
 /// `synchronous=NORMAL`): the journal holds every batch they hold, and it
 /// is trimmed only below what PostgreSQL reports flushed (`Store::durable`).
 /// Each commit then no longer queues for a flush beside the journal's.
-fn connect_unsynced(url: &str) -> Result<Connection, StoreError> {
-    let connection = connect(url)?;
+fn connect_unsynced(url: &str, set: SetId) -> Result<Connection, StoreError> {
+    let connection = connect(url, &format!("hongbao-tables-{set}"))?;
     connection
         .block_on(connection.batch_execute("SET synchronous_commit = off"))
         .map_err(failed("configuring the materializer's connection"))?;
@@ -615,6 +658,7 @@ async fn write_keys(client: &Client, s: &Statements, batches: &[Journaled]) -> R
 
 impl Store for PgStore {
     fn recover(&mut self, now: Millis) -> Result<Recovered, StoreError> {
+        self.reconnect_if_lost()?;
         let today = now.civil_day();
         // Today and tomorrow, never an earlier day: it may be cold.
         let ahead = [today, Millis(now.0 + 86_400_000).civil_day()];
@@ -633,19 +677,27 @@ impl Store for PgStore {
     }
 
     fn prefetch(&mut self, wants: &Wants) -> Result<Fetched, StoreError> {
-        self.client.block_on(self.fetch(wants))
+        self.reconnect_if_lost()?;
+        let fetched = self.client.block_on(self.fetch(wants));
+        self.suspect = fetched.as_ref().is_err_and(|error| !error.refused);
+        fetched
     }
 
     fn materialized(&mut self) -> Result<Position, StoreError> {
         self.reconnect_if_lost()?;
         let row = self
             .client
-            .block_on(
-                self.client.query_one("SELECT position FROM hongbao_sets WHERE set_id = $1", &[&set_number(self.set)]),
-            )
+            .block_on(self.client.query_one(
+                "SELECT position, pg_current_wal_insert_lsn()::text FROM hongbao_sets WHERE set_id = $1",
+                &[&set_number(self.set)],
+            ))
             .map_err(failed("reading the set's position"))?;
         let position = row.get::<_, i64>(0) as Position;
-        self.durable = self.durable.max(position);
+        // What is visible may not be flushed yet (an earlier run's last
+        // commits): durable once the WAL read here is.
+        if position > self.durable {
+            self.unflushed.push_back((position, lsn(row.get(1))?));
+        }
         Ok(position)
     }
 

@@ -156,3 +156,42 @@ fn a_trim_keeps_every_record_above_its_bound() {
     journal.append(5_001, &payload(5_001)).unwrap();
     assert_eq!(recovered(journal, 4_990).unwrap(), (expected(4_991..=5_001), 5_001));
 }
+
+/// A set's writer connection that is lost (here ended by the server, as a
+/// database restart ends it) fails the append in flight; the recovery that
+/// follows (the engine's, after a failed append) opens a new connection,
+/// takes the set's lock again, and the journal and the prefetches go on.
+#[test]
+fn a_lost_writer_connection_is_reopened_with_the_sets_lock_and_the_journal_goes_on() {
+    let name = "a_lost_writer_connection_is_reopened_with_the_sets_lock_and_the_journal_goes_on";
+    let Some(db) = TestDatabase::create(name) else { return };
+    let mut stores = open_sets(&SetMap::single(db.url()), 1).unwrap();
+    let set = &mut stores[0];
+    set.journal.append(1, &payload(1)).unwrap();
+    let ended = common::value(
+        &db.url(),
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE datname = current_database() AND application_name = 'hongbao-set-0'",
+    );
+    assert_eq!(ended, "1", "the set's writer connection, found by its name");
+    // The server may end the connection between statements: the next use
+    // finds it closed, or fails and the one after does.
+    let mut failures = 0;
+    while set.journal.append(2, &payload(2)).is_err() {
+        failures += 1;
+        assert!(failures < 3, "the append never went through on a new connection");
+        recovered(set.journal.as_mut(), 0).unwrap();
+    }
+    assert_eq!(recovered(set.journal.as_mut(), 0).unwrap(), (expected(1..=2), 2));
+    let held = common::value(
+        &db.url(),
+        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+         WHERE l.locktype = 'advisory' AND a.datname = current_database() AND a.application_name = 'hongbao-set-0'",
+    );
+    assert_eq!(held, "1", "the new connection holds the set's lock");
+    let wants = hongbao_engine::Wants {
+        accounts: vec![hongbao_domain::UserId::parse("alice").unwrap()],
+        ..hongbao_engine::Wants::default()
+    };
+    hongbao_engine::Store::prefetch(&mut set.writer, &wants).unwrap();
+}
