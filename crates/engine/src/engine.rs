@@ -352,6 +352,31 @@ pub fn received_order(at: Millis, id: &PacketId) -> (Millis, u16, u64) {
     (at, id.set.0, id.seq)
 }
 
+/// Where a page of the `received` list ends, as one set's reader applies
+/// the cursor: claims strictly before `(at, seq)` in the order of
+/// `received_order`, or every claim when `open_ended`. The order is
+/// `(at, set, seq)` descending across all sets, so within `set` a cursor
+/// from a lower set admits claims of equal time, and one from a higher set
+/// does not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReceivedBound {
+    pub at: i64,
+    pub seq: i64,
+    pub open_ended: bool,
+}
+
+impl ReceivedBound {
+    pub fn of(set: SetId, before: Option<(Millis, PacketId)>) -> ReceivedBound {
+        let (at, seq) = match before {
+            None => return ReceivedBound { at: i64::MAX, seq: i64::MAX, open_ended: true },
+            Some((at, id)) if set < id.set => (at.0, i64::MAX),
+            Some((at, id)) if set > id.set => (at.0, i64::MIN),
+            Some((at, id)) => (at.0, id.seq.min(i64::MAX as u64) as i64),
+        };
+        ReceivedBound { at, seq, open_ended: false }
+    }
+}
+
 /// Parses a `received` cursor: `<at>.<packet id>`.
 pub fn parse_received_cursor(text: &str) -> Option<(Millis, PacketId)> {
     let (at, id) = text.split_once('.')?;

@@ -23,7 +23,7 @@ mod writer;
 
 pub use clock::{Clock, Entropy, ManualClock, OsEntropy, SeededEntropy, SystemClock};
 pub use config::EngineConfig;
-pub use engine::{Engine, SetStores, parse_received_cursor, received_order};
+pub use engine::{Engine, ReceivedBound, SetStores, parse_received_cursor, received_order};
 pub use error::EngineError;
 pub use journal::{BATCHES_PER_TRANSACTION_MAX, Journal, JournalError, Position};
 pub use store::{

@@ -15,7 +15,7 @@ use hongbao_engine::StoreError;
 use tokio_postgres::Client;
 
 use crate::SetMap;
-use crate::pg::{connect, failed};
+use crate::pg::{connect, failed, in_transaction};
 use crate::schema::{LOCK_CLASS, LOCK_DAYS};
 
 /// Partitions of a day's packets (and of its claims), by packet-id hash:
@@ -67,11 +67,7 @@ async fn make(client: &Client, day: u32) -> Result<(), StoreError> {
     if !is_valid_civil_day(day) {
         return Err(StoreError::refused(format!("{day} is not a day")));
     }
-    client.batch_execute("BEGIN").await.map_err(failed("starting to make a day"))?;
-    let result = make_in_transaction(client, day).await;
-    let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
-    client.batch_execute(end).await.map_err(failed("ending the making of a day"))?;
-    result
+    in_transaction(client, "making a day", make_in_transaction(client, day)).await
 }
 
 pub(crate) async fn make_in_transaction(client: &Client, day: u32) -> Result<(), StoreError> {
@@ -207,11 +203,7 @@ async fn is_settled(client: &Client, day: u32, now: Millis) -> Result<bool, Stor
 /// Moves `day` cold in one transaction: its entries' totals recorded, its
 /// partitions detached from the hot tables and attached to the archive's.
 async fn cool(client: &Client, day: u32) -> Result<(), StoreError> {
-    client.batch_execute("BEGIN").await.map_err(failed("starting to move a day cold"))?;
-    let result = cool_in_transaction(client, day).await;
-    let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
-    client.batch_execute(end).await.map_err(failed("ending the move of a day"))?;
-    result
+    in_transaction(client, "moving a day cold", cool_in_transaction(client, day)).await
 }
 
 async fn cool_in_transaction(client: &Client, day: u32) -> Result<(), StoreError> {

@@ -140,6 +140,20 @@ pub fn redacted(url: &str) -> String {
         .join(" ")
 }
 
+/// Runs `body` in a transaction on `client`: committed if it succeeds,
+/// rolled back if it fails. `what` names the work in errors.
+pub(crate) async fn in_transaction<T>(
+    client: &Client,
+    what: &str,
+    body: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    client.batch_execute("BEGIN").await.map_err(failed(what))?;
+    let result = body.await;
+    let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    client.batch_execute(end).await.map_err(failed(what))?;
+    result
+}
+
 /// A database error as the engine sees it: a constraint's refusal (an
 /// engine bug, never retried) or a failure that may pass.
 pub(crate) fn failed(context: &str) -> impl Fn(tokio_postgres::Error) -> StoreError + '_ {

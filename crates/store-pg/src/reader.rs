@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use hongbao_domain::{Amount, Millis, Packet, PacketId, SetId, UserId};
 use hongbao_engine::stored::assemble;
-use hongbao_engine::{ReceivedItem, SentItem, StoreError, StoreReader};
+use hongbao_engine::{ReceivedBound, ReceivedItem, SentItem, StoreError, StoreReader};
 use tokio_postgres::Client;
 use tokio_postgres::types::ToSql;
 
@@ -151,15 +151,8 @@ impl StoreReader for PgReader {
         before: Option<(Millis, PacketId)>,
         limit: usize,
     ) -> Result<Vec<ReceivedItem>, StoreError> {
-        // The order is (at, set, seq) descending across all sets; within this
-        // set, a cursor from a lower set admits equal times, a higher one not.
-        let (at, seq) = match before {
-            None => (i64::MAX, i64::MAX),
-            Some((at, id)) if self.set < id.set => (at.0, i64::MAX),
-            Some((at, id)) if self.set > id.set => (at.0, i64::MIN),
-            Some((at, id)) => (at.0, id.seq.min(i64::MAX as u64) as i64),
-        };
-        let (open_ended, set, limit) = (before.is_none(), set_number(self.set), limit as i64);
+        let ReceivedBound { at, seq, open_ended } = ReceivedBound::of(self.set, before);
+        let (set, limit) = (set_number(self.set), limit as i64);
         self.pool.with(async |client| {
             let rows = client
                 .query(

@@ -9,7 +9,7 @@ use hongbao_engine::StoreError;
 use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 
-use crate::pg::failed;
+use crate::pg::{failed, in_transaction};
 
 const MIGRATIONS: &[&str] =
     &[include_str!("migrations/0001_tables.sql"), include_str!("migrations/0002_cold_days.sql")];
@@ -23,11 +23,7 @@ pub(crate) const LOCK_DAYS: i32 = -2;
 /// Brings the database's schema up to date and checks that it belongs to a
 /// data set of `sets` sets (recording it, if it is new).
 pub(crate) async fn migrate(client: &Client, sets: u16) -> Result<(), StoreError> {
-    client.batch_execute("BEGIN").await.map_err(failed("starting the migrations"))?;
-    let result = migrate_in_transaction(client, sets).await;
-    let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
-    client.batch_execute(end).await.map_err(failed("ending the migrations"))?;
-    result
+    in_transaction(client, "migrating", migrate_in_transaction(client, sets)).await
 }
 
 async fn migrate_in_transaction(client: &Client, sets: u16) -> Result<(), StoreError> {

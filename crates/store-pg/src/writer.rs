@@ -161,7 +161,6 @@ impl Statements {
 }
 
 impl PgStore {
-    /// A handle on `set`'s tables over `client`.
     /// The writer's handle, on the set's writer connection.
     pub(crate) fn open_writer(connection: Arc<WriterConnection>, set: SetId) -> Result<PgStore, StoreError> {
         let (client, generation) = connection.get()?;
@@ -306,18 +305,14 @@ impl PgStore {
         )
         .map_err(failed("prefetching"))?;
         let mut fetched = Fetched::default();
-        let mut found: HashSet<&UserId> = HashSet::new();
         for row in &accounts {
-            let holder = user(row, 0)?;
-            if let Some(wanted) = wants.accounts.iter().find(|wanted| **wanted == holder) {
-                found.insert(wanted);
-            }
-            fetched.accounts.push((holder, amount(row, 1)?));
+            fetched.accounts.push((user(row, 0)?, amount(row, 1)?));
         }
+        // Every wanted account is answered: a user without one has zero.
+        let found: HashSet<&UserId> = fetched.accounts.iter().map(|(holder, _)| holder).collect();
         let zero = hongbao_domain::Amount::ZERO;
-        fetched
-            .accounts
-            .extend(wants.accounts.iter().filter(|wanted| !found.contains(wanted)).map(|u| (u.clone(), zero)));
+        let missing: Vec<UserId> = wants.accounts.iter().filter(|wanted| !found.contains(wanted)).cloned().collect();
+        fetched.accounts.extend(missing.into_iter().map(|user| (user, zero)));
         let mut packets = wants.packets.clone();
         for row in &records {
             let op: &str = row.get(1);

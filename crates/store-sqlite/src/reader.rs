@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use hongbao_domain::{Amount, Millis, Packet, PacketId, SetId, UserId};
-use hongbao_engine::{ReceivedItem, SentItem, StoreError, StoreReader};
+use hongbao_engine::{ReceivedBound, ReceivedItem, SentItem, StoreError, StoreReader};
 use rusqlite::{Connection, OpenFlags, params};
 
 use crate::cold::ColdFiles;
@@ -117,14 +117,7 @@ impl StoreReader for SqliteReader {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        // The order is (at, set, seq) descending across all sets; within this
-        // set, a cursor from a lower set admits equal times, a higher one not.
-        let cursor = match before {
-            None => ReceivedCursor { at: i64::MAX, seq: i64::MAX, open_ended: true },
-            Some((at, id)) if self.set < id.set => ReceivedCursor { at: at.0, seq: i64::MAX, open_ended: false },
-            Some((at, id)) if self.set > id.set => ReceivedCursor { at: at.0, seq: i64::MIN, open_ended: false },
-            Some((at, id)) => ReceivedCursor { at: at.0, seq: id.seq.min(i64::MAX as u64) as i64, open_ended: false },
-        };
+        let cursor = ReceivedBound::of(self.set, before);
         let (mut items, days) = self.with(|connection| {
             in_snapshot(connection, |connection| {
                 Ok((received_in(connection, user, cursor, limit)?, list_days(connection, user, "received")?))
@@ -182,20 +175,12 @@ fn sent_in(connection: &Connection, user: &UserId, before: i64, limit: usize) ->
         .collect())
 }
 
-/// Where a page of received shares ends, as this set sees the cursor.
-#[derive(Clone, Copy, Debug)]
-struct ReceivedCursor {
-    at: i64,
-    seq: i64,
-    open_ended: bool,
-}
-
 /// Shares opened by `user` before `cursor`, newest first, from the tables
 /// of `connection` (the hot ones or a cold day's).
 fn received_in(
     connection: &Connection,
     user: &UserId,
-    cursor: ReceivedCursor,
+    cursor: ReceivedBound,
     limit: usize,
 ) -> Result<Vec<ReceivedItem>, StoreError> {
     let mut statement = connection
