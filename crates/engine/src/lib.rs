@@ -28,5 +28,5 @@ pub use error::EngineError;
 pub use journal::{BATCHES_PER_TRANSACTION_MAX, Journal, JournalError, Position};
 pub use store::{
     COLD_MARGIN_MS, ColdDays, Credit, Effects, Fetched, IdempotencyOp, IdempotencyRecord, IdempotencyResult, Journaled,
-    LedgerEntry, Page, ReceivedItem, Recovered, SentItem, Store, StoreError, StoreReader, Wants,
+    LedgerEntry, Page, ReceivedItem, Recovered, SentItem, SharedPositions, Store, StoreError, StoreReader, Wants,
 };

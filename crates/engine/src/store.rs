@@ -304,4 +304,24 @@ pub trait StoreReader: Send + Sync + 'static {
         before: Option<(Millis, PacketId)>,
         limit: usize,
     ) -> Result<Vec<ReceivedItem>, StoreError>;
+
+    /// For a set this node does not write (another node holds it): the
+    /// journal's last position (what its writer has acknowledged) and the
+    /// tables' position, read from the shared store, so a read can wait for
+    /// the tables to hold what was acknowledged elsewhere. A store whose
+    /// journal only its own node sees cannot tell.
+    fn shared_positions(&self) -> Result<SharedPositions, StoreError> {
+        Err(StoreError::new("this store's journal is not shared between nodes"))
+    }
+}
+
+/// A set's positions as the shared store holds them (see
+/// `StoreReader::shared_positions`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SharedPositions {
+    /// The last position appended to the journal: acknowledged, or about
+    /// to be.
+    pub journal: Position,
+    /// The last position the tables hold.
+    pub tables: Position,
 }

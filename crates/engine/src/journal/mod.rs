@@ -33,6 +33,12 @@ pub enum JournalError {
     /// positions, an append out of order): an engine or format bug.
     #[error("journal record {position}: {why}")]
     Invalid { position: Position, why: String },
+    /// The store refused the append because another node took the set
+    /// over (its lease moved to a newer epoch than the writer's): the
+    /// record is not in the journal, and this writer may never append
+    /// again. Only a shared journal (PostgreSQL's) fences.
+    #[error("set fenced: {0}")]
+    Fenced(String),
 }
 
 /// Batches per materializing transaction at most: enough that a
