@@ -49,13 +49,15 @@ pub(crate) enum Command {
     Shutdown,
 }
 
-pub(crate) enum Mail {
+pub enum Mail {
     /// Apply this credit (idempotently) and acknowledge it to `from`.
     /// `first` marks the delivery sent right after the claim's commit: the
     /// mailbox from one set is FIFO and every resend comes later, so a first
     /// delivery cannot find its credit applied already, and the target skips
     /// the ledger lookup. Resends are always checked (and the ledger's unique
-    /// reference refuses a duplicate whatever the engine believed).
+    /// reference refuses a duplicate whatever the engine believed). Mail
+    /// that crossed nodes is never `first`: another node's order is not this
+    /// mailbox's.
     Credit { credit: Credit, from: SetId, first: bool },
     /// The credit with this reference is durable in its target set.
     CreditAck { reference: String },

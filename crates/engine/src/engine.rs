@@ -3,11 +3,11 @@
 //! sets' committed state.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Sender, TrySendError, bounded};
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 use hongbao_domain::id::SETS_MAX;
 use hongbao_domain::{
     Amount, DepositOutcome, GrabOutcome, Limits, Millis, OpenOutcome, Packet, PacketId, PacketSpec, SendOutcome, SetId,
@@ -16,11 +16,12 @@ use hongbao_domain::{
 use tokio::sync::oneshot;
 
 use crate::clock::{Clock, Entropy};
-use crate::command::{Command, Queued, Reply};
+use crate::command::{Command, Mail, Queued, Reply};
 use crate::config::{EngineConfig, MAILBOX_CAPACITY};
 use crate::error::EngineError;
 use crate::journal::Journal;
 use crate::materializer::{Materializer, catch_up};
+use crate::postman::{Postman, RemotePost};
 use crate::progress::Progress;
 use crate::store::{Page, ReceivedItem, SentItem, Store, StoreError, StoreReader};
 use crate::writer::{Links, Writer};
@@ -54,94 +55,223 @@ pub struct Engine {
 struct Inner {
     limits: Limits,
     clock: Arc<dyn Clock>,
-    queues: Vec<Sender<Queued>>,
-    /// Each set's last queue delay (see `Writer::queue_delay_us`).
-    queue_delays_us: Vec<Arc<AtomicU64>>,
+    config: EngineConfig,
+    /// One per set of the data set, whether this node holds it or not.
+    slots: Vec<Slot>,
+    postman: Arc<Postman>,
     /// Half of `queue_wait_max`: past this delay a set refuses at the door.
     door_closes_at_us: u64,
-    readers: Vec<Arc<dyn StoreReader>>,
-    /// Each set's journal and table positions, and its health.
-    progress: Vec<Arc<Progress>>,
     /// Set once `shutdown` begins: no set takes writes after it.
     stopped: AtomicBool,
-    /// Writers first, then materializers: joined in that order.
+    /// Batches the journal refused because the set had moved to another
+    /// node (fencing), since start.
+    fenced_writes: AtomicU64,
+}
+
+/// One set: its reader, its mailbox, and while this node holds it, its
+/// running writer.
+struct Slot {
+    reader: Arc<dyn StoreReader>,
+    /// Mail for the set; its writer reads it while the set is held here.
+    mail: Receiver<Mail>,
+    held: RwLock<Option<Arc<Held>>>,
+}
+
+/// A set this node holds: its queue, its progress, and its two threads.
+struct Held {
+    queue: Sender<Queued>,
+    /// The set's last queue delay (see `Writer::queue_delay_us`).
+    queue_delay_us: Arc<AtomicU64>,
+    /// The set's journal and table positions, and its health.
+    progress: Arc<Progress>,
+    /// The writer, then the materializer: joined in that order.
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("sets", &self.inner.queues.len()).finish()
+        f.debug_struct("Engine").field("sets", &self.inner.slots.len()).finish()
     }
+}
+
+fn set_count(sets: usize) -> Result<u16, StoreError> {
+    let sets = u16::try_from(sets).ok().filter(|n| (1..=SETS_MAX).contains(n));
+    sets.ok_or_else(|| StoreError::new(format!("set count must be 1 to {SETS_MAX}")))
 }
 
 impl Engine {
     /// Recovers every set (its tables brought up to its journal's end,
     /// then memory loaded from them) and starts its writer and materializer
-    /// threads. Fails if any set cannot recover.
+    /// threads: a node that holds every set. Fails if any set cannot
+    /// recover.
     pub fn start<S: Store>(
         config: EngineConfig,
         stores: Vec<SetStores<S>>,
         clock: Arc<dyn Clock>,
         mut entropy: impl FnMut(SetId) -> Box<dyn Entropy>,
     ) -> Result<Engine, StoreError> {
-        let sets = u16::try_from(stores.len()).ok().filter(|n| (1..=SETS_MAX).contains(n));
-        let sets = sets.ok_or_else(|| StoreError::new(format!("set count must be 1 to {SETS_MAX}")))?;
-        let (mail_senders, mail_receivers): (Vec<_>, Vec<_>) = (0..sets).map(|_| bounded(MAILBOX_CAPACITY)).unzip();
-        let peers = Arc::new(mail_senders);
-        let (mut queues, mut queue_delays_us, mut readers, mut progress, mut threads) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let mut materializers = Vec::new();
-        for ((index, stores), mail) in stores.into_iter().enumerate().zip(mail_receivers) {
+        set_count(stores.len())?;
+        let readers = stores.iter().map(|stores| stores.reader.clone()).collect();
+        let engine = Engine::new(config, readers, clock, None)?;
+        for (index, stores) in stores.into_iter().enumerate() {
             let set = SetId(index as u16);
-            let started = Instant::now();
-            let fail = |what: &str, e: &dyn std::fmt::Display| StoreError::new(format!("set {set}: {what}: {e}"));
-            let set_progress = Arc::new(Progress::new());
-            let mut materializer = Materializer::new(set, stores.materializer, set_progress.clone())
-                .map_err(|e| fail("reading the tables' position", &e))?;
-            let mut journal = stores.journal;
-            let last = catch_up(&mut materializer, &mut *journal).map_err(|e| fail("replaying the journal", &e))?;
-            set_progress.ack(last);
-            let replayed = last - materializer.position().min(last);
-            tracing::info!(%set, position = last, ms = started.elapsed().as_millis() as u64, replayed, "journal replayed");
-            let (queue, commands) = bounded(config.queue_capacity);
-            let (to_tables, from_writer) = bounded(MATERIALIZER_QUEUE);
-            let queue_delay_us = Arc::new(AtomicU64::new(0));
-            let links = Links {
-                commands,
-                mail,
-                peers: peers.clone(),
-                materializer: to_tables,
-                progress: set_progress.clone(),
-                queue_delay_us: queue_delay_us.clone(),
-            };
-            let writer =
-                Writer::new(set, sets, config.clone(), stores.writer, journal, clock.clone(), entropy(set), links)
-                    .map_err(|e| fail("loading memory", &e))?;
-            threads.push(spawn(format!("hongbao-set-{index}"), move || writer.run())?);
-            materializers.push(spawn(format!("hongbao-tables-{index}"), move || materializer.run(from_writer))?);
-            queues.push(queue);
-            queue_delays_us.push(queue_delay_us);
-            readers.push(stores.reader);
-            progress.push(set_progress);
+            engine.take(set, stores, entropy(set))?;
         }
-        threads.extend(materializers);
+        Ok(engine)
+    }
+
+    /// An engine that holds no set yet, for one node of several: sets are
+    /// taken (`take`) and given up (`give_up`) as the node's leases come and
+    /// go; mail for sets held elsewhere goes through `remote`, and reads of
+    /// them through `readers` and the shared store's positions.
+    pub fn shared(
+        config: EngineConfig,
+        readers: Vec<Arc<dyn StoreReader>>,
+        clock: Arc<dyn Clock>,
+        remote: Arc<dyn RemotePost>,
+    ) -> Result<Engine, StoreError> {
+        Engine::new(config, readers, clock, Some(remote))
+    }
+
+    fn new(
+        config: EngineConfig,
+        readers: Vec<Arc<dyn StoreReader>>,
+        clock: Arc<dyn Clock>,
+        remote: Option<Arc<dyn RemotePost>>,
+    ) -> Result<Engine, StoreError> {
+        set_count(readers.len())?;
+        let (senders, receivers): (Vec<_>, Vec<_>) = readers.iter().map(|_| bounded(MAILBOX_CAPACITY)).unzip();
+        let postman = match remote {
+            Some(remote) => Postman::shared(senders, remote),
+            None => Postman::local(senders),
+        };
+        let slots = readers
+            .into_iter()
+            .zip(receivers)
+            .map(|(reader, mail)| Slot { reader, mail, held: RwLock::new(None) })
+            .collect();
         let door_closes_at_us = u64::try_from(config.queue_wait_max.as_micros() / 2).unwrap_or(u64::MAX);
         let inner = Inner {
-            limits: config.limits,
+            limits: config.limits.clone(),
             clock,
-            queues,
-            queue_delays_us,
+            config,
+            slots,
+            postman: Arc::new(postman),
             door_closes_at_us,
-            readers,
-            progress,
             stopped: AtomicBool::new(false),
-            threads: Mutex::new(threads),
+            fenced_writes: AtomicU64::new(0),
         };
         Ok(Engine { inner: Arc::new(inner) })
     }
 
+    /// Recovers `set` from `stores` (its tables brought up to its journal's
+    /// end, then memory loaded from them) and starts serving it here. The
+    /// caller holds the set (its lease, or its lock).
+    pub fn take<S: Store>(
+        &self,
+        set: SetId,
+        stores: SetStores<S>,
+        entropy: Box<dyn Entropy>,
+    ) -> Result<(), StoreError> {
+        let sets = self.sets();
+        let slot = self.slot(set).ok_or_else(|| StoreError::new(format!("no set {set} among {sets}")))?;
+        if slot.held.read().expect("slot lock").is_some() {
+            return Err(StoreError::new(format!("set {set} is already held here")));
+        }
+        let started = Instant::now();
+        let fail = |what: &str, e: &dyn std::fmt::Display| StoreError::new(format!("set {set}: {what}: {e}"));
+        let progress = Arc::new(Progress::new());
+        let mut materializer = Materializer::new(set, stores.materializer, progress.clone())
+            .map_err(|e| fail("reading the tables' position", &e))?;
+        let mut journal = stores.journal;
+        let last = catch_up(&mut materializer, &mut *journal).map_err(|e| fail("replaying the journal", &e))?;
+        progress.ack(last);
+        let replayed = last - materializer.position().min(last);
+        let (queue, commands) = bounded(self.inner.config.queue_capacity);
+        let (to_tables, from_writer) = bounded(MATERIALIZER_QUEUE);
+        let queue_delay_us = Arc::new(AtomicU64::new(0));
+        let links = Links {
+            commands,
+            mail: slot.mail.clone(),
+            peers: self.inner.postman.clone(),
+            materializer: to_tables,
+            progress: progress.clone(),
+            queue_delay_us: queue_delay_us.clone(),
+        };
+        let config = self.inner.config.clone();
+        let writer = Writer::new(set, sets, config, stores.writer, journal, self.inner.clock.clone(), entropy, links)
+            .map_err(|e| fail("loading memory", &e))?;
+        tracing::info!(%set, position = last, ms = started.elapsed().as_millis() as u64, replayed, "journal replayed");
+        let writer = spawn(format!("hongbao-set-{set}"), move || writer.run())?;
+        let materializer = spawn(format!("hongbao-tables-{set}"), move || materializer.run(from_writer))?;
+        let held = Held { queue, queue_delay_us, progress, threads: Mutex::new(vec![writer, materializer]) };
+        *slot.held.write().expect("slot lock") = Some(Arc::new(held));
+        self.inner.postman.hold(set, true);
+        Ok(())
+    }
+
+    /// Stops serving `set` here: new commands for it are refused as held
+    /// elsewhere (`NotHere`) at once, the commands already queued are
+    /// answered, their batch committed, and the tables brought up to the
+    /// journal's end (or as far as they can be written; the journal holds
+    /// the rest). Blocks until the set's threads are done: call it off the
+    /// async runtime, then let the set's lease go. A set whose writer was
+    /// fenced is given up the same way (its writer has stopped already).
+    pub fn give_up(&self, set: SetId) {
+        let Some(slot) = self.slot(set) else { return };
+        let Some(held) = slot.held.write().expect("slot lock").take() else { return };
+        self.inner.postman.hold(set, false);
+        Engine::stop_held(&held, self.inner.clock.monotonic());
+    }
+
+    fn stop_held(held: &Held, now: Duration) {
+        held.progress.stop();
+        // Waits for room: the commands ahead of it are still answered. A
+        // writer that stopped (fenced) has dropped its queue: nothing waits.
+        let _ = held.queue.send(Queued { at: now, command: Command::Shutdown });
+        let threads = std::mem::take(&mut *held.threads.lock().expect("threads lock"));
+        for thread in threads {
+            let _ = thread.join();
+        }
+    }
+
+    fn slot(&self, set: SetId) -> Option<&Slot> {
+        self.inner.slots.get(set.index())
+    }
+
+    fn held(&self, set: SetId) -> Option<Arc<Held>> {
+        self.slot(set)?.held.read().expect("slot lock").clone()
+    }
+
+    fn every_held(&self) -> impl Iterator<Item = (SetId, Arc<Held>)> + '_ {
+        (0..self.sets()).filter_map(|set| self.held(SetId(set)).map(|held| (SetId(set), held)))
+    }
+
+    /// The sets this node serves now.
+    pub fn held_sets(&self) -> Vec<SetId> {
+        self.every_held().map(|(set, _)| set).collect()
+    }
+
+    /// Sets held here whose writer was fenced (another node took them
+    /// over): to be given up.
+    pub fn fenced_sets(&self) -> Vec<SetId> {
+        self.every_held().filter(|(_, held)| held.progress.fenced()).map(|(set, _)| set).collect()
+    }
+
+    /// Batches refused by fencing since start: writes a node made after it
+    /// had lost its set, refused by the journal and answered as errors.
+    pub fn fenced_writes(&self) -> u64 {
+        self.inner.fenced_writes.load(Ordering::Relaxed)
+    }
+
+    /// Mail from another node for `set`; false if the set is not held here
+    /// (or its mailbox is full): the sending set resends it.
+    pub fn deliver(&self, set: SetId, mail: Mail) -> bool {
+        self.slot(set).is_some() && self.inner.postman.deliver(set, mail)
+    }
+
     pub fn sets(&self) -> u16 {
-        self.inner.queues.len() as u16
+        self.inner.slots.len() as u16
     }
 
     pub fn limits(&self) -> &Limits {
@@ -157,22 +287,22 @@ impl Engine {
         self.inner.stopped.load(Ordering::Relaxed)
     }
 
-    /// The sets that do not serve writes now (a failed append they have not
-    /// yet recovered from, or tables that refused a record).
+    /// The sets held here that do not serve writes now (a failed append
+    /// they have not yet recovered from, or tables that refused a record).
     pub fn unavailable_sets(&self) -> Vec<SetId> {
-        let healthy = self.inner.progress.iter().map(|progress| progress.is_healthy());
-        healthy.enumerate().filter(|&(_, ok)| !ok).map(|(set, _)| SetId(set as u16)).collect()
+        self.every_held().filter(|(_, held)| !held.progress.is_healthy()).map(|(set, _)| set).collect()
     }
 
-    /// Batches acknowledged but not yet in the tables, over every set: the
-    /// tables' lag (what a read may wait for, and what a restart replays).
+    /// Batches acknowledged but not yet in the tables, over every set held
+    /// here: the tables' lag (what a read may wait for, and what a restart
+    /// replays).
     pub fn tables_lag(&self) -> u64 {
-        self.inner.progress.iter().map(|progress| progress.acked().saturating_sub(progress.materialized())).sum()
+        self.every_held().map(|(_, held)| held.progress.acked().saturating_sub(held.progress.materialized())).sum()
     }
 
     /// Why a set stopped taking writes for good, if one did.
     pub fn halted(&self) -> Vec<String> {
-        self.inner.progress.iter().filter_map(|progress| progress.halted()).collect()
+        self.every_held().filter_map(|(_, held)| held.progress.halted()).collect()
     }
 
     fn set_of(&self, user: &UserId) -> SetId {
@@ -188,20 +318,35 @@ impl Engine {
     /// free for the next request. At the writer (`Writer::admit`): while a
     /// queue stands, a command that waited longer than `queue_wait_max` is
     /// refused unapplied.
+    ///
+    /// A set held by another node is refused with `NotHere` before anything
+    /// is queued, so the node can forward the request.
     async fn call<T>(&self, set: SetId, command: impl FnOnce(Reply<T>) -> Command) -> Result<T, EngineError> {
-        if self.inner.queue_delays_us[set.index()].load(Ordering::Relaxed) > self.inner.door_closes_at_us {
+        let held = match self.held(set) {
+            Some(held) if !held.progress.fenced() => held,
+            _ if self.is_stopped() => return Err(EngineError::ShuttingDown),
+            _ => return Err(EngineError::NotHere(set)),
+        };
+        if held.queue_delay_us.load(Ordering::Relaxed) > self.inner.door_closes_at_us {
             return Err(EngineError::Overloaded);
         }
         let (reply, answer) = oneshot::channel();
         let queued = Queued { at: self.inner.clock.monotonic(), command: command(reply) };
-        match self.inner.queues[set.index()].try_send(queued) {
+        match held.queue.try_send(queued) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err(EngineError::Overloaded),
+            // Never queued: a fenced writer has stopped, the set moves.
+            Err(TrySendError::Disconnected(_)) if held.progress.fenced() => return Err(EngineError::NotHere(set)),
             Err(TrySendError::Disconnected(_)) => return Err(EngineError::ShuttingDown),
         }
+        drop(held);
         // A writer that stopped (shutdown, or a crash on a broken invariant)
         // drops the reply: the outcome is unknown to the client, never applied twice.
-        answer.await.unwrap_or(Err(EngineError::ShuttingDown))
+        let answer = answer.await.unwrap_or(Err(EngineError::ShuttingDown));
+        if matches!(answer, Err(EngineError::Fenced)) {
+            self.inner.fenced_writes.fetch_add(1, Ordering::Relaxed);
+        }
+        answer
     }
 
     pub async fn deposit(
@@ -240,15 +385,24 @@ impl Engine {
 
     /// Runs a blocking read on the runtime's blocking pool, once the tables
     /// of `sets` hold every batch acknowledged before the read began: a
-    /// client that was answered reads what it was answered.
+    /// client that was answered reads what it was answered. For a set held
+    /// here that is its writer's last acknowledged position; for a set held
+    /// by another node, the journal's end in the shared store.
     async fn read<T: Send + 'static>(
         &self,
         sets: impl IntoIterator<Item = usize>,
         read: impl FnOnce(&[Arc<dyn StoreReader>]) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, EngineError> {
-        let targets: Vec<(usize, u64)> = sets.into_iter().map(|set| (set, self.inner.progress[set].acked())).collect();
-        for (set, acked) in targets {
-            let progress = &self.inner.progress[set];
+        let mut elsewhere = Vec::new();
+        let mut here = Vec::new();
+        for set in sets {
+            match self.held(SetId(set as u16)) {
+                Some(held) => here.push((held.progress.acked(), held)),
+                None => elsewhere.push(self.inner.slots[set].reader.clone()),
+            }
+        }
+        for (acked, held) in here {
+            let progress = &held.progress;
             // A halted set's tables stop short of what it acknowledged.
             if progress.halted().is_some() && progress.materialized() < acked {
                 return Err(EngineError::Unavailable);
@@ -257,9 +411,13 @@ impl Engine {
                 return Err(EngineError::Unavailable);
             }
         }
-        let readers = self.inner.readers.clone();
-        match tokio::task::spawn_blocking(move || read(&readers)).await {
-            Ok(result) => result.map_err(|e| EngineError::Storage(e.message)),
+        let readers: Vec<Arc<dyn StoreReader>> = self.inner.slots.iter().map(|slot| slot.reader.clone()).collect();
+        let read = move || {
+            wait_for_shared_tables(&elsewhere)?;
+            read(&readers).map_err(|e| EngineError::Storage(e.message))
+        };
+        match tokio::task::spawn_blocking(read).await {
+            Ok(result) => result,
             Err(join) => Err(EngineError::Storage(format!("read task failed: {join}"))),
         }
     }
@@ -297,7 +455,7 @@ impl Engine {
         limit: usize,
     ) -> Result<Page<ReceivedItem>, EngineError> {
         let mut items = self
-            .read(0..self.inner.readers.len(), move |readers| {
+            .read(0..self.inner.slots.len(), move |readers| {
                 let mut items = Vec::new();
                 for reader in readers {
                     items.extend(reader.received(&user, cursor, limit)?);
@@ -318,16 +476,44 @@ impl Engine {
     /// Blocks: call it off the async runtime.
     pub fn shutdown(&self) {
         self.inner.stopped.store(true, Ordering::Relaxed);
-        self.inner.progress.iter().for_each(|progress| progress.stop());
-        for queue in &self.inner.queues {
-            // Waits for room: the commands ahead of it are still answered.
-            let _ = queue.send(Queued { at: self.inner.clock.monotonic(), command: Command::Shutdown });
+        let held: Vec<(SetId, Arc<Held>)> = self.every_held().collect();
+        held.iter().for_each(|(_, held)| held.progress.stop());
+        let now = self.inner.clock.monotonic();
+        // Every set is told first, so they drain and commit together.
+        for (_, held) in &held {
+            let _ = held.queue.send(Queued { at: now, command: Command::Shutdown });
         }
-        let threads = std::mem::take(&mut *self.inner.threads.lock().expect("threads lock"));
-        for thread in threads {
-            let _ = thread.join();
+        for (_, held) in &held {
+            Engine::stop_held(held, now);
         }
     }
+}
+
+/// How often a read polls the shared store for a set held elsewhere.
+const SHARED_POLL: Duration = Duration::from_millis(5);
+
+/// Waits until the tables of each set held by another node hold its
+/// journal's end as it was when the read began (at most `READ_WAIT_MAX`
+/// over all of them); blocks. A read that cannot tell is refused.
+fn wait_for_shared_tables(readers: &[Arc<dyn StoreReader>]) -> Result<(), EngineError> {
+    let deadline = Instant::now() + READ_WAIT_MAX;
+    for reader in readers {
+        let unavailable = |e: StoreError| {
+            tracing::warn!(failure = %e.message, "reading a set's shared positions failed");
+            EngineError::Unavailable
+        };
+        let target = reader.shared_positions().map_err(unavailable)?.journal;
+        loop {
+            if reader.shared_positions().map_err(unavailable)?.tables >= target {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(EngineError::Unavailable);
+            }
+            std::thread::sleep(SHARED_POLL);
+        }
+    }
+    Ok(())
 }
 
 /// Starts a set's thread. A panic in it is a broken invariant, and the

@@ -17,6 +17,15 @@ pub enum EngineError {
     /// The engine is stopping and takes no new commands.
     #[error("the engine is shutting down")]
     ShuttingDown,
+    /// Another node holds the set now (or no node does, while it moves):
+    /// the command was not queued here. The node forwards it to the holder.
+    #[error("set {0} is held by another node")]
+    NotHere(hongbao_domain::SetId),
+    /// The set's journal refused the batch because another node took the
+    /// set over (its lease moved to a newer epoch): nothing of it was
+    /// applied, and this node no longer writes the set.
+    #[error("the set moved to another node before this write was durable")]
+    Fenced,
     /// A read from the store failed.
     #[error("storage read failed: {0}")]
     Storage(String),

@@ -15,6 +15,7 @@ pub mod error;
 pub mod journal;
 mod materializer;
 pub mod memory;
+mod postman;
 mod progress;
 pub mod sim;
 pub mod store;
@@ -22,10 +23,12 @@ pub mod stored;
 mod writer;
 
 pub use clock::{Clock, Entropy, ManualClock, OsEntropy, SeededEntropy, SystemClock};
+pub use command::Mail;
 pub use config::EngineConfig;
 pub use engine::{Engine, ReceivedBound, SetStores, parse_received_cursor, received_order};
 pub use error::EngineError;
 pub use journal::{BATCHES_PER_TRANSACTION_MAX, Journal, JournalError, Position};
+pub use postman::RemotePost;
 pub use store::{
     COLD_MARGIN_MS, ColdDays, Credit, Effects, Fetched, IdempotencyOp, IdempotencyRecord, IdempotencyResult, Journaled,
     LedgerEntry, Page, ReceivedItem, Recovered, SentItem, SharedPositions, Store, StoreError, StoreReader, Wants,

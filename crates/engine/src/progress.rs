@@ -28,6 +28,9 @@ pub(crate) struct Progress {
     /// Why the materializer stopped, if a record was refused by the tables:
     /// an engine bug, which stops the set's writes until an operator acts.
     halted: Mutex<Option<String>>,
+    /// Set when the journal fenced the writer (another node took the set):
+    /// the writer stops, and never appends again.
+    fenced: AtomicBool,
 }
 
 impl Progress {
@@ -42,6 +45,7 @@ impl Progress {
             healthy: AtomicBool::new(true),
             stopping: AtomicBool::new(false),
             halted: Mutex::new(None),
+            fenced: AtomicBool::new(false),
         }
     }
 
@@ -96,6 +100,14 @@ impl Progress {
 
     pub(crate) fn stop(&self) {
         self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn fenced(&self) -> bool {
+        self.fenced.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn fence(&self) {
+        self.fenced.store(true, Ordering::Release);
     }
 
     pub(crate) fn halted(&self) -> Option<String> {

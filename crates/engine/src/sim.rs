@@ -30,6 +30,7 @@ use crate::error::EngineError;
 use crate::journal::mem::{Fault, MemJournal};
 use crate::materializer::{Materializer, ToMaterializer};
 use crate::memory::MemStore;
+use crate::postman::Postman;
 use crate::progress::Progress;
 use crate::store::{Journaled, Store};
 use crate::writer::{Links, Writer};
@@ -104,7 +105,7 @@ impl World {
         let config =
             EngineConfig { credit_resend_after: Duration::from_secs(1), queue_wait_max, ..EngineConfig::default() };
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..sets).map(|_| bounded(MAILBOX_CAPACITY)).unzip();
-        let peers = Arc::new(senders);
+        let peers = Arc::new(Postman::local(senders));
         let mut world = World {
             sets,
             clock: clock.clone(),

@@ -40,6 +40,19 @@ pub struct ServeFlags {
     /// still readable).
     #[arg(long, default_value_t = hongbao::days::RETENTION_DAYS_DEFAULT)]
     retention_days: u32,
+    /// Serve as one node of several sharing the sets of one PostgreSQL data
+    /// set, under this name (needs --store postgres://… and --advertise).
+    /// The nodes of a cluster share their keys: copy keys.json between
+    /// their data directories.
+    #[arg(long)]
+    node_id: Option<String>,
+    /// host:port where the other nodes reach this one (with --node-id).
+    #[arg(long)]
+    advertise: Option<String>,
+    /// How long a node's hold on a set runs without renewal: a dead node's
+    /// sets are taken over after about this long (with --node-id).
+    #[arg(long, default_value_t = ms(hongbao::cluster::LEASE_DEFAULT))]
+    lease_ms: u64,
     /// Sets of a new data directory (fixed once created; default 8).
     #[arg(long)]
     sets: Option<u16>,
@@ -148,7 +161,28 @@ impl ServeFlags {
         let engine =
             EngineConfig { queue_wait_max: Duration::from_millis(self.queue_wait_max_ms), ..EngineConfig::default() };
         let store = self.store.choice()?;
+        let cluster = match (self.node_id, self.advertise) {
+            (None, None) => None,
+            (Some(node_id), Some(advertise)) => {
+                if !hongbao::cluster::valid_node_id(&node_id) {
+                    bail!("--node-id must be 1 to 64 characters from A-Z a-z 0-9 _ . -");
+                }
+                if advertise.parse::<SocketAddr>().is_err() && advertise.rsplit_once(':').is_none() {
+                    bail!("--advertise must be host:port");
+                }
+                if !(100..=3_600_000).contains(&self.lease_ms) {
+                    bail!("--lease-ms must be from 100 to 3600000");
+                }
+                Some(hongbao::cluster::ClusterOptions {
+                    node_id,
+                    advertise,
+                    lease: Duration::from_millis(self.lease_ms),
+                })
+            }
+            _ => bail!("--node-id and --advertise go together"),
+        };
         Ok(ServeOptions {
+            cluster,
             sets: self.sets,
             engine,
             server,

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use hongbao_domain::audit::{AuditReport, SetSnapshot, audit};
 pub use hongbao_engine::ColdDays;
 use hongbao_engine::{Clock, Engine, EngineConfig, OsEntropy, SystemClock};
@@ -18,6 +18,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub mod cluster;
 pub mod data_dir;
 pub mod days;
 pub mod keys;
@@ -56,6 +57,9 @@ pub struct ServeOptions {
     pub server: ServerConfig,
     /// Days a settled day stays in the hot tables before it goes cold.
     pub retention_days: u32,
+    /// One node of several sharing the sets (PostgreSQL only); none: this
+    /// node holds every set.
+    pub cluster: Option<cluster::ClusterOptions>,
 }
 
 impl ServeOptions {
@@ -69,6 +73,7 @@ impl ServeOptions {
             clock: Arc::new(SystemClock),
             server: ServerConfig::default(),
             retention_days: days::RETENTION_DAYS_DEFAULT,
+            cluster: None,
         }
     }
 }
@@ -88,6 +93,8 @@ pub struct Running {
     server: JoinHandle<std::io::Result<()>>,
     keys_watch: JoinHandle<()>,
     days_watch: JoinHandle<()>,
+    /// The lease keeper, on one node of several.
+    keeper: Option<cluster::Keeper>,
     _lock: File,
 }
 
@@ -113,7 +120,17 @@ pub async fn start(options: ServeOptions) -> Result<Running> {
         retention_days: options.retention_days,
         clock: options.clock.clone(),
     };
-    let engine = start_engine(&data, options.store, options.engine, options.clock).await?;
+    let (engine, joined) = match (&options.store, options.cluster) {
+        (StoreChoice::Postgres(map), Some(cluster)) => {
+            let (engine, joined) =
+                join_cluster(&data, map.clone(), cluster, options.engine, options.clock, &auth).await?;
+            (engine, Some(joined))
+        }
+        (StoreChoice::Sqlite, Some(_)) => {
+            bail!("a node of several needs its sets on PostgreSQL (--store postgres://…)")
+        }
+        (_, None) => (start_engine(&data, options.store, options.engine, options.clock).await?, None),
+    };
     let listener = listen(options.listen).with_context(|| format!("listening on {}", options.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
     let admin_token =
@@ -122,13 +139,88 @@ pub async fn start(options: ServeOptions) -> Result<Running> {
         let auth = auth.clone();
         move |keys| auth.replace(keys)
     }));
-    let state = AppState::new(engine.clone(), auth, options.server);
+    let state = AppState::in_cluster(
+        engine.clone(),
+        auth,
+        options.server,
+        joined.as_ref().map(|joined| joined.cluster.clone()),
+    );
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(hongbao_server::serve(listener, state, async move {
         let _ = stopped.await;
     }));
     let days_watch = tokio::spawn(day_keeper.clone().run());
-    Ok(Running { addr, data, admin_token, engine, day_keeper, stop, server, keys_watch, days_watch, _lock: lock })
+    // Sets are taken once the node answers at its address: the other nodes
+    // forward to it as soon as its leases say it holds them.
+    let keeper = match joined {
+        Some(joined) => Some(joined.start(engine.clone()).await?),
+        None => None,
+    };
+    Ok(Running {
+        addr,
+        data,
+        admin_token,
+        engine,
+        day_keeper,
+        stop,
+        server,
+        keys_watch,
+        days_watch,
+        keeper,
+        _lock: lock,
+    })
+}
+
+/// A node that joined its cluster and has not started its keeper yet.
+struct Joined {
+    cluster: Arc<hongbao_server::cluster::Cluster>,
+    leases: hongbao_store_pg::Leases,
+    published: Arc<cluster::Published>,
+    woken: std::sync::mpsc::Receiver<()>,
+    map: SetMap,
+    sets: u16,
+    options: cluster::ClusterOptions,
+}
+
+impl Joined {
+    async fn start(self, engine: Engine) -> Result<cluster::Keeper> {
+        let Joined { leases, published, woken, map, sets, options, .. } = self;
+        tokio::task::spawn_blocking(move || {
+            cluster::Keeper::start(leases, published, woken, engine, map, sets, options)
+        })
+        .await
+        .context("the task that starts the lease keeper")?
+    }
+}
+
+/// Joins the cluster of nodes serving the data set on `map`: registers the
+/// node, and starts an engine that holds no set yet (the keeper takes them).
+async fn join_cluster(
+    data: &DataDir,
+    map: SetMap,
+    options: cluster::ClusterOptions,
+    config: EngineConfig,
+    clock: Arc<dyn Clock>,
+    auth: &Arc<SharedAuth>,
+) -> Result<(Engine, Joined)> {
+    if !cluster::valid_node_id(&options.node_id) {
+        bail!("--node-id must be 1 to 64 characters from A-Z a-z 0-9 _ . -");
+    }
+    let sets = data.sets;
+    let joining = {
+        let (map, options) = (map.clone(), options.clone());
+        tokio::task::spawn_blocking(move || -> Result<_> {
+            let joined = cluster::Keeper::join(&map, sets, &options)?;
+            let readers = hongbao_store_pg::readers(&map, sets).context("opening the readers on PostgreSQL")?;
+            Ok((joined, readers))
+        })
+    };
+    let ((leases, published, woken), readers) = joining.await.context("the task that joins the cluster")??;
+    let directory: Arc<dyn hongbao_server::cluster::Directory> = published.clone();
+    let cluster = Arc::new(hongbao_server::cluster::Cluster::new(directory, auth.clone()));
+    let courier = Arc::new(hongbao_server::cluster::Courier::start(cluster.clone()));
+    let engine = Engine::shared(config, readers, clock, courier).context("starting the engine")?;
+    Ok((engine, Joined { cluster, leases, published, woken, map, sets, options }))
 }
 
 /// Opens every set where it lives and starts the engine on them. Off the
@@ -189,6 +281,11 @@ impl Running {
         self.days_watch.abort();
         let _ = self.stop.send(());
         self.server.await.context("server task")?.context("serving")?;
+        // One node of several hands its sets over: each drained, then its
+        // lease released for another node to take.
+        if let Some(keeper) = self.keeper {
+            tokio::task::spawn_blocking(move || keeper.leave()).await.context("leaving the cluster")??;
+        }
         let engine = self.engine.clone();
         tokio::task::spawn_blocking(move || engine.shutdown()).await.context("engine shutdown")?;
         Ok(())

@@ -12,7 +12,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use hongbao_domain::{Limits, OpenOutcome, SpecError};
+use hongbao_domain::{Limits, OpenOutcome, SetId, SpecError};
 use hongbao_engine::EngineError;
 use serde_json::json;
 
@@ -23,11 +23,14 @@ pub struct ApiError {
     pub message: String,
     /// Seconds for `Retry-After`; 503s without one say 1.
     pub retry_after_s: Option<u64>,
+    /// The set another node holds, when that is why: the answer carries
+    /// it (`cluster::Elsewhere`) so the node can forward the request.
+    pub elsewhere: Option<SetId>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into(), retry_after_s: None }
+        ApiError { status, code, message: message.into(), retry_after_s: None, elsewhere: None }
     }
 
     /// 429 `rate_limited`, retry after `wait` (whole seconds, rounded up).
@@ -209,6 +212,21 @@ impl ApiError {
         ApiError::new(StatusCode::CONFLICT, code, message)
     }
 
+    /// 503 `set_moving`: the set is between nodes (or its holder cannot
+    /// be reached) for longer than a request waits.
+    pub fn set_moving() -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "set_moving",
+            "this part of the service is moving to another node; retry shortly",
+        )
+    }
+
+    /// 401 `invalid_peer`: a node-to-node request without a valid peer token.
+    pub fn invalid_peer() -> ApiError {
+        ApiError::unauthorized("invalid_peer", "node-to-node routes need a valid peer token")
+    }
+
     pub fn packet_not_found() -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, OpenOutcome::NotFound.code(), "no packet has this id")
     }
@@ -230,6 +248,12 @@ impl From<EngineError> for ApiError {
             EngineError::ShuttingDown => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the service is shutting down")
             }
+            EngineError::NotHere(set) => ApiError { elsewhere: Some(set), ..ApiError::set_moving() },
+            EngineError::Fenced => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "set_moving",
+                "the write was not applied: its part of the service moved to another node; retry it",
+            ),
             EngineError::Storage(detail) => {
                 tracing::error!(%detail, "storage read failed");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
@@ -245,6 +269,10 @@ impl IntoResponse for ApiError {
         let retry_after_s = self.retry_after_s.or((self.status == StatusCode::SERVICE_UNAVAILABLE).then_some(1));
         if let Some(seconds) = retry_after_s {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if let Some(set) = self.elsewhere {
+            response.headers_mut().insert(crate::cluster::ELSEWHERE, HeaderValue::from(set.0));
+            response.extensions_mut().insert(crate::cluster::Elsewhere(set));
         }
         response
     }

@@ -7,6 +7,7 @@
 pub mod admission;
 pub mod auth;
 pub mod body;
+pub mod cluster;
 mod deadline;
 pub mod error;
 pub mod listener;
@@ -75,6 +76,8 @@ pub struct Shared {
     pub writes: Arc<WriteGate>,
     /// Set when the server starts to stop: `/readyz` then says so.
     pub draining: AtomicBool,
+    /// This node's part in a cluster; none when it holds every set.
+    pub cluster: Option<Arc<cluster::Cluster>>,
 }
 
 impl std::ops::Deref for AppState {
@@ -87,6 +90,16 @@ impl std::ops::Deref for AppState {
 
 impl AppState {
     pub fn new(engine: Engine, auth: Arc<SharedAuth>, config: ServerConfig) -> AppState {
+        AppState::in_cluster(engine, auth, config, None)
+    }
+
+    /// The state of one node of several (`cluster`), or of a node alone.
+    pub fn in_cluster(
+        engine: Engine,
+        auth: Arc<SharedAuth>,
+        config: ServerConfig,
+        cluster: Option<Arc<cluster::Cluster>>,
+    ) -> AppState {
         AppState(Arc::new(Shared {
             engine,
             auth,
@@ -94,6 +107,7 @@ impl AppState {
             rates: RateLimits::new(config.rates),
             writes: Arc::new(WriteGate::new(config.writes_in_flight_max, config.user_writes_in_flight_max)),
             draining: AtomicBool::new(false),
+            cluster,
         }))
     }
 }
@@ -101,12 +115,14 @@ impl AppState {
 /// The whole API.
 pub fn router(state: AppState) -> Router {
     let deadline = state.config.timeouts.request;
-    Router::new()
+    let router = Router::new()
         .route("/livez", get(routes::health::live))
         .route("/healthz", get(routes::health::live))
         .route("/readyz", get(routes::health::ready))
         .route("/v1/admin/tokens", post(routes::admin::token))
         .route("/v1/admin/deposits", post(routes::admin::deposit))
+        .route("/v1/admin/cluster", get(cluster::status))
+        .route("/v1/internal/mail", post(cluster::take_mail))
         .route("/v1/account", get(routes::account::account))
         .route("/v1/packets", post(routes::packets::send))
         .route("/v1/packets/sent", get(routes::lists::sent))
@@ -116,7 +132,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/packets/{id}/open", post(routes::packets::open))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
-        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX));
+    // Only a node of several forwards: a node alone pays nothing for it.
+    let router = match state.cluster.is_some() {
+        true => router.layer(middleware::from_fn_with_state(state.clone(), cluster::forward)),
+        false => router,
+    };
+    router
         .layer(middleware::from_fn(move |request, next| deadline::request_deadline(deadline, request, next)))
         .with_state(state)
 }

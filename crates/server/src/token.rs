@@ -10,6 +10,11 @@
 //! is told apart (`unknown_key`) from one that was never ours
 //! (`invalid_token`).
 //!
+//! A peer token is `hbn.<key id>.<expires at>.<node>.<signature>`, signed
+//! the same way under another context (so no user token is ever a peer
+//! token): what a node presents to another node of its cluster on
+//! node-to-node routes. The nodes of a cluster share their keys.
+//!
 //! An admin credential is `admin.<name>.<secret>`: named, so every admin
 //! action is logged with who did it, and revocable one by one. Only a
 //! SHA-256 digest of each secret is kept.
@@ -34,6 +39,8 @@ use subtle::ConstantTimeEq;
 const USER_TOKEN_PREFIX: &str = "hb2";
 const ADMIN_TOKEN_PREFIX: &str = "admin";
 const SIGNATURE_CONTEXT: &[u8] = b"hongbao-user-token-v2\0";
+const PEER_TOKEN_PREFIX: &str = "hbn";
+const PEER_SIGNATURE_CONTEXT: &[u8] = b"hongbao-peer-token-v1\0";
 
 /// A user token's lifetime when none is asked for: a month, as a phone app
 /// that signs in again now and then expects.
@@ -208,8 +215,12 @@ impl Auth {
     }
 
     fn signature(key: &SigningKey, signed: &str) -> [u8; 32] {
+        Auth::signature_in(SIGNATURE_CONTEXT, key, signed)
+    }
+
+    fn signature_in(context: &[u8], key: &SigningKey, signed: &str) -> [u8; 32] {
         let mut mac = Hmac::<Sha256>::new_from_slice(&key.secret).expect("HMAC takes any key length");
-        mac.update(SIGNATURE_CONTEXT);
+        mac.update(context);
         mac.update(signed.as_bytes());
         mac.finalize().into_bytes().into()
     }
@@ -251,6 +262,34 @@ impl Auth {
         Ok(user)
     }
 
+    /// A peer token for the node `node` (a node id: it is checked by the
+    /// caller), expiring at `expires_at`, signed with the current key.
+    pub fn issue_peer(&self, node: &str, expires_at: Millis) -> String {
+        let key = self.keys.signing.iter().find(|key| key.id == self.keys.current).expect("checked in Auth::new");
+        let signed = format!("{PEER_TOKEN_PREFIX}.{}.{}.{node}", key.id, expires_at.0);
+        let signature = URL_SAFE_NO_PAD.encode(Auth::signature_in(PEER_SIGNATURE_CONTEXT, key, &signed));
+        format!("{signed}.{signature}")
+    }
+
+    /// The node a peer token names, if one of our keys signed it as a peer
+    /// token and it has not expired at `now`.
+    pub fn verify_peer(&self, token: &str, now: Millis) -> Option<String> {
+        let (signed, signature) = token.rsplit_once('.')?;
+        let mut parts = signed.splitn(4, '.');
+        let (Some(PEER_TOKEN_PREFIX), Some(key_id), Some(expires_at), Some(node)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return None;
+        };
+        let key = self.keys.signing.iter().find(|key| key.id.as_str() == key_id)?;
+        let presented = URL_SAFE_NO_PAD.decode(signature).ok()?;
+        if !bool::from(Auth::signature_in(PEER_SIGNATURE_CONTEXT, key, signed).ct_eq(&presented)) {
+            return None;
+        }
+        let expires_at: i64 = expires_at.parse().ok()?;
+        (now.0 < expires_at).then(|| node.to_owned())
+    }
+
     /// The admin an admin token names, if its secret is that admin's.
     pub fn admin(&self, token: &str) -> Option<AdminName> {
         let rest = token.strip_prefix(ADMIN_TOKEN_PREFIX)?.strip_prefix('.')?;
@@ -263,6 +302,21 @@ impl Auth {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_peer_token_verifies_as_a_peer_only_and_until_it_expires() {
+        let auth = auth("k1", vec![key("k1", 1)], &[]);
+        let token = auth.issue_peer("node-a", Millis(1_000));
+        assert_eq!(auth.verify_peer(&token, Millis(999)).as_deref(), Some("node-a"));
+        assert_eq!(auth.verify_peer(&token, Millis(1_000)), None, "expired");
+        assert!(auth.verify(&token, Millis(0)).is_err(), "a peer token is no user token");
+        let user = auth.issue(&UserId::parse("node-a").unwrap(), Millis(1_000));
+        assert_eq!(auth.verify_peer(&user, Millis(0)), None, "a user token is no peer token");
+        let other =
+            Auth::new(Keys { current: KeyId::parse("k1").unwrap(), signing: vec![key("k1", 2)], ..auth.keys.clone() })
+                .unwrap();
+        assert_eq!(other.verify_peer(&token, Millis(0)), None, "another cluster's key");
+    }
 
     fn key(id: &str, byte: u8) -> SigningKey {
         SigningKey { id: KeyId::parse(id).unwrap(), secret: [byte; 32] }

@@ -5,6 +5,11 @@
 //! refuses a second row at a position, so two writers of one set can never
 //! both append it. PostgreSQL checks its pages; the record's own format is
 //! validated when it is decoded (`hongbao_engine::journal::record`).
+//!
+//! Each append carries the epoch its writer holds the set at (`pg::Hold`);
+//! the table's fence (`migrations/0003_leases.sql`) refuses it once the set's
+//! lease has moved on, and the append answers `JournalError::Fenced`: this
+//! writer never appends again, and nothing is retried.
 
 use std::sync::Arc;
 
@@ -13,7 +18,7 @@ use hongbao_engine::journal::EachRecord;
 use hongbao_engine::{Journal, JournalError, Position};
 use tokio_postgres::{Client, Statement};
 
-use crate::pg::{Connection, WriterConnection};
+use crate::pg::{Current, WriterConnection};
 use crate::schema::set_number;
 
 /// Records read per query while recovering.
@@ -41,13 +46,25 @@ fn io(context: &'static str) -> impl Fn(tokio_postgres::Error) -> JournalError {
     move |error| JournalError::Io(format!("{context}: {error}"))
 }
 
+/// The SQLSTATE the journal's fence raises (`migrations/0003_leases.sql`).
+const FENCED: &str = "HB409";
+
+/// An append's failure: fenced (another holder of the set took over), or
+/// one that `recover` sorts out.
+fn append_failed(error: tokio_postgres::Error) -> JournalError {
+    match error.as_db_error() {
+        Some(db) if db.code().code() == FENCED => JournalError::Fenced(db.message().to_owned()),
+        _ => io("appending to the journal")(error),
+    }
+}
+
 impl PgJournal {
     /// The journal of `set` on the set's writer's connection.
     pub(crate) fn new(connection: Arc<WriterConnection>, set: SetId) -> PgJournal {
         PgJournal { connection, set, append: None, trimmed: 0 }
     }
 
-    fn client(&self) -> Result<(Arc<Connection>, u64), JournalError> {
+    fn client(&self) -> Result<Current, JournalError> {
         self.connection.get().map_err(|e| JournalError::Io(e.message))
     }
 }
@@ -91,28 +108,28 @@ pub(crate) async fn read_records(
 impl Journal for PgJournal {
     fn append(&mut self, position: Position, payload: &[u8]) -> Result<(), JournalError> {
         let position = i64::try_from(position).map_err(|_| JournalError::Io("position out of range".into()))?;
-        let ((client, generation), set) = (self.client()?, set_number(self.set));
+        let (Current { connection: client, generation, epoch }, set) = (self.client()?, set_number(self.set));
         let prepared = self.append.as_ref().filter(|(on, _)| *on == generation).map(|(_, statement)| statement.clone());
         let statement = match prepared {
             Some(statement) => statement,
             None => {
                 let statement = client
-                    .block_on(client.prepare("INSERT INTO journal (set_id, position, record) VALUES ($1, $2, $3)"))
+                    .block_on(
+                        client.prepare("INSERT INTO journal (set_id, position, record, epoch) VALUES ($1, $2, $3, $4)"),
+                    )
                     .map_err(io("preparing the journal append"))?;
                 self.append = Some((generation, statement.clone()));
                 statement
             }
         };
-        client
-            .block_on(client.execute(&statement, &[&set, &position, &payload]))
-            .map_err(io("appending to the journal"))?;
+        client.block_on(client.execute(&statement, &[&set, &position, &payload, &epoch])).map_err(append_failed)?;
         Ok(())
     }
 
     fn recover(&mut self, after: Position, each: &mut EachRecord<'_>) -> Result<Position, JournalError> {
         // Called at start and after a failed append: the connection is
-        // checked, and reopened (with the set's lock) if it was lost.
-        let (client, _) = self.connection.get_checked().map_err(|e| JournalError::Io(e.message))?;
+        // checked, and reopened (holding the set again) if it was lost.
+        let client = self.connection.get_checked().map_err(|e| JournalError::Io(e.message))?.connection;
         client.block_on(read_records(&client, self.set, after, each))
     }
 
@@ -121,7 +138,7 @@ impl Journal for PgJournal {
             return Ok(());
         }
         let bound = i64::try_from(upto).map_err(|_| JournalError::Io("position out of range".into()))?;
-        let (client, _) = self.client()?;
+        let client = self.client()?.connection;
         client
             .block_on(
                 client.execute(

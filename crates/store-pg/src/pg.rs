@@ -70,54 +70,90 @@ pub(crate) fn connect(url: &str, name: &str) -> Result<Connection, StoreError> {
     Ok(Connection { client, runtime: Some(runtime) })
 }
 
+/// How a set's writer holds its set, which decides the epoch its journal
+/// appends at (the journal's fence refuses any other).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Hold {
+    /// The single-node mode: the set's advisory lock, for the connection's
+    /// life; on taking it the writer raises the set's epoch, fencing off
+    /// whoever wrote before (`lease::take_standalone`).
+    Lock,
+    /// The cluster mode: a lease its node acquired at `epoch` and keeps
+    /// renewing (`lease::Leases`); no lock is taken.
+    Lease { epoch: i64 },
+}
+
 /// A set writer's connection, shared by its journal and its prefetches; it
-/// holds the set's lock. When it is lost (the database restarted, the
-/// network cut), the next use opens a new one and takes the lock again
-/// (waiting for it as a starting node does): the set's recovery after a
-/// failed append then goes through, instead of the set refusing writes
-/// until the node restarts.
+/// holds the set (`Hold`). When it is lost (the database restarted, the
+/// network cut), the next use opens a new one and holds the set again
+/// (waiting for the lock as a starting node does; a lease's epoch stays the
+/// caller's): the set's recovery after a failed append then goes through,
+/// instead of the set refusing writes until the node restarts.
 pub(crate) struct WriterConnection {
     url: String,
     set: SetId,
-    /// The live connection and its generation, which changes with every
-    /// reopening (statements prepared on an older one are prepared again).
-    current: Mutex<(Arc<Connection>, u64)>,
+    hold: Hold,
+    current: Mutex<Current>,
+}
+
+/// The live connection of a set's writer.
+#[derive(Clone)]
+pub(crate) struct Current {
+    pub(crate) connection: Arc<Connection>,
+    /// Changes with every reopening (statements prepared on an older
+    /// connection are prepared again).
+    pub(crate) generation: u64,
+    /// The epoch the journal appends at on this connection.
+    pub(crate) epoch: i64,
 }
 
 impl WriterConnection {
-    pub(crate) fn open(url: &str, set: SetId) -> Result<WriterConnection, StoreError> {
-        let connection = WriterConnection::locked(url, set)?;
-        Ok(WriterConnection { url: url.to_owned(), set, current: Mutex::new((Arc::new(connection), 0)) })
+    pub(crate) fn open(url: &str, set: SetId, hold: Hold) -> Result<WriterConnection, StoreError> {
+        let (connection, epoch) = WriterConnection::held(url, set, hold)?;
+        let current = Current { connection: Arc::new(connection), generation: 0, epoch };
+        Ok(WriterConnection { url: url.to_owned(), set, hold, current: Mutex::new(current) })
     }
 
-    fn locked(url: &str, set: SetId) -> Result<Connection, StoreError> {
+    /// A new connection that holds the set, and its epoch.
+    fn held(url: &str, set: SetId, hold: Hold) -> Result<(Connection, i64), StoreError> {
         let connection = connect(url, &format!("hongbao-set-{set}"))?;
-        connection.block_on(crate::schema::lock_set(&connection, set))?;
-        Ok(connection)
+        let epoch = connection.block_on(async {
+            match hold {
+                Hold::Lock => {
+                    crate::schema::lock_set(&connection, set).await?;
+                    crate::lease::take_standalone(&connection, set).await
+                }
+                Hold::Lease { epoch } => {
+                    crate::schema::make_set_row(&connection, set).await?;
+                    Ok(epoch)
+                }
+            }
+        })?;
+        Ok((connection, epoch))
     }
 
-    /// The connection and its generation, reopened if it is known lost.
-    pub(crate) fn get(&self) -> Result<(Arc<Connection>, u64), StoreError> {
+    /// The connection, reopened if it is known lost.
+    pub(crate) fn get(&self) -> Result<Current, StoreError> {
         self.reopened_if(|connection| connection.is_closed())
     }
 
     /// As `get`, after asking the server whether the connection still
     /// works: a connection the server ended is only known lost once it is
     /// used. For recoveries, after a failure.
-    pub(crate) fn get_checked(&self) -> Result<(Arc<Connection>, u64), StoreError> {
+    pub(crate) fn get_checked(&self) -> Result<Current, StoreError> {
         self.reopened_if(|connection| {
             connection.is_closed() || connection.block_on(connection.batch_execute("SELECT 1")).is_err()
         })
     }
 
-    fn reopened_if(&self, lost: impl Fn(&Connection) -> bool) -> Result<(Arc<Connection>, u64), StoreError> {
+    fn reopened_if(&self, lost: impl Fn(&Connection) -> bool) -> Result<Current, StoreError> {
         let mut current = self.current.lock().expect("writer connection lock");
-        if lost(&current.0) {
-            let reopened = WriterConnection::locked(&self.url, self.set)?;
-            *current = (Arc::new(reopened), current.1 + 1);
-            tracing::warn!(set = %self.set, "the set's PostgreSQL connection was lost; reopened, the set's lock taken again");
+        if lost(&current.connection) {
+            let (reopened, epoch) = WriterConnection::held(&self.url, self.set, self.hold)?;
+            *current = Current { connection: Arc::new(reopened), generation: current.generation + 1, epoch };
+            tracing::warn!(set = %self.set, epoch, "the set's PostgreSQL connection was lost; reopened, the set held again");
         }
-        Ok((current.0.clone(), current.1))
+        Ok(current.clone())
     }
 }
 

@@ -3,12 +3,16 @@
 //! connections per database shared by its sets. Reads run on the engine's
 //! blocking pool (`Engine::read`), after the tables hold what was
 //! acknowledged before them.
+//!
+//! A node of a cluster reads sets it does not hold too (`crate::readers`):
+//! it waits for their tables to hold what their holder acknowledged,
+//! reading both positions from the shared database (`shared_positions`).
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use hongbao_domain::{Amount, Millis, Packet, PacketId, SetId, UserId};
 use hongbao_engine::stored::assemble;
-use hongbao_engine::{ReceivedBound, ReceivedItem, SentItem, StoreError, StoreReader};
+use hongbao_engine::{Position, ReceivedBound, ReceivedItem, SentItem, SharedPositions, StoreError, StoreReader};
 use tokio_postgres::Client;
 use tokio_postgres::types::ToSql;
 
@@ -32,9 +36,24 @@ pub(crate) struct Pool {
     idle: Mutex<Vec<Connection>>,
 }
 
+/// The pools of this process, one per database, shared by the readers of
+/// its sets however they were opened (`open_sets`, `open_leased_set` as
+/// sets are taken over, `readers`), so a node's idle read connections are
+/// bounded per database, not per set. Weak: a pool goes with its last
+/// reader.
+static POOLS: Mutex<Vec<(String, Weak<Pool>)>> = Mutex::new(Vec::new());
+
 impl Pool {
-    pub(crate) fn new(url: String) -> Pool {
-        Pool { url, idle: Mutex::new(Vec::new()) }
+    /// The pool of the database `url`, made if no reader uses one.
+    pub(crate) fn shared(url: &str) -> Arc<Pool> {
+        let mut pools = POOLS.lock().expect("reader pools lock");
+        pools.retain(|(_, pool)| pool.strong_count() > 0);
+        if let Some(pool) = pools.iter().find(|(at, _)| at == url).and_then(|(_, pool)| pool.upgrade()) {
+            return pool;
+        }
+        let pool = Arc::new(Pool { url: url.to_owned(), idle: Mutex::new(Vec::new()) });
+        pools.push((url.to_owned(), Arc::downgrade(&pool)));
+        pool
     }
 
     /// Runs `read` on a pooled connection. A read PostgreSQL chose to end
@@ -175,6 +194,29 @@ impl StoreReader for PgReader {
                     })
                 })
                 .collect()
+        })
+    }
+
+    /// Both positions in one statement, so from one snapshot: the journal's
+    /// last record (or, with the journal trimmed empty, the tables'
+    /// position, which a trim never passes) and the tables' position.
+    fn shared_positions(&self) -> Result<SharedPositions, StoreError> {
+        let set = set_number(self.set);
+        self.pool.with(async |client| {
+            let row = client
+                .query_one(
+                    "SELECT GREATEST(j.last, s.position, 0), COALESCE(s.position, 0) \
+                     FROM (SELECT max(position) AS last FROM journal WHERE set_id = $1) j \
+                     LEFT JOIN hongbao_sets s ON s.set_id = $1",
+                    &[&set],
+                )
+                .await
+                .map_err(failed("reading the set's shared positions"))?;
+            let position = |column: usize| {
+                Position::try_from(row.get::<_, i64>(column))
+                    .map_err(|_| StoreError::new("a negative position in the shared store"))
+            };
+            Ok(SharedPositions { journal: position(0)?, tables: position(1)? })
         })
     }
 }

@@ -11,8 +11,11 @@ use tokio_postgres::error::SqlState;
 
 use crate::pg::{failed, in_transaction};
 
-const MIGRATIONS: &[&str] =
-    &[include_str!("migrations/0001_tables.sql"), include_str!("migrations/0002_cold_days.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_tables.sql"),
+    include_str!("migrations/0002_cold_days.sql"),
+    include_str!("migrations/0003_leases.sql"),
+];
 
 /// The first key of hongbao's advisory locks ("hb"); the second names what
 /// is locked: a set (its number), or one of these.
@@ -21,7 +24,10 @@ pub(crate) const LOCK_MIGRATIONS: i32 = -1;
 pub(crate) const LOCK_DAYS: i32 = -2;
 
 /// Brings the database's schema up to date and checks that it belongs to a
-/// data set of `sets` sets (recording it, if it is new).
+/// data set of `sets` sets (recording it, if it is new). Every set of the
+/// data set gets its lease row here, those of sets another database of the
+/// set map holds too (never used there): the journal's fence refuses an
+/// append to a set without one.
 pub(crate) async fn migrate(client: &Client, sets: u16) -> Result<(), StoreError> {
     in_transaction(client, "migrating", migrate_in_transaction(client, sets)).await
 }
@@ -75,6 +81,14 @@ async fn migrate_in_transaction(client: &Client, sets: u16) -> Result<(), StoreE
             "the database holds a data set of {recorded} sets; it cannot be served with {requested}"
         )));
     }
+    client
+        .execute(
+            "INSERT INTO hongbao_leases (set_id) SELECT generate_series(0, $1 - 1)::smallint \
+             ON CONFLICT (set_id) DO NOTHING",
+            &[&i32::from(sets)],
+        )
+        .await
+        .map_err(failed("making the sets' lease rows"))?;
     Ok(())
 }
 
@@ -87,7 +101,7 @@ pub(crate) const LOCK_WAIT: &str = "5s";
 /// Takes `set`'s lock for this connection's life (a node that dies lets go
 /// of it with its connection), and makes the set's row if it is new. Fails
 /// if another connection holds it past `LOCK_WAIT`: another node serves the
-/// set.
+/// set. (The single-node mode; a cluster's nodes hold sets by lease.)
 pub(crate) async fn lock_set(client: &Client, set: SetId) -> Result<(), StoreError> {
     client
         .batch_execute(&format!("SET lock_timeout = '{LOCK_WAIT}'"))
@@ -102,6 +116,11 @@ pub(crate) async fn lock_set(client: &Client, set: SetId) -> Result<(), StoreErr
         }
         Err(error) => return Err(failed("locking the set")(error)),
     }
+    make_set_row(client, set).await
+}
+
+/// Makes the set's row (its tables' position) if it is new.
+pub(crate) async fn make_set_row(client: &Client, set: SetId) -> Result<(), StoreError> {
     client
         .execute("INSERT INTO hongbao_sets (set_id) VALUES ($1) ON CONFLICT (set_id) DO NOTHING", &[&set_number(set)])
         .await

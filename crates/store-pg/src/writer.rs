@@ -34,7 +34,7 @@ use crate::schema::set_number;
 pub struct PgStore {
     client: Arc<Connection>,
     /// Where a lost connection is found again: the set writer's shared
-    /// connection (reopened with the set's lock), or the database the
+    /// connection (reopened holding the set), or the database the
     /// materializer's own reconnects to.
     source: Source,
     /// The generation of the writer's connection `client` is.
@@ -163,7 +163,7 @@ impl Statements {
 impl PgStore {
     /// The writer's handle, on the set's writer connection.
     pub(crate) fn open_writer(connection: Arc<WriterConnection>, set: SetId) -> Result<PgStore, StoreError> {
-        let (client, generation) = connection.get()?;
+        let crate::pg::Current { connection: client, generation, .. } = connection.get()?;
         let statements = client.block_on(Statements::prepare(&client))?;
         Ok(PgStore {
             client,
@@ -206,8 +206,8 @@ impl PgStore {
         let suspect = std::mem::take(&mut self.suspect);
         let reopened = match &self.source {
             Source::Writer(connection) => {
-                let (client, generation) = if suspect { connection.get_checked()? } else { connection.get()? };
-                (generation != self.generation).then_some((client, generation))
+                let current = if suspect { connection.get_checked()? } else { connection.get()? };
+                (current.generation != self.generation).then_some((current.connection, current.generation))
             }
             Source::Database(url)
                 if self.client.is_closed()

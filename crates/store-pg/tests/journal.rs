@@ -32,11 +32,13 @@ fn expected(positions: impl IntoIterator<Item = Position>) -> Records {
 }
 
 /// Writes records `first..=last` of set 0 beside the journal, in one
-/// statement: many records quickly, each the same as `payload` makes.
+/// statement: many records quickly, each the same as `payload` makes, at
+/// the set's epoch (the fence refuses any other).
 fn insert_records(url: &str, first: Position, last: Position) {
     let sql = format!(
-        "INSERT INTO journal (set_id, position, record) \
-         SELECT 0, g, convert_to('record ' || g, 'UTF8') FROM generate_series({first}, {last}) g"
+        "INSERT INTO journal (set_id, position, record, epoch) \
+         SELECT 0, g, convert_to('record ' || g, 'UTF8'), (SELECT epoch FROM hongbao_leases WHERE set_id = 0) \
+         FROM generate_series({first}, {last}) g"
     );
     common::sql(url, &sql).unwrap();
 }

@@ -43,6 +43,13 @@ impl<S: Store> Writer<S> {
                 self.hand_to_tables(Journaled { position, effects: Arc::new(effects) });
                 self.answer(pending, mail);
             }
+            Err(JournalError::Fenced(why)) => {
+                // Another node holds the set at a newer epoch: nothing of
+                // the batch is in the journal, and this writer stops.
+                warn!(set = %self.set, %why, position, commands = batch.pending.len(), "append fenced; the set moved to another node");
+                batch.pending.into_iter().for_each(|pending| pending.deliver(Some(EngineError::Fenced)));
+                self.links.progress.fence();
+            }
             Err(failure) => {
                 error!(set = %self.set, %failure, position, "journal append failed; set refuses writes until recovered");
                 batch.pending.into_iter().for_each(|pending| pending.deliver(Some(EngineError::Unavailable)));

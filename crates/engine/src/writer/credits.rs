@@ -85,8 +85,7 @@ impl<S: Store> Writer<S> {
             {
                 outgoing.sent_at = Some(now);
             }
-            // A full or closed mailbox drops the message; the outbox resends it.
-            let _ = self.links.peers[target.index()].try_send(message);
+            self.links.peers.post(target, message);
         }
     }
 
@@ -111,7 +110,7 @@ impl<S: Store> Writer<S> {
                 let target = SetId::of_user(&credit.user, self.sets);
                 outgoing.sent_at = Some(now);
                 let mail = Mail::Credit { credit, from: self.set, first: false };
-                let _ = self.links.peers[target.index()].try_send(mail);
+                self.links.peers.post(target, mail);
             }
         }
     }

@@ -31,6 +31,7 @@ use crate::config::EngineConfig;
 use crate::error::EngineError;
 use crate::journal::{Journal, Position};
 use crate::materializer::ToMaterializer;
+use crate::postman::Postman;
 use crate::progress::Progress;
 use crate::store::{Effects, Fetched, IdempotencyOp, IdempotencyRecord, Journaled, Store, Wants};
 use state::{KeyOf, State};
@@ -55,7 +56,7 @@ struct Batch {
 pub(crate) struct Links {
     pub(crate) commands: Receiver<Queued>,
     pub(crate) mail: Receiver<Mail>,
-    pub(crate) peers: Arc<Vec<Sender<Mail>>>,
+    pub(crate) peers: Arc<Postman>,
     pub(crate) materializer: Sender<ToMaterializer>,
     pub(crate) progress: Arc<Progress>,
     /// How long the oldest command of the last batch waited (microseconds),
@@ -144,11 +145,24 @@ impl<S: Store> Writer<S> {
             let backlog = !self.links.commands.is_empty();
             self.process(commands, mail, backlog);
             self.resend_credits(false);
+            if self.links.progress.fenced() {
+                self.refuse_queued(EngineError::Fenced);
+                self.stop_tables();
+                info!(set = %self.set, position = self.state.position, "set fenced; its writer stopped");
+                return;
+            }
             if stop {
                 self.stop_tables();
                 info!(set = %self.set, position = self.state.position, "set stopped");
                 return;
             }
+        }
+    }
+
+    /// Refuses, unapplied, every command still queued (a fenced set's).
+    fn refuse_queued(&self, error: EngineError) {
+        while let Ok(queued) = self.links.commands.try_recv() {
+            queued.command.refuse(error.clone());
         }
     }
 
