@@ -204,7 +204,7 @@ pub async fn prepare(engine: &Engine, packets: usize, count: u32) -> Result<Plan
     Ok(Plan::new(ids))
 }
 
-async fn send_one(engine: &Engine, packet: usize, count: u32, total: u64) -> Result<PacketId> {
+pub async fn send_one(engine: &Engine, packet: usize, count: u32, total: u64) -> Result<PacketId> {
     let sender = UserId::parse(&format!("sender{packet}")).expect("valid user");
     engine.deposit(sender.clone(), Amount::from_fen(total).context("funds fit")?, None).await?;
     let input =

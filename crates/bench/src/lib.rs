@@ -25,6 +25,7 @@
 mod baselines;
 pub mod child;
 pub mod client;
+mod cluster;
 mod days_week;
 mod hongbao;
 mod live_packets;
@@ -273,6 +274,48 @@ impl Suite {
         self.audit(name, node, &acked, &tokens).await
     }
 
+    /// `cluster-pg`: one node against three, forwarded and direct (see
+    /// `cluster.rs`).
+    async fn cluster(&mut self) -> Result<()> {
+        let (packets, count, clients) = (self.sizes.spread_packets, self.sizes.spread_count, self.sizes.clients);
+        let runs = [
+            ("open-http-cluster-1", 1, false),
+            ("open-http-cluster-3", 3, false),
+            ("open-http-cluster-3-direct", 3, true),
+        ];
+        for (name, count_nodes, direct) in runs {
+            let nodes = cluster::Nodes::start(count_nodes, self.sets, &self.pg).await?;
+            let plan = Arc::new(nodes.prepare(packets, count).await?);
+            let tokens = Arc::new(Tokens::Signed(nodes.auth.clone()));
+            let mode = Mode::Closed { clients };
+            let bar = self.bar(name);
+            let (measured, acked) = if direct {
+                let holders: Vec<usize> = plan.packets.iter().map(|id| nodes.holder(id.set).unwrap_or(0)).collect();
+                let holders = Arc::new(holders);
+                let mut list = Vec::with_capacity(clients);
+                for _ in 0..clients {
+                    list.push(
+                        cluster::OpenDirect::connect(&nodes, plan.clone(), tokens.clone(), holders.clone()).await?,
+                    );
+                }
+                let (measured, list) = drive(mode, self.sizes.duration, list, &bar).await;
+                (measured, list.into_iter().flat_map(|client| client.acked).collect::<Vec<_>>())
+            } else {
+                let mut list = Vec::with_capacity(clients);
+                for index in 0..clients {
+                    let connection = client::Connection::open(nodes.nodes[index % count_nodes].addr).await?;
+                    list.push(OpenHttp::new(connection, plan.clone(), tokens.clone()));
+                }
+                let (measured, list) = drive(mode, self.sizes.duration, list, &bar).await;
+                (measured, list.into_iter().flat_map(|client| client.acked).collect::<Vec<_>>())
+            };
+            self.record(name, clients, &measured);
+            let audit = nodes.stop_and_audit(&acked).await?;
+            self.audits.push((name.into(), audit));
+        }
+        Ok(())
+    }
+
     async fn open_engine(&mut self) -> Result<()> {
         let node = BenchServer::start(self.sets, None).await?;
         let sizes = &self.sizes;
@@ -433,6 +476,12 @@ impl Suite {
                     self.audits.push(("days-week-pg".into(), audit));
                 }
                 Some(_) => self.skip("days-week-pg", &anyhow::anyhow!("starts its own server, not a target")),
+            }
+        }
+        if self.named("cluster-pg") {
+            match &self.target {
+                None => self.cluster().await?,
+                Some(_) => self.skip("cluster-pg", &anyhow::anyhow!("starts its own nodes, not a target")),
             }
         }
         if self.named("live-packets") {

@@ -9,6 +9,7 @@
 
 mod auth;
 mod bodies_and_routes;
+mod cluster;
 mod concurrency;
 mod days;
 mod expiry;
