@@ -165,14 +165,14 @@ fn ms(us: u64) -> String {
 pub fn table(runs: &[RunResult]) -> String {
     let floor = runs.iter().find(|run| run.name == "floor-http").map(|run| run.ops_per_s);
     let mut text = format!(
-        "{:<20} {:>12} {:>9} {:>9} {:>9} {:>8} {:>9}\n",
+        "{:<26} {:>12} {:>9} {:>9} {:>9} {:>8} {:>9}\n",
         "run", "ops/s", "p50 ms", "p99 ms", "p999 ms", "errors", "x floor"
     );
     for run in runs {
         let ratio =
             floor.filter(|floor| *floor > 0.0).map_or("-".into(), |floor| format!("{:.2}", run.ops_per_s / floor));
         text += &format!(
-            "{:<20} {:>12.0} {:>9} {:>9} {:>9} {:>8} {:>9}\n",
+            "{:<26} {:>12.0} {:>9} {:>9} {:>9} {:>8} {:>9}\n",
             run.name,
             run.ops_per_s,
             ms(run.p50_us),

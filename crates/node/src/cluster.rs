@@ -306,7 +306,9 @@ impl KeeperState {
         let free: Vec<SetId> = status
             .leases
             .iter()
-            .filter(|lease| lease.owner.is_none() || lease.expires_in_ms <= 0)
+            // Its own unexpired leases too: left by this node's previous
+            // life (a crash, a restart), taken back at once at a new epoch.
+            .filter(|lease| lease.owner.is_none() || lease.expires_in_ms <= 0 || lease.owner.as_deref() == Some(&me))
             .map(|lease| lease.set)
             .filter(|set| owner_of(*set) == Some(me.as_str()) && !self.held.contains_key(set))
             .collect();

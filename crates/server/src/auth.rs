@@ -85,16 +85,31 @@ fn refused(error: TokenError) -> ApiError {
     ApiError::unauthorized(error.code(), error.message())
 }
 
-/// The caller of a user route: always the user its token names.
+/// The caller of a user route: always the user its token names, and
+/// whether the request came from the client or was forwarded by another
+/// node of the cluster (which charged the user's rate limit already).
 #[derive(Debug, Clone)]
-pub struct Caller(pub UserId);
+pub struct Caller(pub UserId, pub Origin);
+
+/// Where a request came from, for the user's rate limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Client,
+    /// Forwarded by a node that proved itself with a peer token
+    /// (`cluster::forward`): its limits were charged there.
+    Peer,
+}
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
         let now = state.engine.now();
-        checked(parts, state, |token, auth| auth.verify(token, now).map(Caller).map_err(refused))
+        let origin = match parts.extensions.get::<crate::cluster::PeerForwarded>() {
+            Some(_) => Origin::Peer,
+            None => Origin::Client,
+        };
+        checked(parts, state, |token, auth| auth.verify(token, now).map(|user| Caller(user, origin)).map_err(refused))
     }
 }
 

@@ -69,6 +69,11 @@ const COURIER_QUEUE: usize = 65_536;
 /// Messages per node-to-node request at most.
 const MAIL_PER_REQUEST_MAX: usize = 1024;
 
+/// Marks a request forwarded by a node that proved itself with a peer
+/// token (a request extension; see `auth::Origin`).
+#[derive(Clone, Copy, Debug)]
+pub struct PeerForwarded;
+
 /// The set a handler found held elsewhere (a response extension).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Elsewhere(pub SetId);
@@ -156,7 +161,7 @@ pub(crate) async fn forward(State(state): State<AppState>, request: Request, nex
         return next.run(request).await;
     };
     if request.headers().contains_key(FORWARDED) {
-        return next.run(request).await;
+        return next.run(arrived(&state, request)).await;
     }
     let (parts, body) = request.into_parts();
     let deadline = state.config.timeouts.body;
@@ -165,50 +170,22 @@ pub(crate) async fn forward(State(state): State<AppState>, request: Request, nex
         Ok(Err(_)) => return ApiError::body_too_large().into_response(),
         Ok(Ok(bytes)) => bytes,
     };
-    let local = |bytes: Bytes| {
-        let mut request = Request::new(Body::from(bytes));
-        *request.method_mut() = parts.method.clone();
-        *request.uri_mut() = parts.uri.clone();
-        *request.version_mut() = parts.version;
-        *request.headers_mut() = parts.headers.clone();
-        *request.extensions_mut() = parts.extensions.clone();
-        request
-    };
-    let response = next.clone().run(local(bytes.clone())).await;
+    let response = next.clone().run(rebuilt(&parts, bytes.clone())).await;
     let Some(&Elsewhere(set)) = response.extensions().get::<Elsewhere>() else {
         return response;
     };
     let started = Instant::now();
-    let retry_any = parts.method == Method::GET;
     loop {
         match cluster.directory.holder(set) {
             Holder::Here => {
-                let response = next.clone().run(local(bytes.clone())).await;
+                let response = next.clone().run(rebuilt(&parts, bytes.clone())).await;
                 if response.extensions().get::<Elsewhere>().is_none() {
                     return response;
                 }
             }
             Holder::Node(addr) => {
-                let path = parts.uri.path_and_query().map_or("/", |path| path.as_str());
-                let outgoing =
-                    outgoing(&parts.method, &addr, path, &parts.headers, cluster.directory.node_id(), &bytes);
-                match outgoing {
-                    None => return ApiError::set_moving().into_response(),
-                    Some(outgoing) => match cluster.send(outgoing).await {
-                        Ok(answer) if !answer.headers().contains_key(ELSEWHERE) => return answer,
-                        Ok(_) => {}
-                        Err(failed) if failed.sent && !retry_any => {
-                            tracing::warn!(%set, %addr, why = failed.why, "a forwarded write's answer was lost");
-                            return ApiError::request_timeout(
-                                "the answer of the node holding this data",
-                                FORWARD_TIMEOUT,
-                            )
-                            .into_response();
-                        }
-                        Err(failed) => {
-                            tracing::debug!(%set, %addr, why = failed.why, "forwarding failed; asking again")
-                        }
-                    },
+                if let Some(answer) = forward_once(&cluster, set, &addr, &parts, &bytes).await {
+                    return answer;
                 }
             }
             Holder::Unknown => {}
@@ -221,6 +198,56 @@ pub(crate) async fn forward(State(state): State<AppState>, request: Request, nex
     }
 }
 
+/// A request another node forwarded: marked as the peer's when its peer
+/// token proves it (the user's limits were charged there).
+fn arrived(state: &AppState, mut request: Request) -> Request {
+    let peer = request.headers().get(PEER).and_then(|value| value.to_str().ok());
+    if peer.and_then(|token| state.auth.current().verify_peer(token, system_now())).is_some() {
+        request.extensions_mut().insert(PeerForwarded);
+    }
+    request
+}
+
+/// The client's request again, from its parts and its buffered body.
+fn rebuilt(parts: &axum::http::request::Parts, bytes: Bytes) -> Request {
+    let mut request = Request::new(Body::from(bytes));
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = parts.uri.clone();
+    *request.version_mut() = parts.version;
+    *request.headers_mut() = parts.headers.clone();
+    *request.extensions_mut() = parts.extensions.clone();
+    request
+}
+
+/// Sends the request to `addr` once: the answer to give the client, or
+/// `None` to ask again (the node no longer holds the set, or the request
+/// is known not to have been applied there).
+async fn forward_once(
+    cluster: &Cluster,
+    set: SetId,
+    addr: &str,
+    parts: &axum::http::request::Parts,
+    bytes: &Bytes,
+) -> Option<Response> {
+    let path = parts.uri.path_and_query().map_or("/", |path| path.as_str());
+    let Some(outgoing) = outgoing(&parts.method, addr, path, &parts.headers, cluster, bytes) else {
+        return Some(ApiError::set_moving().into_response());
+    };
+    match cluster.send(outgoing).await {
+        Ok(answer) if !answer.headers().contains_key(ELSEWHERE) => Some(answer),
+        Ok(_) => None,
+        Err(failed) if failed.sent && parts.method != Method::GET => {
+            tracing::warn!(%set, %addr, why = failed.why, "a forwarded write's answer was lost");
+            let what = "the answer of the node holding this data";
+            Some(ApiError::request_timeout(what, FORWARD_TIMEOUT).into_response())
+        }
+        Err(failed) => {
+            tracing::debug!(%set, %addr, why = failed.why, "forwarding failed; asking again");
+            None
+        }
+    }
+}
+
 /// The request to send the holder: the client's method, path, headers and
 /// body, marked as forwarded. Hop-by-hop headers stay behind.
 fn outgoing(
@@ -228,17 +255,18 @@ fn outgoing(
     addr: &str,
     path: &str,
     headers: &HeaderMap,
-    node: &str,
+    cluster: &Cluster,
     body: &Bytes,
 ) -> Option<hyper::Request<http_body_util::Full<Bytes>>> {
     let mut request = hyper::Request::builder().method(method.clone()).uri(format!("http://{addr}{path}"));
     for (name, value) in headers {
-        let hop = ["connection", "keep-alive", "transfer-encoding", "te", "upgrade", "host", "content-length"];
+        let hop = ["connection", "keep-alive", "transfer-encoding", "te", "upgrade", "host", "content-length", PEER];
         if !hop.contains(&name.as_str()) {
             request = request.header(name, value);
         }
     }
-    request = request.header(FORWARDED, HeaderValue::from_str(node).ok()?);
+    request = request.header(FORWARDED, HeaderValue::from_str(cluster.directory.node_id()).ok()?);
+    request = request.header(PEER, HeaderValue::from_str(&cluster.peer_token()).ok()?);
     request.body(http_body_util::Full::new(body.clone())).ok()
 }
 

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use hongbao_domain::UserId;
 
+use crate::auth::Origin;
 use crate::error::ApiError;
 use crate::shards::{SHARDS, Shards, shard_of};
 
@@ -265,7 +266,15 @@ impl RateLimits {
     }
 
     /// Takes one of `user`'s tokens for `route`: 429 `rate_limited` if none.
-    pub fn admit(&self, route: Route, user: &UserId, now: Instant) -> Result<(), ApiError> {
+    /// Takes a token of `user`'s budget for `route`: 429 `rate_limited`
+    /// when there is none. A request another node forwarded was charged
+    /// there: the user's budget is spent once per request in a cluster.
+    /// (Each node keeps its own budgets: a user whose requests are spread
+    /// over n nodes may make up to n times the rate.)
+    pub fn admit(&self, route: Route, user: &UserId, origin: Origin, now: Instant) -> Result<(), ApiError> {
+        if origin == Origin::Peer {
+            return Ok(());
+        }
         self.routes[route as usize].admit(&UserKey(user.clone()), now).map_err(rate_limited)
     }
 
@@ -325,9 +334,14 @@ mod tests {
         let limits = RateLimits::new(Rates { open: one, grab: one, ..Rates::default() });
         let alice = UserId::parse("alice").unwrap();
         let now = Instant::now();
-        assert!(limits.admit(Route::Open, &alice, now).is_ok());
-        assert!(limits.admit(Route::Grab, &alice, now).is_ok(), "a spent open bucket leaves grabs alone");
-        let refused = limits.admit(Route::Open, &alice, now).unwrap_err();
+        assert!(limits.admit(Route::Open, &alice, Origin::Client, now).is_ok());
+        assert!(
+            limits.admit(Route::Grab, &alice, Origin::Client, now).is_ok(),
+            "a spent open bucket leaves grabs alone"
+        );
+        let refused = limits.admit(Route::Open, &alice, Origin::Client, now).unwrap_err();
         assert_eq!(refused.retry_after_s, Some(1000), "Retry-After says the real wait");
+        // A request another node forwarded was charged there, not again here.
+        assert!(limits.admit(Route::Open, &alice, Origin::Peer, now).is_ok());
     }
 }

@@ -151,7 +151,7 @@ const RENEW_SQL: &str = "UPDATE hongbao_leases SET expires_at = clock_timestamp(
 /// set has a lease row at all, to tell "held by another" from a mistake.
 const ACQUIRE_SQL: &str = "WITH taken AS (UPDATE hongbao_leases SET epoch = epoch + 1, owner = $2, \
      expires_at = clock_timestamp() + $3::bigint * interval '1 millisecond', acquired_at = clock_timestamp() \
-     WHERE set_id = $1 AND (owner IS NULL OR expires_at <= clock_timestamp()) RETURNING epoch) \
+     WHERE set_id = $1 AND (owner IS NULL OR owner = $2 OR expires_at <= clock_timestamp()) RETURNING epoch) \
      SELECT (SELECT epoch FROM taken), EXISTS (SELECT 1 FROM hongbao_leases WHERE set_id = $1)";
 
 /// Frees leases: they expired at once, so the next `acquire` takes them.
@@ -259,10 +259,12 @@ impl Leases {
         Ok(held)
     }
 
-    /// Takes `set` if its lease is free or expired (a set this node holds
-    /// is not taken again: `renew` keeps it, and once it expired this
-    /// takes it like any other): the epoch goes up by one, the node owns
-    /// it for a lease from now. Answers the new epoch, which the set's
+    /// Takes `set` if its lease is free, expired, or already this node's
+    /// (left by its previous life: a node that restarts after a crash takes
+    /// its sets back at once instead of waiting out its own leases; a
+    /// process still running under the same name is fenced by the new
+    /// epoch, and its keeper sees the epoch change and gives the set up):
+    /// the epoch goes up by one, the node owns it for a lease from now. Answers the new epoch, which the set's
     /// writer appends at (`open_leased_set`), or `None` while another node
     /// (or a standalone writer) holds it.
     pub fn acquire(&self, set: SetId) -> Result<Option<Epoch>, StoreError> {

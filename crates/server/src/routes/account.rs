@@ -11,8 +11,8 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::rate_limit::Route;
 
-pub async fn account(State(state): State<AppState>, Caller(user): Caller) -> Result<Json<Value>, ApiError> {
-    state.rates.admit(Route::Read, &user, Instant::now())?;
+pub async fn account(State(state): State<AppState>, Caller(user, origin): Caller) -> Result<Json<Value>, ApiError> {
+    state.rates.admit(Route::Read, &user, origin, Instant::now())?;
     let balance = state.engine.balance(user.clone()).await?;
     Ok(Json(json!({ "user": user.as_str(), "balance": balance.fen() })))
 }

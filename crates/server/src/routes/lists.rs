@@ -42,14 +42,14 @@ fn query(query: Result<Query<ListQuery>, QueryRejection>) -> Result<ListQuery, A
 
 pub async fn sent(
     State(state): State<AppState>,
-    Caller(user): Caller,
+    Caller(user, origin): Caller,
     list: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<PageView<SentView>>, ApiError> {
     let list = query(list)?;
     let limit = limit(&list)?;
     let cursor =
         list.cursor.as_deref().map(|text| text.parse::<u64>().map_err(|_| ApiError::invalid_cursor())).transpose()?;
-    state.rates.admit(Route::List, &user, Instant::now())?;
+    state.rates.admit(Route::List, &user, origin, Instant::now())?;
     let page = state.engine.sent(user, cursor, limit).await?;
     let now = state.engine.now();
     Ok(Json(PageView {
@@ -60,7 +60,7 @@ pub async fn sent(
 
 pub async fn received(
     State(state): State<AppState>,
-    Caller(user): Caller,
+    Caller(user, origin): Caller,
     list: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<PageView<ReceivedView>>, ApiError> {
     let list = query(list)?;
@@ -70,7 +70,7 @@ pub async fn received(
         .as_deref()
         .map(|text| parse_received_cursor(text).ok_or_else(ApiError::invalid_cursor))
         .transpose()?;
-    state.rates.admit(Route::List, &user, Instant::now())?;
+    state.rates.admit(Route::List, &user, origin, Instant::now())?;
     let page = state.engine.received(user, cursor, limit).await?;
     Ok(Json(PageView { items: page.items.iter().map(ReceivedView::from).collect(), next_cursor: page.next_cursor }))
 }

@@ -41,7 +41,7 @@ fn packet_id(path: Result<Path<String>, PathRejection>) -> Result<PacketId, ApiE
 
 pub async fn send(
     State(state): State<AppState>,
-    Caller(sender): Caller,
+    Caller(sender, origin): Caller,
     headers: HeaderMap,
     JsonBody(request): JsonBody<SendRequest>,
 ) -> Result<(StatusCode, Json<PacketView>), ApiError> {
@@ -57,7 +57,7 @@ pub async fn send(
     let limits = state.engine.limits();
     let spec = PacketSpec::parse(&input, &sender, limits).map_err(|error| ApiError::invalid_spec(&error, limits))?;
     let key = idempotency_key(&headers)?;
-    state.rates.admit(Route::Send, &sender, Instant::now())?;
+    state.rates.admit(Route::Send, &sender, origin, Instant::now())?;
     let _permit = state.writes.admit(Some(&sender))?;
     match state.engine.send(sender, spec, key).await? {
         SendOutcome::Sent { packet, .. } => Ok((StatusCode::CREATED, Json(PacketView::from(&*packet)))),
@@ -68,11 +68,11 @@ pub async fn send(
 
 pub async fn grab(
     State(state): State<AppState>,
-    Caller(user): Caller,
+    Caller(user, origin): Caller,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let id = packet_id(path)?;
-    state.rates.admit(Route::Grab, &user, Instant::now())?;
+    state.rates.admit(Route::Grab, &user, origin, Instant::now())?;
     let _permit = state.writes.admit(Some(&user))?;
     match state.engine.grab(id, user).await? {
         GrabOutcome::NotFound => Err(ApiError::packet_not_found()),
@@ -89,12 +89,12 @@ pub struct OpenRequest {
 
 pub async fn open(
     State(state): State<AppState>,
-    Caller(user): Caller,
+    Caller(user, origin): Caller,
     path: Result<Path<String>, PathRejection>,
     OptionalJsonBody(request): OptionalJsonBody<OpenRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let id = packet_id(path)?;
-    state.rates.admit(Route::Open, &user, Instant::now())?;
+    state.rates.admit(Route::Open, &user, origin, Instant::now())?;
     let _permit = state.writes.admit(Some(&user))?;
     let outcome = state.engine.open(id, user, request.password).await?;
     match outcome.amount() {
@@ -105,11 +105,11 @@ pub async fn open(
 
 pub async fn detail(
     State(state): State<AppState>,
-    Caller(user): Caller,
+    Caller(user, origin): Caller,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<PacketDetail>, ApiError> {
     let id = packet_id(path)?;
-    state.rates.admit(Route::Read, &user, Instant::now())?;
+    state.rates.admit(Route::Read, &user, origin, Instant::now())?;
     let packet = state.engine.packet(id).await?.ok_or_else(ApiError::packet_not_found)?;
     Ok(Json(PacketDetail::of(&packet, state.engine.now())))
 }
