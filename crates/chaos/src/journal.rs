@@ -100,8 +100,10 @@ pub fn check(journal: &Journal, data: &Path, store: &StoreChoice) -> Result<Chao
             StoreKind::Sqlite => "sqlite",
             StoreKind::Postgres => "postgres",
         },
+        cluster: None,
         problems,
         audit: audit.to_string(),
+        kept: None,
     })
 }
 

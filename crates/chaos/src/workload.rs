@@ -1,8 +1,10 @@
 //! One chaos client: a seeded stream of deposits, sends (some expiring in
 //! seconds), grabs and opens. Every request is retried across server deaths
 //! with the same idempotency key until it is answered, so a retry can only
-//! be replayed, never applied twice.
+//! be replayed, never applied twice. With several nodes each attempt goes to
+//! the next live node in turn: any node takes any request.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,26 +30,62 @@ const SENDERS: u64 = 20;
 /// Openers: many enough that none of them meets the per-user open limit.
 const OPENERS: u64 = 1_000;
 
+/// Where the clients send their requests: one server, or the nodes of a
+/// cluster.
+pub trait Targets: Send + Sync {
+    /// How many servers there are.
+    fn count(&self) -> usize;
+    /// Server `index`'s address and how many times it was restarted, or
+    /// `None` while it is known to be dead.
+    fn target(&self, index: usize) -> Option<(SocketAddr, u64)>;
+}
+
+impl Targets for Server {
+    fn count(&self) -> usize {
+        1
+    }
+
+    fn target(&self, _index: usize) -> Option<(SocketAddr, u64)> {
+        Some(self.addr())
+    }
+}
+
 pub struct Context {
-    server: Arc<Server>,
+    targets: Arc<dyn Targets>,
     journal: Arc<Journal>,
     auth: Arc<Auth>,
     admin: String,
     seed: u64,
     client: u64,
-    connection: Option<(u64, Connection)>,
+    /// One kept-alive connection per target, with the restart it was made to.
+    connections: Vec<Option<(u64, Connection)>>,
+    /// The target the next attempt goes to (round robin).
+    next: usize,
 }
 
 impl Context {
     pub fn new(
-        server: Arc<Server>,
+        targets: Arc<dyn Targets>,
         journal: Arc<Journal>,
         auth: Arc<Auth>,
         admin: String,
         seed: u64,
         client: u64,
     ) -> Context {
-        Context { server, journal, auth, admin, seed, client, connection: None }
+        let connections = (0..targets.count()).map(|_| None).collect();
+        // Clients start on different nodes, so the load is spread from the start.
+        let next = client as usize;
+        Context { targets, journal, auth, admin, seed, client, connections, next }
+    }
+
+    /// The next live target in turn, and its address and restarts.
+    fn next_target(&mut self) -> Option<(usize, SocketAddr, u64)> {
+        let count = self.targets.count();
+        (0..count).find_map(|_| {
+            let index = self.next % count;
+            self.next = self.next.wrapping_add(1);
+            self.targets.target(index).map(|(addr, restarts)| (index, addr, restarts))
+        })
     }
 
     fn token(&self, user: &str) -> String {
@@ -57,7 +95,8 @@ impl Context {
     }
 
     /// Sends until answered (any status but 503), across restarts, with the
-    /// same idempotency key every time.
+    /// same idempotency key every time. An attempt that fails (a node killed,
+    /// a set moving) is not acknowledged; the next goes to the next node.
     async fn request(
         &mut self,
         path: &str,
@@ -69,17 +108,19 @@ impl Context {
         let headers: Vec<(&str, &str)> = key.map(|key| ("idempotency-key", key)).into_iter().collect();
         let body = body.map(|value| Bytes::from(value.to_string()));
         while Instant::now() < give_up {
-            let (addr, restarts) = self.server.addr();
-            if self.connection.as_ref().is_none_or(|(seen, _)| *seen != restarts) {
-                self.connection = Connection::open(addr).await.ok().map(|connection| (restarts, connection));
-            }
-            if let Some((_, connection)) = &mut self.connection {
-                match connection.request_with(Method::POST, path, Some(token), &headers, body.clone()).await {
-                    Ok((status, answer)) if status != 503 => {
-                        return Some((status.as_u16(), serde_json::from_slice(&answer).unwrap_or(Value::Null)));
+            if let Some((index, addr, restarts)) = self.next_target() {
+                let slot = &mut self.connections[index];
+                if slot.as_ref().is_none_or(|(seen, _)| *seen != restarts) {
+                    *slot = Connection::open(addr).await.ok().map(|connection| (restarts, connection));
+                }
+                if let Some((_, connection)) = slot {
+                    match connection.request_with(Method::POST, path, Some(token), &headers, body.clone()).await {
+                        Ok((status, answer)) if status != 503 => {
+                            return Some((status.as_u16(), serde_json::from_slice(&answer).unwrap_or(Value::Null)));
+                        }
+                        Ok(_) => {}
+                        Err(_) => *slot = None,
                     }
-                    Ok(_) => {}
-                    Err(_) => self.connection = None,
                 }
             }
             tokio::time::sleep(RETRY_PAUSE).await;

@@ -179,6 +179,11 @@ impl Engine {
             return Err(StoreError::new(format!("set {set} is already held here")));
         }
         let started = Instant::now();
+        // Mail left from an earlier time the set was held here is dropped
+        // (its senders resend it): a first delivery found there could come
+        // after a resend applied the credit elsewhere, and a first delivery
+        // skips the ledger check (`Mail::Credit`).
+        while slot.mail.try_recv().is_ok() {}
         let fail = |what: &str, e: &dyn std::fmt::Display| StoreError::new(format!("set {set}: {what}: {e}"));
         let progress = Arc::new(Progress::new());
         let mut materializer = Materializer::new(set, stores.materializer, progress.clone())

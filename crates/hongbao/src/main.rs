@@ -86,7 +86,8 @@ enum Command {
         /// The workload's seed (printed, so a run can be repeated).
         #[arg(long)]
         seed: Option<u64>,
-        /// Write {"kills","acked","lost","duplicated","audit_ok","seed","store"} as JSON.
+        /// Write {"kills","acked","lost","duplicated","audit_ok","seed","store"} as JSON;
+        /// with --nodes above 1, also "nodes", "takeover_ms" {"max","p50"} and "fenced_writes".
         #[arg(long)]
         json: Option<PathBuf>,
         /// A PostgreSQL server: the run makes its own database there and drops
@@ -94,6 +95,11 @@ enum Command {
         /// data directory (SQLite).
         #[arg(long, value_name = "URL")]
         store: Option<String>,
+        /// Nodes of one cluster sharing the run's database (needs --store):
+        /// the clients spread over them, a random node is killed at a time
+        /// and started again once its sets were taken over. 1: a lone server.
+        #[arg(long, default_value_t = 1)]
+        nodes: usize,
     },
     /// Measure hongbao and the usual alternatives on one workload, then audit.
     Bench(hongbao_bench::BenchOptions),
@@ -177,8 +183,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let ok = runtime.block_on(hongbao_bench::run(options))?;
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
-        Command::Chaos { kills, duration_s, clients, seed, json, store } => {
-            chaos_command(kills, duration_s, clients, seed, json, store)
+        Command::Chaos { kills, duration_s, clients, seed, json, store, nodes } => {
+            chaos_command(hongbao_chaos::ChaosOptions {
+                binary: std::env::current_exe().context("finding the hongbao binary")?,
+                kills,
+                duration: Duration::from_secs(duration_s),
+                clients,
+                seed: seed.unwrap_or_else(|| std::process::id().into()),
+                json,
+                store,
+                nodes,
+            })
         }
         Command::Simulate { seeds, from, steps } => Ok(simulate_command(seeds, from, steps)),
         Command::Audit { data, store, cold } => {
@@ -190,27 +205,30 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-fn chaos_command(
-    kills: u32,
-    duration_s: u64,
-    clients: usize,
-    seed: Option<u64>,
-    json: Option<PathBuf>,
-    store: Option<String>,
-) -> Result<ExitCode> {
-    let seed = seed.unwrap_or_else(|| std::process::id().into());
-    let binary = std::env::current_exe().context("finding the hongbao binary")?;
-    let duration = std::time::Duration::from_secs(duration_s);
-    let sets = if store.is_some() { "PostgreSQL (a database of the run's own)" } else { "SQLite" };
-    println!("chaos: seed {seed}, {kills} kills over {duration_s} s, {clients} clients, sets on {sets}");
-    let options = hongbao_chaos::ChaosOptions { binary, kills, duration, clients, seed, json, store };
+fn chaos_command(options: hongbao_chaos::ChaosOptions) -> Result<ExitCode> {
+    options.check()?;
+    let sets = if options.store.is_some() { "PostgreSQL (a database of the run's own)" } else { "SQLite" };
+    let nodes = if options.nodes > 1 { format!(", {} nodes", options.nodes) } else { String::new() };
+    println!(
+        "chaos: seed {}, {} kills over {} s, {} clients{nodes}, sets on {sets}",
+        options.seed,
+        options.kills,
+        options.duration.as_secs(),
+        options.clients
+    );
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let report = runtime.block_on(hongbao_chaos::run(options))?;
     for problem in report.problems.iter().take(20) {
         println!("  {problem}");
     }
+    let cluster = report.cluster.as_ref().map_or(String::new(), |cluster| {
+        format!(
+            "{} nodes, takeover max {} ms p50 {} ms, {} fenced writes, ",
+            cluster.nodes, cluster.takeover_ms.max, cluster.takeover_ms.p50, cluster.fenced_writes
+        )
+    });
     println!(
-        "chaos {}: {} kills, {} acknowledged operations checked, {} lost, {} duplicated, audit {} (seed {})",
+        "chaos {}: {cluster}{} kills, {} acknowledged operations checked, {} lost, {} duplicated, audit {} (seed {})",
         if report.ok() { "ok" } else { "FAILED" },
         report.kills,
         report.acked,
@@ -221,6 +239,9 @@ fn chaos_command(
     );
     if !report.audit_ok {
         println!("{}", report.audit);
+    }
+    if let Some(kept) = &report.kept {
+        println!("the nodes' logs are kept in {}", kept.display());
     }
     Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
