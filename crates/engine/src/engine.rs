@@ -179,11 +179,15 @@ impl Engine {
             return Err(StoreError::new(format!("set {set} is already held here")));
         }
         let started = Instant::now();
-        // Mail left from an earlier time the set was held here is dropped
-        // (its senders resend it): a first delivery found there could come
-        // after a resend applied the credit elsewhere, and a first delivery
-        // skips the ledger check (`Mail::Credit`).
-        while slot.mail.try_recv().is_ok() {}
+        // On a node of several, mail left from an earlier time the set was
+        // held here is dropped (its senders resend it): a first delivery
+        // found there could come after a resend applied the credit on
+        // another node, and a first delivery skips the ledger check
+        // (`Mail::Credit`). A node that holds every set keeps its mail: the
+        // sets started before this one may have mailed it already.
+        if self.inner.postman.is_shared() {
+            while slot.mail.try_recv().is_ok() {}
+        }
         let fail = |what: &str, e: &dyn std::fmt::Display| StoreError::new(format!("set {set}: {what}: {e}"));
         let progress = Arc::new(Progress::new());
         let mut materializer = Materializer::new(set, stores.materializer, progress.clone())

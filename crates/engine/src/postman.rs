@@ -40,6 +40,11 @@ impl Postman {
         Postman { local: mailboxes, here, remote: Some(remote) }
     }
 
+    /// Whether other nodes hold some sets (mail may cross nodes).
+    pub(crate) fn is_shared(&self) -> bool {
+        self.remote.is_some()
+    }
+
     pub(crate) fn hold(&self, set: SetId, held: bool) {
         self.here[set.index()].store(held, Ordering::Release);
     }
