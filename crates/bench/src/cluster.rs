@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use hongbao_domain::audit::StoredClaims;
 use hongbao_domain::{SetId, UserId};
 use hongbao_node::cluster::ClusterOptions;
 use hongbao_node::{Running, ServeOptions, StoreChoice};
@@ -28,10 +27,9 @@ use hongbao_server::rate_limit::{Rate, Route};
 use hongbao_store_pg::SetMap;
 use hongbao_store_pg::testing::ScratchDatabase;
 use hyper::Method;
-use serde_json::Value;
 
 use crate::client::Connection;
-use crate::hongbao::{Ack, AuditResult, Plan, bench_config, send_one};
+use crate::hongbao::{Ack, AuditResult, Plan, audit_stopped, bench_config, opened, send_one};
 use crate::load::Client;
 use crate::target::Tokens;
 
@@ -140,17 +138,7 @@ impl Nodes {
         for node in self.nodes {
             node.stop().await?;
         }
-        let store = StoreChoice::Postgres(self.map.clone());
-        let snapshots = tokio::task::spawn_blocking(move || hongbao_node::read_data(&path, &store)).await??;
-        let report = hongbao_node::audit_snapshots(&snapshots);
-        let mut violations = report.violations.clone();
-        let stored = StoredClaims::of(&snapshots);
-        for ack in acked {
-            if !stored.holds(&ack.packet.to_string(), ack.user.as_str(), ack.amount as i64) {
-                violations.push(format!("acknowledged open of {} by {} is not in the store", ack.packet, ack.user));
-            }
-        }
-        Ok(AuditResult { ok: violations.is_empty(), summary: report.to_string(), acked: acked.len(), violations })
+        audit_stopped(path, StoreChoice::Postgres(self.map.clone()), acked).await
     }
 }
 
@@ -198,20 +186,7 @@ impl Client for OpenDirect {
         let token = self.tokens.of(&user);
         let connection = &mut self.connections[self.holders[packet]];
         let answer = connection.request(Method::POST, &self.plan.paths[packet], Some(&token), None).await;
-        let Ok((status, body)) = answer else {
-            return false;
-        };
-        let amount = serde_json::from_slice::<Value>(&body).ok().and_then(|v| v["amount"].as_u64());
-        match (status.as_u16(), amount) {
-            (200, Some(amount)) => {
-                self.acked.push(Ack { packet: self.plan.packets[packet], user, amount });
-                true
-            }
-            (503, _) => {
-                self.shed += 1;
-                false
-            }
-            _ => false,
-        }
+        let packet = self.plan.packets[packet];
+        opened(answer, packet, user, &mut self.acked, &mut self.shed)
     }
 }

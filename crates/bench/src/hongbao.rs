@@ -117,21 +117,26 @@ impl BenchServer {
             "  tables lag at the end of the run: {lag} batches, materialized while stopping in {:.2?}",
             began.elapsed()
         );
-        let store = self.store.clone();
-        let snapshots = tokio::task::spawn_blocking(move || hongbao_node::read_data(&path, &store)).await??;
-        let report = hongbao_node::audit_snapshots(&snapshots);
-        let mut violations = report.violations.clone();
-        let stored = StoredClaims::of(&snapshots);
-        for ack in acked {
-            if !stored.holds(&ack.packet.to_string(), ack.user.as_str(), ack.amount as i64) {
-                violations.push(format!(
-                    "acknowledged open of {} by {} for {} is not in the store",
-                    ack.packet, ack.user, ack.amount
-                ));
-            }
-        }
-        Ok(AuditResult { ok: violations.is_empty(), summary: report.to_string(), acked: acked.len(), violations })
+        audit_stopped(path, self.store.clone(), acked).await
     }
+}
+
+/// Audits a stopped data set and checks every acknowledged open against
+/// its store.
+pub async fn audit_stopped(path: std::path::PathBuf, store: StoreChoice, acked: &[Ack]) -> Result<AuditResult> {
+    let snapshots = tokio::task::spawn_blocking(move || hongbao_node::read_data(&path, &store)).await??;
+    let report = hongbao_node::audit_snapshots(&snapshots);
+    let mut violations = report.violations.clone();
+    let stored = StoredClaims::of(&snapshots);
+    for ack in acked {
+        if !stored.holds(&ack.packet.to_string(), ack.user.as_str(), ack.amount as i64) {
+            violations.push(format!(
+                "acknowledged open of {} by {} for {} is not in the store",
+                ack.packet, ack.user, ack.amount
+            ));
+        }
+    }
+    Ok(AuditResult { ok: violations.is_empty(), summary: report.to_string(), acked: acked.len(), violations })
 }
 
 #[derive(Debug, Clone)]
@@ -254,21 +259,34 @@ impl Client for OpenHttp {
         let user = UserId::parse(&name).expect("valid user");
         let token = self.tokens.of(&user);
         let answer = self.connection.request(Method::POST, &self.plan.paths[packet], Some(&token), None).await;
-        let Ok((status, body)) = answer else {
-            return false;
-        };
-        let amount = serde_json::from_slice::<Value>(&body).ok().and_then(|v| v["amount"].as_u64());
-        match (status.as_u16(), amount) {
-            (200, Some(amount)) => {
-                self.acked.push(Ack { packet: self.plan.packets[packet], user, amount });
-                true
-            }
-            (503, _) => {
-                self.shed += 1;
-                false
-            }
-            _ => false,
+        let packet = self.plan.packets[packet];
+        opened(answer, packet, user, &mut self.acked, &mut self.shed)
+    }
+}
+
+/// An open's answer: an acknowledged share is recorded in `acked`, a 503
+/// (shed under overload) counted in `shed`. Answers whether it succeeded.
+pub fn opened<E>(
+    answer: Result<(hyper::StatusCode, hyper::body::Bytes), E>,
+    packet: PacketId,
+    user: UserId,
+    acked: &mut Vec<Ack>,
+    shed: &mut u64,
+) -> bool {
+    let Ok((status, body)) = answer else {
+        return false;
+    };
+    let amount = serde_json::from_slice::<Value>(&body).ok().and_then(|v| v["amount"].as_u64());
+    match (status.as_u16(), amount) {
+        (200, Some(amount)) => {
+            acked.push(Ack { packet, user, amount });
+            true
         }
+        (503, _) => {
+            *shed += 1;
+            false
+        }
+        _ => false,
     }
 }
 
