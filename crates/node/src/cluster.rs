@@ -2,10 +2,13 @@
 //! PostgreSQL is the coordinator (`hongbao_store_pg::Leases`); there is no
 //! consensus of our own.
 //!
-//! Every tick (an eighth of the lease) the keeper, on its own thread:
-//! 1. renews the node's heartbeat and leases; a set it held and did not
-//!    renew (expired while the node was paused or cut off, or taken), and a
-//!    set whose writer was fenced, is given up at once;
+//! Every tick (an eighth of the lease), on a thread of its own that
+//! nothing else waits on (a set's recovery can take longer than a lease),
+//! the renewer renews the node's heartbeat and leases; a set it held and
+//! did not renew (expired while the node was paused or cut off, or taken),
+//! and a set whose writer was fenced, is given up at once. Every tick too,
+//! the keeper, on its own thread:
+//! 1. (the renewer's work, above);
 //! 2. reads the cluster and decides which sets belong where: each set goes
 //!    to the live node (heartbeat younger than a lease) that ranks first for
 //!    it by rendezvous hashing, so a node that joins or leaves moves only
@@ -30,6 +33,7 @@
 //! and does not know it yet is refused by the journal's fence (the epoch).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
@@ -144,28 +148,31 @@ impl Directory for Published {
     }
 }
 
-/// The keeper's thread and how to stop it.
+/// The keeper's and the renewer's threads, and how to stop them.
 pub struct Keeper {
     stop: Sender<()>,
-    /// Answers the leases and the sets still held, to be handed over.
+    /// Answers the keeper's state: the sets still held, to be handed over.
     thread: Option<JoinHandle<KeeperState>>,
+    renewer: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
     pub published: Arc<Published>,
+}
+
+/// What the keeper and the renewer share.
+struct Shared {
+    leases: Leases,
+    engine: Engine,
+    options: ClusterOptions,
+    /// Sets held here and their epochs.
+    held: Mutex<HashMap<SetId, Epoch>>,
+    published: Arc<Published>,
+    sets: u16,
 }
 
 /// What the keeper works with; returned to `leave` at stop.
 struct KeeperState {
-    leases: Leases,
-    engine: Engine,
+    shared: Arc<Shared>,
     map: SetMap,
-    sets: u16,
-    options: ClusterOptions,
-    /// Sets held here and their epochs.
-    held: HashMap<SetId, Epoch>,
-    published: Arc<Published>,
-    /// When renewals last succeeded.
-    renewed_at: Instant,
 }
-
 impl Keeper {
     /// Joins the cluster (registers the node) without taking any set yet.
     pub fn join(map: &SetMap, sets: u16, options: &ClusterOptions) -> Result<(Leases, Arc<Published>, Receiver<()>)> {
@@ -182,7 +189,8 @@ impl Keeper {
         Ok((leases, published, woken))
     }
 
-    /// Starts the keeper's thread: its first tick takes this node's share.
+    /// Starts the keeper's and the renewer's threads: the keeper's first
+    /// tick takes this node's share.
     pub fn start(
         leases: Leases,
         published: Arc<Published>,
@@ -193,20 +201,34 @@ impl Keeper {
         options: ClusterOptions,
     ) -> Result<Keeper> {
         let (stop, stopped) = channel();
-        let mut state = KeeperState {
+        let tick = options.lease / TICKS_PER_LEASE;
+        let shared = Arc::new(Shared {
             leases,
             engine,
-            map,
-            sets,
             options,
-            held: HashMap::new(),
+            held: Mutex::new(HashMap::new()),
             published: published.clone(),
-            renewed_at: Instant::now(),
-        };
+            sets,
+        });
+        let renewing = Arc::new(AtomicBool::new(true));
+        let renewer = std::thread::Builder::new()
+            .name("hongbao-renewer".into())
+            .spawn({
+                let (shared, renewing) = (shared.clone(), renewing.clone());
+                move || {
+                    let mut renewed_at = Instant::now();
+                    while renewing.load(Ordering::Relaxed) {
+                        let began = Instant::now();
+                        shared.renew(&mut renewed_at);
+                        std::thread::sleep(tick.saturating_sub(began.elapsed()));
+                    }
+                }
+            })
+            .context("starting the lease renewer")?;
+        let mut state = KeeperState { shared, map };
         let thread = std::thread::Builder::new()
             .name("hongbao-leases".into())
             .spawn(move || {
-                let tick = state.options.lease / TICKS_PER_LEASE;
                 loop {
                     if stopped.try_recv().is_ok() {
                         return state;
@@ -222,7 +244,7 @@ impl Keeper {
                 }
             })
             .context("starting the lease keeper")?;
-        Ok(Keeper { stop, thread: Some(thread), published })
+        Ok(Keeper { stop, thread: Some(thread), renewer: Some((renewing, renewer)), published })
     }
 
     /// Leaves the cluster gracefully: every set held here is drained and
@@ -232,15 +254,22 @@ impl Keeper {
         let _ = self.stop.send(());
         self.published.refresh();
         let Some(thread) = self.thread.take() else { return Ok(()) };
-        let mut state = thread.join().map_err(|_| anyhow::anyhow!("the lease keeper panicked"))?;
-        for (set, epoch) in std::mem::take(&mut state.held) {
-            state.engine.give_up(set);
-            if let Err(failure) = state.leases.release(set, epoch) {
+        let state = thread.join().map_err(|_| anyhow::anyhow!("the lease keeper panicked"))?;
+        // Renewals go on while the sets drain, so none lapses meanwhile.
+        let shared = &state.shared;
+        let held: Vec<(SetId, Epoch)> = shared.held.lock().expect("held lock").drain().collect();
+        for (set, epoch) in held {
+            shared.engine.give_up(set);
+            if let Err(failure) = shared.leases.release(set, epoch) {
                 tracing::warn!(%set, %failure, "releasing a lease at stop failed; it runs out by itself");
             }
         }
-        state.publish();
-        state.leases.leave().context("leaving the cluster")?;
+        if let Some((renewing, renewer)) = self.renewer.take() {
+            renewing.store(false, Ordering::Relaxed);
+            let _ = renewer.join();
+        }
+        shared.publish();
+        shared.leases.leave().context("leaving the cluster")?;
         Ok(())
     }
 }
@@ -264,132 +293,52 @@ fn rendezvous(node: &str, set: SetId) -> u64 {
     hash ^ (hash >> 33)
 }
 
-impl KeeperState {
+impl Shared {
     fn me(&self) -> &str {
         &self.options.node_id
     }
 
-    fn tick(&mut self) {
-        self.renew();
-        let status = match self.leases.status() {
-            Ok(status) => status,
-            Err(failure) => {
-                tracing::warn!(%failure, "reading the cluster failed; trying again next tick");
-                return;
-            }
-        };
-        let read_at = Instant::now();
-        *self.published.status.write().expect("status lock") = Some((status.clone(), read_at));
-        self.publish();
-        let lease_ms = self.options.lease.as_millis() as i64;
-        let mut live: Vec<&str> = status.live_nodes(self.options.lease).iter().map(|node| node.node.as_str()).collect();
-        if !live.contains(&self.me()) {
-            live.push(&self.options.node_id);
-        }
-        // A node counts for handing sets over once it has been live for a
-        // lease: a node that flaps does not pull sets back and forth.
-        let settled: Vec<&str> = status
-            .nodes
-            .iter()
-            .filter(|node| live.contains(&node.node.as_str()))
-            .filter(|node| node.node == self.options.node_id || node_age_ms(node.started_at_ms) >= lease_ms)
-            .map(|node| node.node.as_str())
-            .collect();
-        let me = self.options.node_id.clone();
-        let owner_of = |set: SetId| rank_first(set, &live);
-        // Hand over one set that belongs to a settled node.
-        let leaving = self
-            .held
-            .keys()
-            .copied()
-            .find(|set| rank_first(*set, &live).is_some_and(|owner| owner != me && settled.contains(&owner)));
-        let free: Vec<SetId> = status
-            .leases
-            .iter()
-            // Its own unexpired leases too: left by this node's previous
-            // life (a crash, a restart), taken back at once at a new epoch.
-            .filter(|lease| lease.owner.is_none() || lease.expires_in_ms <= 0 || lease.owner.as_deref() == Some(&me))
-            .map(|lease| lease.set)
-            .filter(|set| owner_of(*set) == Some(me.as_str()) && !self.held.contains_key(set))
-            .collect();
-        drop(live);
-        if let Some(set) = leaving {
-            self.hand_over(set);
-        }
-        for set in free {
-            self.take(set);
-            self.renew();
-        }
-        self.publish();
+    fn held(&self) -> HashMap<SetId, Epoch> {
+        self.held.lock().expect("held lock").clone()
     }
 
-    /// Renews the heartbeat and the leases; gives up the sets not renewed.
-    fn renew(&mut self) {
-        match self.leases.renew() {
+    /// Renews the heartbeat and the leases; gives up the sets held when
+    /// renewal began that it did not renew at their epoch (a set taken
+    /// meanwhile is not judged by a renewal that began before it).
+    fn renew(&self, renewed_at: &mut Instant) {
+        let before = self.held();
+        let lost: Vec<SetId> = match self.leases.renew() {
             Ok(renewed) => {
-                self.renewed_at = Instant::now();
+                *renewed_at = Instant::now();
                 let renewed: HashMap<SetId, Epoch> = renewed.into_iter().collect();
                 let fenced = self.engine.fenced_sets();
-                let lost: Vec<SetId> = self
-                    .held
-                    .iter()
-                    .filter(|(set, epoch)| renewed.get(set) != Some(epoch) || fenced.contains(set))
-                    .map(|(set, _)| *set)
-                    .collect();
-                for set in lost {
-                    tracing::warn!(%set, "the set's lease was lost; giving it up");
-                    self.held.remove(&set);
-                    self.engine.give_up(set);
-                }
+                let stale = |(set, epoch): (&SetId, &Epoch)| renewed.get(set) != Some(epoch) || fenced.contains(set);
+                before.iter().filter(|held| stale(*held)).map(|(set, _)| *set).collect()
             }
             Err(failure) => {
                 tracing::warn!(%failure, "renewing the leases failed");
                 // Past a lease without a renewal, the leases may be taken:
                 // stop writing (the fence would refuse it anyway).
-                if self.renewed_at.elapsed() >= self.options.lease && !self.held.is_empty() {
-                    tracing::warn!("no renewal for a whole lease; giving every set up");
-                    for (set, _) in std::mem::take(&mut self.held) {
-                        self.engine.give_up(set);
+                match renewed_at.elapsed() >= self.options.lease && !before.is_empty() {
+                    true => {
+                        tracing::warn!("no renewal for a whole lease; giving every set up");
+                        before.keys().copied().collect()
                     }
+                    false => Vec::new(),
                 }
             }
-        }
-    }
-
-    fn take(&mut self, set: SetId) {
-        let epoch = match self.leases.acquire(set) {
-            Ok(Some(epoch)) => epoch,
-            Ok(None) => return,
-            Err(failure) => {
-                tracing::warn!(%set, %failure, "taking the set's lease failed");
-                return;
-            }
         };
-        let started = Instant::now();
-        let entropy: Box<dyn Entropy> = Box::new(OsEntropy);
-        let opened = hongbao_store_pg::open_leased_set(&self.map, self.sets, set, epoch)
-            .and_then(|stores| self.engine.take(set, stores, entropy));
-        match opened {
-            Ok(()) => {
-                self.held.insert(set, epoch);
+        for set in lost {
+            let removed = {
+                let mut held = self.held.lock().expect("held lock");
+                let same = held.get(&set) == before.get(&set);
+                same.then(|| held.remove(&set)).flatten()
+            };
+            if removed.is_some() {
+                tracing::warn!(%set, "the set's lease was lost; giving it up");
+                self.engine.give_up(set);
                 self.publish();
-                tracing::info!(%set, epoch, ms = started.elapsed().as_millis() as u64, "set taken");
             }
-            Err(failure) => {
-                tracing::error!(%set, epoch, %failure, "taking the set failed; releasing its lease");
-                let _ = self.leases.release(set, epoch);
-            }
-        }
-    }
-
-    fn hand_over(&mut self, set: SetId) {
-        let Some(epoch) = self.held.remove(&set) else { return };
-        let started = Instant::now();
-        self.engine.give_up(set);
-        self.publish();
-        match self.leases.release(set, epoch) {
-            Ok(_) => tracing::info!(%set, epoch, ms = started.elapsed().as_millis() as u64, "set handed over"),
-            Err(failure) => tracing::warn!(%set, %failure, "releasing the set's lease failed; it runs out by itself"),
         }
     }
 
@@ -412,10 +361,103 @@ impl KeeperState {
                 }
             }
         }
-        for set in self.held.keys() {
+        for set in self.held.lock().expect("held lock").keys() {
             holders[set.index()] = Holder::Here;
         }
         *self.published.holders.write().expect("holders lock") = holders;
+    }
+}
+
+impl KeeperState {
+    fn tick(&mut self) {
+        let shared = self.shared.clone();
+        let status = match shared.leases.status() {
+            Ok(status) => status,
+            Err(failure) => {
+                tracing::warn!(%failure, "reading the cluster failed; trying again next tick");
+                return;
+            }
+        };
+        let read_at = Instant::now();
+        *shared.published.status.write().expect("status lock") = Some((status.clone(), read_at));
+        shared.publish();
+        let lease_ms = shared.options.lease.as_millis() as i64;
+        let me = shared.me().to_owned();
+        let mut live: Vec<&str> =
+            status.live_nodes(shared.options.lease).iter().map(|node| node.node.as_str()).collect();
+        if !live.contains(&me.as_str()) {
+            live.push(&me);
+        }
+        // A node counts for handing sets over once it has been live for a
+        // lease: a node that flaps does not pull sets back and forth.
+        let settled: Vec<&str> = status
+            .nodes
+            .iter()
+            .filter(|node| live.contains(&node.node.as_str()))
+            .filter(|node| node.node == me || node_age_ms(node.started_at_ms) >= lease_ms)
+            .map(|node| node.node.as_str())
+            .collect();
+        let held = shared.held();
+        // Hand over one set that belongs to a settled node.
+        let leaving = held
+            .keys()
+            .copied()
+            .find(|set| rank_first(*set, &live).is_some_and(|owner| owner != me && settled.contains(&owner)));
+        let free: Vec<SetId> = status
+            .leases
+            .iter()
+            // Its own unexpired leases too: left by this node's previous
+            // life (a crash, a restart), taken back at once at a new epoch.
+            .filter(|lease| lease.owner.is_none() || lease.expires_in_ms <= 0 || lease.owner.as_deref() == Some(&me))
+            .map(|lease| lease.set)
+            .filter(|set| rank_first(*set, &live) == Some(me.as_str()) && !held.contains_key(set))
+            .collect();
+        if let Some(set) = leaving {
+            self.hand_over(set);
+        }
+        for set in free {
+            self.take(set);
+        }
+        shared.publish();
+    }
+
+    fn take(&mut self, set: SetId) {
+        let shared = &self.shared;
+        let epoch = match shared.leases.acquire(set) {
+            Ok(Some(epoch)) => epoch,
+            Ok(None) => return,
+            Err(failure) => {
+                tracing::warn!(%set, %failure, "taking the set's lease failed");
+                return;
+            }
+        };
+        let started = Instant::now();
+        let entropy: Box<dyn Entropy> = Box::new(OsEntropy);
+        let opened = hongbao_store_pg::open_leased_set(&self.map, shared.sets, set, epoch)
+            .and_then(|stores| shared.engine.take(set, stores, entropy));
+        match opened {
+            Ok(()) => {
+                shared.held.lock().expect("held lock").insert(set, epoch);
+                shared.publish();
+                tracing::info!(%set, epoch, ms = started.elapsed().as_millis() as u64, "set taken");
+            }
+            Err(failure) => {
+                tracing::error!(%set, epoch, %failure, "taking the set failed; releasing its lease");
+                let _ = shared.leases.release(set, epoch);
+            }
+        }
+    }
+
+    fn hand_over(&mut self, set: SetId) {
+        let shared = &self.shared;
+        let Some(epoch) = shared.held.lock().expect("held lock").remove(&set) else { return };
+        let started = Instant::now();
+        shared.engine.give_up(set);
+        shared.publish();
+        match shared.leases.release(set, epoch) {
+            Ok(_) => tracing::info!(%set, epoch, ms = started.elapsed().as_millis() as u64, "set handed over"),
+            Err(failure) => tracing::warn!(%set, %failure, "releasing the set's lease failed; it runs out by itself"),
+        }
     }
 }
 

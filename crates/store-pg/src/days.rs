@@ -15,7 +15,7 @@ use hongbao_engine::StoreError;
 use tokio_postgres::Client;
 
 use crate::SetMap;
-use crate::pg::{connect, failed, in_transaction};
+use crate::pg::{connect, connect_serving, failed, in_transaction};
 use crate::schema::{LOCK_CLASS, LOCK_DAYS};
 
 /// Partitions of a day's packets (and of its claims), by packet-id hash:
@@ -140,7 +140,7 @@ pub struct DaysKept {
 /// whose credits have all landed. Call it off any async runtime.
 pub fn keep_days(map: &SetMap, sets: u16, now: Millis, retention_days: u32) -> Result<DaysKept, StoreError> {
     let urls = map.databases(sets);
-    let connections = urls.iter().map(|url| connect(url, "hongbao-days")).collect::<Result<Vec<_>, _>>()?;
+    let connections = urls.iter().map(|url| connect_serving(url, "hongbao-days")).collect::<Result<Vec<_>, _>>()?;
     let mut kept = DaysKept::default();
     let ahead = [now, Millis(now.0 + 86_400_000)].map(Millis::civil_day);
     for connection in &connections {

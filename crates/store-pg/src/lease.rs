@@ -31,7 +31,7 @@ use hongbao_domain::SetId;
 use hongbao_engine::StoreError;
 use tokio_postgres::Client;
 
-use crate::pg::{Connection, connect, failed, in_transaction};
+use crate::pg::{Connection, connect_serving, failed, in_transaction};
 use crate::schema::set_number;
 use crate::set_map::SetMap;
 
@@ -87,7 +87,7 @@ impl Database {
         let mut slot = self.connection.lock().expect("lease connection lock");
         let connection = match slot.take() {
             Some(connection) if !connection.is_closed() => connection,
-            _ => connect(&self.url, name)?,
+            _ => connect_serving(&self.url, name)?,
         };
         let result = connection.block_on(work(&connection));
         let lost = result.as_ref().is_err_and(|error| !error.refused)

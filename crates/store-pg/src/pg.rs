@@ -49,9 +49,29 @@ impl Drop for Connection {
     }
 }
 
+/// How long a serving node's session may sit idle inside a transaction
+/// before PostgreSQL ends it. A node paused mid-transaction (SIGSTOP, a
+/// stalled VM) would otherwise hold its row locks (its set's position, a
+/// day's partitions) for as long as it sleeps, and the node that takes its
+/// sets over would wait behind them; well under the lease (2 s), so a
+/// takeover waits at most this long. A node's own transactions never idle
+/// near it: their statements are pipelined.
+const IDLE_IN_TRANSACTION_MAX_MS: u32 = 1000;
+
+/// `connect`, for a serving node's sessions (writers, materializers,
+/// readers, leases, days): PostgreSQL ends one that idles inside a
+/// transaction past `IDLE_IN_TRANSACTION_MAX_MS`.
+pub(crate) fn connect_serving(url: &str, name: &str) -> Result<Connection, StoreError> {
+    connect_with(url, name, Some(IDLE_IN_TRANSACTION_MAX_MS))
+}
+
 /// Opens one connection, named `name` in PostgreSQL's `pg_stat_activity`
 /// (`application_name`), so an operator sees which is which.
 pub(crate) fn connect(url: &str, name: &str) -> Result<Connection, StoreError> {
+    connect_with(url, name, None)
+}
+
+fn connect_with(url: &str, name: &str, idle_in_transaction_ms: Option<u32>) -> Result<Connection, StoreError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -59,6 +79,9 @@ pub(crate) fn connect(url: &str, name: &str) -> Result<Connection, StoreError> {
     let mut config: tokio_postgres::Config =
         url.parse().map_err(|e| StoreError::new(format!("the connection string {}: {e}", redacted(url))))?;
     config.application_name(name);
+    if let Some(ms) = idle_in_transaction_ms {
+        config.options(format!("-c idle_in_transaction_session_timeout={ms}"));
+    }
     let (client, connection) = runtime
         .block_on(config.connect(NoTls))
         .map_err(|e| StoreError::new(format!("connecting to PostgreSQL ({}): {e}", redacted(url))))?;
@@ -116,7 +139,7 @@ impl WriterConnection {
 
     /// A new connection that holds the set, and its epoch.
     fn held(url: &str, set: SetId, hold: Hold) -> Result<(Connection, i64), StoreError> {
-        let connection = connect(url, &format!("hongbao-set-{set}"))?;
+        let connection = connect_serving(url, &format!("hongbao-set-{set}"))?;
         let epoch = connection.block_on(async {
             match hold {
                 Hold::Lock => {

@@ -16,7 +16,7 @@ use hongbao_engine::{Position, ReceivedBound, ReceivedItem, SentItem, SharedPosi
 use tokio_postgres::Client;
 use tokio_postgres::types::ToSql;
 
-use crate::pg::{Connection, connect, failed};
+use crate::pg::{Connection, connect_serving, failed};
 use crate::rows::{CLAIM_COLUMNS, PACKET_COLUMNS, amount, claim_from_row, packet_from_row, packet_id};
 use crate::schema::set_number;
 
@@ -65,7 +65,7 @@ impl Pool {
         let pooled = self.idle.lock().expect("reader pool lock").pop().filter(|client| !client.is_closed());
         let mut client = match pooled {
             Some(client) => client,
-            None => connect(&self.url, "hongbao-reader")?,
+            None => connect_serving(&self.url, "hongbao-reader")?,
         };
         let mut result = client.block_on(read(&client));
         for _ in 1..READ_ATTEMPTS {
@@ -74,7 +74,7 @@ impl Pool {
                 // A pooled connection the server ended (a restart) is only
                 // known lost once used: the read goes again on a new one.
                 Err(error) if !error.refused && client.block_on(client.batch_execute("SELECT 1")).is_err() => {
-                    client = connect(&self.url, "hongbao-reader")?;
+                    client = connect_serving(&self.url, "hongbao-reader")?;
                     result = client.block_on(read(&client));
                 }
                 _ => break,

@@ -27,7 +27,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
 
 use crate::days::Days;
-use crate::pg::{Connection, WriterConnection, connect, failed};
+use crate::pg::{Connection, WriterConnection, connect_serving, failed};
 use crate::rows::{CLAIM_COLUMNS, PACKET_COLUMNS, amount, claim_from_row, packet_from_row, packet_id, user};
 use crate::schema::set_number;
 
@@ -356,7 +356,7 @@ impl PgStore {
 /// is trimmed only below what PostgreSQL reports flushed (`Store::durable`).
 /// Each commit then no longer queues for a flush beside the journal's.
 fn connect_unsynced(url: &str, set: SetId) -> Result<Connection, StoreError> {
-    let connection = connect(url, &format!("hongbao-tables-{set}"))?;
+    let connection = connect_serving(url, &format!("hongbao-tables-{set}"))?;
     connection
         .block_on(connection.batch_execute("SET synchronous_commit = off"))
         .map_err(failed("configuring the materializer's connection"))?;
@@ -710,7 +710,7 @@ impl Store for PgStore {
                         .map_err(failed("committing a materialization")),
                     Err(error) => {
                         let _ = client.batch_execute("ROLLBACK").await;
-                        Err(error)
+                        Err(written_elsewhere(client, set, batches, error).await)
                     }
                 }
             })
@@ -740,5 +740,26 @@ impl Store for PgStore {
             self.unflushed.pop_front();
         }
         self.durable
+    }
+}
+
+/// A refusal of batches the tables already hold past their start is no
+/// refusal: another materializer of the set wrote them first (a node that
+/// lost the set finishing what it had journaled, while the new owner
+/// catches up on the same records), and the caller retries from the
+/// tables' position. Read after the rollback: the refused transaction
+/// cannot be asked.
+async fn written_elsewhere(client: &Client, set: SetId, batches: &[Journaled], error: StoreError) -> StoreError {
+    let Some(first) = batches.first() else { return error };
+    if !error.refused {
+        return error;
+    }
+    let held = client.query_one("SELECT position FROM hongbao_sets WHERE set_id = $1", &[&set_number(set)]).await;
+    match held.map(|row| row.get::<_, i64>(0)) {
+        Ok(held) if held >= position_key(first.position).unwrap_or(i64::MAX) => StoreError::new(format!(
+            "set {set}'s tables already hold batch {} (position {held}): written by another node; {}",
+            first.position, error.message
+        )),
+        _ => error,
     }
 }

@@ -182,6 +182,23 @@ fn overdrafts_debits_of_no_account_and_duplicate_references_are_refused() {
 }
 
 #[test]
+fn a_batch_another_materializer_wrote_first_is_retried_not_refused() {
+    // A node that lost the set finishes what it had journaled while the new
+    // owner catches up on the same records: whichever writes them second
+    // is told to retry from the tables' position, never halted.
+    let name = "a_batch_another_materializer_wrote_first_is_retried_not_refused";
+    let Some(mut history) = History::new(name, "lucky", None) else { return };
+    let map = SetMap::single(history.db.url());
+    let mut other = hongbao_store_pg::open_leased_set(&map, 1, SetId(0), 0).unwrap().materializer;
+    let batch = Journaled { position: 2, effects: Arc::new(ledger(vec![deposit("alice", "2", 5)])) };
+    other.materialize(std::slice::from_ref(&batch)).unwrap();
+    let error = history.stores.materializer.materialize(&[batch]).unwrap_err();
+    assert!(!error.refused && error.message.contains("written by another node"), "{error}");
+    assert_eq!(history.stores.materializer.materialized().unwrap(), 2);
+    assert_eq!(history.balance("alice"), fen(705), "written once");
+}
+
+#[test]
 fn a_batch_that_skips_a_position_is_refused() {
     let Some(mut history) = History::new("a_batch_that_skips_a_position_is_refused", "lucky", None) else { return };
     let url = history.db.url();

@@ -91,10 +91,15 @@ impl<S: Store> Writer<S> {
 
     /// Sends outbox credits that were never sent or wait too long for their
     /// acknowledgement. Scans at most twice per resend interval. Not while
-    /// the set recovers: memory may then hold credits of claims that never
-    /// became durable (the simulation's torn appends found this).
+    /// the set recovers, nor once it is fenced: memory may then hold credits
+    /// of claims that never became durable (the simulation's torn appends
+    /// found the first; the paused-node test, `cluster_binary.rs`, the
+    /// second: a fenced batch's credits were mailed and made money).
     pub(super) fn resend_credits(&mut self, all: bool) {
-        if !self.links.progress.is_healthy() {
+        // Not while recovering, nor once fenced: memory may hold credits of
+        // claims that never became durable (a fenced batch's are never
+        // applied: sending them would make money).
+        if !self.links.progress.is_healthy() || self.links.progress.fenced() {
             return;
         }
         let now = self.clock.monotonic();

@@ -144,7 +144,11 @@ impl<S: Store> Writer<S> {
             let (commands, mail, stop) = self.drain();
             let backlog = !self.links.commands.is_empty();
             self.process(commands, mail, backlog);
-            self.resend_credits(false);
+            // Fenced: memory holds the refused batch's effects (its credits
+            // among them), which must never leave this writer.
+            if !self.links.progress.fenced() {
+                self.resend_credits(false);
+            }
             if self.links.progress.fenced() {
                 self.refuse_queued(EngineError::Fenced);
                 self.stop_tables();
