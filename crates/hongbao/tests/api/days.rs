@@ -61,6 +61,10 @@ async fn a_settled_day_goes_cold(
     let old_day: u32 = old[..8].parse()?;
     let bob_share = api.opened(&bob, &old).await;
     let carol_share = api.opened(&carol, &old).await;
+    // Their credits landed (and their sets' tables hold them) before the
+    // clock jumps: the keeper's hour for late credits passes at once here.
+    api.wait_balance(&bob, bob_share).await;
+    api.wait_balance(&carol, carol_share).await;
     // Past its expiry, what was left goes back to alice: the day is settled.
     clock.advance_ms(61_000);
     api.wait_balance(&alice, 9_000 + 1000 - bob_share - carol_share).await;
