@@ -5,8 +5,9 @@
 //! constraints, inside one transaction that it then rolls back, and reads
 //! the rows in between. Nothing is changed.
 //!
-//! A set served by a running node is refused (its lock is held): the audit
-//! needs the data set at rest, as on SQLite.
+//! A set served by a running node is refused (its lock is held, or on a
+//! node of several, its lease runs): the audit needs the data set at rest,
+//! as on SQLite.
 //!
 //! Cold days are counted by their ledger totals (`ledger_day_totals`,
 //! written when the day went cold): the audit reads the hot days whole and
@@ -41,6 +42,7 @@ pub fn snapshot(map: &SetMap, sets: u16, cold: ColdDays) -> Result<Vec<SetSnapsh
             // snapshot is taken by its first statement, and one taken while
             // waiting for a stopping node's locks would miss its last commits.
             lock_sets(&client, &here).await?;
+            refuse_leased(&client, &here).await?;
             client
                 .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
                 .await
@@ -153,6 +155,39 @@ async fn lock_sets(client: &Client, here: &[SetId]) -> Result<(), StoreError> {
         }
     }
     client.batch_execute("RESET lock_timeout").await.map_err(failed("resetting the lock timeout"))
+}
+
+/// Refuses sets a node of a cluster holds: those nodes take no advisory
+/// lock (their leases fence them), so the lock alone does not tell that
+/// the data set is at rest. A lease of a node that died runs out within
+/// its length: the audit can run then.
+async fn refuse_leased(client: &Client, here: &[SetId]) -> Result<(), StoreError> {
+    let leases: bool = client
+        .query_one("SELECT to_regclass('hongbao_leases') IS NOT NULL", &[])
+        .await
+        .map_err(failed("looking for the leases"))?
+        .get(0);
+    if !leases {
+        return Ok(());
+    }
+    let sets: Vec<i16> = here.iter().map(|set| set_number(*set)).collect();
+    let held = client
+        .query(
+            "SELECT set_id, owner FROM hongbao_leases WHERE set_id = ANY($1) AND owner IS NOT NULL \
+             AND owner <> $2 AND expires_at > clock_timestamp() ORDER BY set_id",
+            &[&sets, &crate::lease::STANDALONE],
+        )
+        .await
+        .map_err(failed("reading the leases"))?;
+    match held.first() {
+        None => Ok(()),
+        Some(row) => Err(StoreError::new(format!(
+            "set {} is held by the cluster node {} ({} sets held in all); the audit needs the data set stopped",
+            row.get::<_, i16>(0),
+            row.get::<_, String>(1),
+            held.len()
+        ))),
+    }
 }
 
 /// Applies the set's journal records past its tables' position.

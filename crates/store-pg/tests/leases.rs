@@ -369,3 +369,18 @@ fn shared_positions_read_the_journals_last_record_and_the_tables_position() {
         .unwrap();
     assert_eq!(positions(0), SharedPositions { journal: 3, tables: 3 });
 }
+
+#[test]
+fn the_audit_refuses_a_data_set_whose_sets_a_cluster_node_holds_until_it_lets_go() {
+    let name = "the_audit_refuses_a_data_set_whose_sets_a_cluster_node_holds_until_it_lets_go";
+    let Some(db) = TestDatabase::create(name) else { return };
+    let map = SetMap::single(db.url());
+    let node = join(&map, 2, "a", LEASE_LONG);
+    let held = node.acquire(SetId(1)).unwrap().unwrap();
+    // A node of several takes no advisory lock: its lease says it serves.
+    let refused = hongbao_store_pg::snapshot(&map, 2, hongbao_store_pg::ColdDays::Totals).unwrap_err();
+    assert!(refused.message.contains("held by the cluster node a"), "{refused}");
+    assert!(node.release(SetId(1), held).unwrap());
+    let snapshots = hongbao_store_pg::snapshot(&map, 2, hongbao_store_pg::ColdDays::Totals).unwrap();
+    assert_eq!(snapshots.len(), 2);
+}
