@@ -58,20 +58,21 @@ struct Inner {
     config: EngineConfig,
     /// One per set of the data set, whether this node holds it or not.
     slots: Vec<Slot>,
+    /// Every set's reader, held here or not (one reference count per read).
+    readers: Arc<[Arc<dyn StoreReader>]>,
     postman: Arc<Postman>,
     /// Half of `queue_wait_max`: past this delay a set refuses at the door.
     door_closes_at_us: u64,
     /// Set once `shutdown` begins: no set takes writes after it.
     stopped: AtomicBool,
-    /// Batches the journal refused because the set had moved to another
-    /// node (fencing), since start.
+    /// Writes answered `Fenced` since start: refused by the journal because
+    /// their set had moved to another node.
     fenced_writes: AtomicU64,
 }
 
-/// One set: its reader, its mailbox, and while this node holds it, its
-/// running writer.
+/// One set: its mailbox, and while this node holds it, its running
+/// writer.
 struct Slot {
-    reader: Arc<dyn StoreReader>,
     /// Mail for the set; its writer reads it while the set is held here.
     mail: Receiver<Mail>,
     held: RwLock<Option<Arc<Held>>>,
@@ -145,17 +146,14 @@ impl Engine {
             Some(remote) => Postman::shared(senders, remote),
             None => Postman::local(senders),
         };
-        let slots = readers
-            .into_iter()
-            .zip(receivers)
-            .map(|(reader, mail)| Slot { reader, mail, held: RwLock::new(None) })
-            .collect();
+        let slots = receivers.into_iter().map(|mail| Slot { mail, held: RwLock::new(None) }).collect();
         let door_closes_at_us = u64::try_from(config.queue_wait_max.as_micros() / 2).unwrap_or(u64::MAX);
         let inner = Inner {
             limits: config.limits.clone(),
             clock,
             config,
             slots,
+            readers: readers.into(),
             postman: Arc::new(postman),
             door_closes_at_us,
             stopped: AtomicBool::new(false),
@@ -230,18 +228,8 @@ impl Engine {
         let Some(slot) = self.slot(set) else { return };
         let Some(held) = slot.held.write().expect("slot lock").take() else { return };
         self.inner.postman.hold(set, false);
-        Engine::stop_held(&held, self.inner.clock.monotonic());
-    }
-
-    fn stop_held(held: &Held, now: Duration) {
-        held.progress.stop();
-        // Waits for room: the commands ahead of it are still answered. A
-        // writer that stopped (fenced) has dropped its queue: nothing waits.
-        let _ = held.queue.send(Queued { at: now, command: Command::Shutdown });
-        let threads = std::mem::take(&mut *held.threads.lock().expect("threads lock"));
-        for thread in threads {
-            let _ = thread.join();
-        }
+        held.tell_to_stop(self.inner.clock.monotonic());
+        held.join();
     }
 
     fn slot(&self, set: SetId) -> Option<&Slot> {
@@ -407,7 +395,7 @@ impl Engine {
         for set in sets {
             match self.held(SetId(set as u16)) {
                 Some(held) => here.push((held.progress.acked(), held)),
-                None => elsewhere.push(self.inner.slots[set].reader.clone()),
+                None => elsewhere.push(self.inner.readers[set].clone()),
             }
         }
         for (acked, held) in here {
@@ -420,7 +408,7 @@ impl Engine {
                 return Err(EngineError::Unavailable);
             }
         }
-        let readers: Vec<Arc<dyn StoreReader>> = self.inner.slots.iter().map(|slot| slot.reader.clone()).collect();
+        let readers = self.inner.readers.clone();
         let read = move || {
             wait_for_shared_tables(&elsewhere)?;
             read(&readers).map_err(|e| EngineError::Storage(e.message))
@@ -486,14 +474,27 @@ impl Engine {
     pub fn shutdown(&self) {
         self.inner.stopped.store(true, Ordering::Relaxed);
         let held: Vec<(SetId, Arc<Held>)> = self.every_held().collect();
-        held.iter().for_each(|(_, held)| held.progress.stop());
         let now = self.inner.clock.monotonic();
         // Every set is told first, so they drain and commit together.
-        for (_, held) in &held {
-            let _ = held.queue.send(Queued { at: now, command: Command::Shutdown });
-        }
-        for (_, held) in &held {
-            Engine::stop_held(held, now);
+        held.iter().for_each(|(_, held)| held.tell_to_stop(now));
+        held.iter().for_each(|(_, held)| held.join());
+    }
+}
+
+impl Held {
+    /// Tells the set's writer to finish what is queued, commit and stop.
+    fn tell_to_stop(&self, now: Duration) {
+        self.progress.stop();
+        // Waits for room: the commands ahead of it are still answered. A
+        // writer that stopped (fenced) has dropped its queue: nothing waits.
+        let _ = self.queue.send(Queued { at: now, command: Command::Shutdown });
+    }
+
+    /// Waits for the writer, then the materializer.
+    fn join(&self) {
+        let threads = std::mem::take(&mut *self.threads.lock().expect("threads lock"));
+        for thread in threads {
+            let _ = thread.join();
         }
     }
 }
@@ -503,23 +504,26 @@ const SHARED_POLL: Duration = Duration::from_millis(5);
 
 /// Waits until the tables of each set held by another node hold its
 /// journal's end as it was when the read began (at most `READ_WAIT_MAX`
-/// over all of them); blocks. A read that cannot tell is refused.
+/// over all of them); blocks. A read that cannot tell is refused. The
+/// first reading of each set gives both its target and, most often, tables
+/// already past it.
 fn wait_for_shared_tables(readers: &[Arc<dyn StoreReader>]) -> Result<(), EngineError> {
     let deadline = Instant::now() + READ_WAIT_MAX;
-    for reader in readers {
-        let unavailable = |e: StoreError| {
+    let positions = |reader: &Arc<dyn StoreReader>| {
+        reader.shared_positions().map_err(|e| {
             tracing::warn!(failure = %e.message, "reading a set's shared positions failed");
             EngineError::Unavailable
-        };
-        let target = reader.shared_positions().map_err(unavailable)?.journal;
-        loop {
-            if reader.shared_positions().map_err(unavailable)?.tables >= target {
-                break;
-            }
+        })
+    };
+    let first = readers.iter().map(positions).collect::<Result<Vec<_>, _>>()?;
+    for (reader, first) in readers.iter().zip(first) {
+        let mut tables = first.tables;
+        while tables < first.journal {
             if Instant::now() >= deadline {
                 return Err(EngineError::Unavailable);
             }
             std::thread::sleep(SHARED_POLL);
+            tables = positions(reader)?.tables;
         }
     }
     Ok(())
