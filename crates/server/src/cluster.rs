@@ -109,8 +109,6 @@ pub struct Cluster {
     pub directory: Arc<dyn Directory>,
     auth: Arc<SharedAuth>,
     client: HttpClient,
-    /// Which `SystemClock` time peer tokens are judged by.
-    engine_now: fn() -> Millis,
 }
 
 impl Cluster {
@@ -119,11 +117,11 @@ impl Cluster {
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(1)));
         let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector);
-        Cluster { directory, auth, client, engine_now: system_now }
+        Cluster { directory, auth, client }
     }
 
     fn peer_token(&self) -> String {
-        let expires = Millis((self.engine_now)().0 + PEER_TOKEN_TTL.as_millis() as i64);
+        let expires = Millis(system_now().0 + PEER_TOKEN_TTL.as_millis() as i64);
         self.auth.current().issue_peer(self.directory.node_id(), expires)
     }
 
@@ -144,9 +142,17 @@ impl Cluster {
     }
 }
 
+/// Peer tokens live on the wall clock: nodes share it, whatever clock
+/// their engines run on (a test's manual one).
 fn system_now() -> Millis {
     use hongbao_engine::Clock;
     hongbao_engine::SystemClock.now()
+}
+
+/// The node a request's peer token names, if it carries a valid one.
+fn peer_of(state: &AppState, headers: &HeaderMap) -> Option<String> {
+    let token = headers.get(PEER)?.to_str().ok()?;
+    state.auth.current().verify_peer(token, system_now())
 }
 
 struct Failed {
@@ -201,8 +207,7 @@ pub(crate) async fn forward(State(state): State<AppState>, request: Request, nex
 /// A request another node forwarded: marked as the peer's when its peer
 /// token proves it (the user's limits were charged there).
 fn arrived(state: &AppState, mut request: Request) -> Request {
-    let peer = request.headers().get(PEER).and_then(|value| value.to_str().ok());
-    if peer.and_then(|token| state.auth.current().verify_peer(token, system_now())).is_some() {
+    if peer_of(state, request.headers()).is_some() {
         request.extensions_mut().insert(PeerForwarded);
     }
     request
@@ -409,9 +414,7 @@ pub async fn take_mail(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let now = system_now();
-    let peer = headers.get(PEER).and_then(|value| value.to_str().ok());
-    if peer.and_then(|token| state.auth.current().verify_peer(token, now)).is_none() {
+    if peer_of(&state, &headers).is_none() {
         return Err(ApiError::invalid_peer());
     }
     let value: Value = serde_json::from_slice(&body).map_err(|e| ApiError::invalid_body(e.to_string()))?;
