@@ -26,12 +26,9 @@ use hongbao_server::Auth;
 use hongbao_server::rate_limit::{Rate, Route};
 use hongbao_store_pg::SetMap;
 use hongbao_store_pg::testing::ScratchDatabase;
-use hyper::Method;
 
 use crate::client::Connection;
-use crate::hongbao::{Ack, AuditResult, Plan, audit_stopped, bench_config, opened, send_one};
-use crate::load::Client;
-use crate::target::Tokens;
+use crate::hongbao::{Ack, AuditResult, Plan, audit_stopped, bench_config, send_one};
 
 /// How long the nodes are given to share the sets out.
 const SETTLE_BOUND: Duration = Duration::from_secs(30);
@@ -149,44 +146,13 @@ fn free_port() -> Result<SocketAddr> {
     Ok(listener.local_addr()?)
 }
 
-/// Opens sent to each packet's holder: one connection to every node.
-pub struct OpenDirect {
-    connections: Vec<Connection>,
-    /// The node holding each packet of the plan.
-    holders: Arc<Vec<usize>>,
-    plan: Arc<Plan>,
-    tokens: Arc<Tokens>,
-    pub acked: Vec<Ack>,
-    shed: u64,
-}
-
-impl OpenDirect {
-    pub async fn connect(
-        nodes: &Nodes,
-        plan: Arc<Plan>,
-        tokens: Arc<Tokens>,
-        holders: Arc<Vec<usize>>,
-    ) -> Result<Self> {
-        let mut connections = Vec::new();
-        for node in &nodes.nodes {
+impl Nodes {
+    /// A connection to every node, in order (for `OpenHttp::direct`).
+    pub async fn connections(&self) -> Result<Vec<Connection>> {
+        let mut connections = Vec::with_capacity(self.nodes.len());
+        for node in &self.nodes {
             connections.push(Connection::open(node.addr).await?);
         }
-        Ok(OpenDirect { connections, holders, plan, tokens, acked: Vec::new(), shed: 0 })
-    }
-}
-
-impl Client for OpenDirect {
-    fn refused(&self) -> u64 {
-        self.shed
-    }
-
-    async fn call(&mut self, n: u64) -> bool {
-        let (packet, name) = self.plan.target(n);
-        let user = UserId::parse(&name).expect("valid user");
-        let token = self.tokens.of(&user);
-        let connection = &mut self.connections[self.holders[packet]];
-        let answer = connection.request(Method::POST, &self.plan.paths[packet], Some(&token), None).await;
-        let packet = self.plan.packets[packet];
-        opened(answer, packet, user, &mut self.acked, &mut self.shed)
+        Ok(connections)
     }
 }

@@ -235,7 +235,11 @@ impl Client for Floor {
 
 /// `POST /v1/packets/{id}/open` as a fresh user each time.
 pub struct OpenHttp {
-    pub connection: Connection,
+    /// One connection, or one to each node of a cluster.
+    pub connections: Vec<Connection>,
+    /// With a connection to each node: the node holding each packet of the
+    /// plan, where its open is sent.
+    pub holders: Option<Arc<Vec<usize>>>,
     pub plan: Arc<Plan>,
     pub tokens: Arc<Tokens>,
     pub acked: Vec<Ack>,
@@ -245,7 +249,18 @@ pub struct OpenHttp {
 
 impl OpenHttp {
     pub fn new(connection: Connection, plan: Arc<Plan>, tokens: Arc<Tokens>) -> OpenHttp {
-        OpenHttp { connection, plan, tokens, acked: Vec::new(), shed: 0 }
+        OpenHttp { connections: vec![connection], holders: None, plan, tokens, acked: Vec::new(), shed: 0 }
+    }
+
+    /// Each open sent straight to its packet's holder: `connections[i]` is
+    /// to node `i`, `holders` names each packet's node.
+    pub fn direct(
+        connections: Vec<Connection>,
+        holders: Arc<Vec<usize>>,
+        plan: Arc<Plan>,
+        tokens: Arc<Tokens>,
+    ) -> OpenHttp {
+        OpenHttp { connections, holders: Some(holders), plan, tokens, acked: Vec::new(), shed: 0 }
     }
 }
 
@@ -258,7 +273,8 @@ impl Client for OpenHttp {
         let (packet, name) = self.plan.target(n);
         let user = UserId::parse(&name).expect("valid user");
         let token = self.tokens.of(&user);
-        let answer = self.connection.request(Method::POST, &self.plan.paths[packet], Some(&token), None).await;
+        let node = self.holders.as_ref().map_or(0, |holders| holders[packet]);
+        let answer = self.connections[node].request(Method::POST, &self.plan.paths[packet], Some(&token), None).await;
         let packet = self.plan.packets[packet];
         opened(answer, packet, user, &mut self.acked, &mut self.shed)
     }
@@ -266,7 +282,7 @@ impl Client for OpenHttp {
 
 /// An open's answer: an acknowledged share is recorded in `acked`, a 503
 /// (shed under overload) counted in `shed`. Answers whether it succeeded.
-pub fn opened<E>(
+fn opened<E>(
     answer: Result<(hyper::StatusCode, hyper::body::Bytes), E>,
     packet: PacketId,
     user: UserId,

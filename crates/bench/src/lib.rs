@@ -289,26 +289,20 @@ impl Suite {
             let tokens = Arc::new(Tokens::Signed(nodes.auth.clone()));
             let mode = Mode::Closed { clients };
             let bar = self.bar(name);
-            let (measured, acked) = if direct {
-                let holders: Vec<usize> = plan.packets.iter().map(|id| nodes.holder(id.set).unwrap_or(0)).collect();
-                let holders = Arc::new(holders);
-                let mut list = Vec::with_capacity(clients);
-                for _ in 0..clients {
-                    list.push(
-                        cluster::OpenDirect::connect(&nodes, plan.clone(), tokens.clone(), holders.clone()).await?,
-                    );
-                }
-                let (measured, list) = drive(mode, self.sizes.duration, list, &bar).await;
-                (measured, list.into_iter().flat_map(|client| client.acked).collect::<Vec<_>>())
-            } else {
-                let mut list = Vec::with_capacity(clients);
-                for index in 0..clients {
-                    let connection = client::Connection::open(nodes.nodes[index % count_nodes].addr).await?;
-                    list.push(OpenHttp::new(connection, plan.clone(), tokens.clone()));
-                }
-                let (measured, list) = drive(mode, self.sizes.duration, list, &bar).await;
-                (measured, list.into_iter().flat_map(|client| client.acked).collect::<Vec<_>>())
-            };
+            let holders: Vec<usize> = plan.packets.iter().map(|id| nodes.holder(id.set).unwrap_or(0)).collect();
+            let holders = Arc::new(holders);
+            let mut list = Vec::with_capacity(clients);
+            for index in 0..clients {
+                list.push(match direct {
+                    true => OpenHttp::direct(nodes.connections().await?, holders.clone(), plan.clone(), tokens.clone()),
+                    false => {
+                        let connection = client::Connection::open(nodes.nodes[index % count_nodes].addr).await?;
+                        OpenHttp::new(connection, plan.clone(), tokens.clone())
+                    }
+                });
+            }
+            let (measured, list) = drive(mode, self.sizes.duration, list, &bar).await;
+            let acked: Vec<Ack> = list.into_iter().flat_map(|client| client.acked).collect();
             self.record(name, clients, &measured);
             let audit = nodes.stop_and_audit(&acked).await?;
             self.audits.push((name.into(), audit));
