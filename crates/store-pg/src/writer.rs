@@ -164,19 +164,7 @@ impl PgStore {
     /// The writer's handle, on the set's writer connection.
     pub(crate) fn open_writer(connection: Arc<WriterConnection>, set: SetId) -> Result<PgStore, StoreError> {
         let crate::pg::Current { connection: client, generation, .. } = connection.get()?;
-        let statements = client.block_on(Statements::prepare(&client))?;
-        Ok(PgStore {
-            client,
-            source: Source::Writer(connection),
-            generation,
-            suspect: false,
-            set,
-            days: Days::default(),
-            statements,
-            durable: 0,
-            unflushed: VecDeque::new(),
-            flush_asked: Instant::now(),
-        })
+        PgStore::on(client, Source::Writer(connection), generation, set)
     }
 
     /// The materializer's handle on `url`: it opens a new connection when
@@ -184,11 +172,16 @@ impl PgStore {
     /// nothing but its transactions.
     pub(crate) fn open_materializer(url: &str, set: SetId) -> Result<PgStore, StoreError> {
         let client = Arc::new(connect_unsynced(url, set)?);
+        PgStore::on(client, Source::Database(url.to_owned()), 0, set)
+    }
+
+    /// A handle on `client`, its statements prepared there.
+    fn on(client: Arc<Connection>, source: Source, generation: u64, set: SetId) -> Result<PgStore, StoreError> {
         let statements = client.block_on(Statements::prepare(&client))?;
         Ok(PgStore {
             client,
-            source: Source::Database(url.to_owned()),
-            generation: 0,
+            source,
+            generation,
             suspect: false,
             set,
             days: Days::default(),
