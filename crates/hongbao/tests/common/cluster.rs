@@ -11,7 +11,10 @@
 #![allow(dead_code)] // each test file uses some of these
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use std::io::{BufRead, BufReader, Read, Write};
+// The test file that loads this one loads `common` beside it.
+use crate::common::http;
+
+use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -45,22 +48,13 @@ pub fn call(
     body: &str,
 ) -> std::io::Result<(u16, String)> {
     let target: SocketAddr = addr.parse().map_err(std::io::Error::other)?;
-    let mut stream = TcpStream::connect_timeout(&target, Duration::from_secs(2))?;
+    let stream = TcpStream::connect_timeout(&target, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
     stream.set_write_timeout(Some(REQUEST_TIMEOUT))?;
-    let extra: String = headers.iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\n{extra}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(body.as_bytes())?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer)?;
-    let status = answer.get(9..12).and_then(|status| status.parse().ok());
-    let status = status.ok_or_else(|| std::io::Error::other(format!("no HTTP status in {answer:?}")))?;
-    let body = answer.split_once("\r\n\r\n").map_or("", |(_, body)| body);
-    Ok((status, body.to_owned()))
+    let mut headers = headers.to_vec();
+    headers.push(("content-type", "application/json"));
+    let (status, _, body) = http::exchange(stream, method, path, token, &headers, body)?;
+    Ok((status, body))
 }
 
 /// The error code of an error answer's body, or "" if it has none.

@@ -4,7 +4,9 @@
 #![allow(dead_code)] // each test file uses some of these
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use std::io::{BufRead, BufReader, Read, Write};
+pub mod http;
+
+use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -56,19 +58,7 @@ fn try_request_with_head(
     token: &str,
     body: &str,
 ) -> std::io::Result<(u16, String, String)> {
-    let mut stream = TcpStream::connect(addr)?;
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(body.as_bytes())?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer)?;
-    let status = answer.get(9..12).and_then(|status| status.parse().ok());
-    let status = status.ok_or_else(|| std::io::Error::other(format!("no HTTP status in {answer:?}")))?;
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
-    Ok((status, head.to_owned(), body.to_owned()))
+    http::exchange(TcpStream::connect(addr)?, method, path, token, &[], body)
 }
 
 pub fn wait(child: &mut Child) -> std::process::ExitStatus {
