@@ -107,10 +107,8 @@ impl Directory for Published {
         let live: HashSet<&str> = status.live_nodes(self.lease).iter().map(|node| node.node.as_str()).collect();
         let mut held: HashMap<&str, Vec<u16>> = HashMap::new();
         for lease in &status.leases {
-            if let Some(owner) = &lease.owner
-                && lease.expires_in_ms > since
-            {
-                held.entry(owner.as_str()).or_default().push(lease.set.0);
+            if let Some(owner) = lease.owner_after(since) {
+                held.entry(owner).or_default().push(lease.set.0);
             }
         }
         let nodes: Vec<Value> = status
@@ -132,10 +130,11 @@ impl Directory for Published {
             .iter()
             .map(|lease| {
                 let expires_in_ms = lease.expires_in_ms.saturating_sub(since);
-                let current = lease.owner.is_some() && expires_in_ms > 0;
+                let owner = lease.owner_after(since);
+                let current = owner.is_some();
                 json!({
                     "set": lease.set.0,
-                    "owner": if current { lease.owner.clone() } else { None },
+                    "owner": owner,
                     "epoch": lease.epoch,
                     // Since the lease was last renewed (or taken).
                     "lease_age_ms": current.then(|| lease_ms.saturating_sub(expires_in_ms).max(0)),
@@ -351,10 +350,9 @@ impl Shared {
             let since = read_at.elapsed().as_millis() as i64;
             let live = status.live_nodes(self.options.lease);
             for lease in &status.leases {
-                let Some(owner) = &lease.owner else { continue };
-                let Some(node) = live.iter().find(|node| node.node == *owner) else { continue };
-                if lease.expires_in_ms > since
-                    && *owner != self.options.node_id
+                let Some(owner) = lease.owner_after(since) else { continue };
+                let Some(node) = live.iter().find(|node| node.node == owner) else { continue };
+                if owner != self.options.node_id
                     && let Some(holder) = holders.get_mut(lease.set.index())
                 {
                     *holder = Holder::Node(node.advertise.clone());
@@ -408,7 +406,7 @@ impl KeeperState {
             .iter()
             // Its own unexpired leases too: left by this node's previous
             // life (a crash, a restart), taken back at once at a new epoch.
-            .filter(|lease| lease.owner.is_none() || lease.expires_in_ms <= 0 || lease.owner.as_deref() == Some(&me))
+            .filter(|lease| lease.owner_after(0).is_none_or(|owner| owner == me))
             .map(|lease| lease.set)
             .filter(|set| rank_first(*set, &live) == Some(me.as_str()) && !held.contains_key(set))
             .collect();

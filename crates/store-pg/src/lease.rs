@@ -134,6 +134,14 @@ pub struct LeaseRow {
     pub held_for_ms: Option<i64>,
 }
 
+impl LeaseRow {
+    /// The lease's owner if its lease still runs `elapsed_ms` after the
+    /// cluster was read: the node that holds the set then.
+    pub fn owner_after(&self, elapsed_ms: i64) -> Option<&str> {
+        self.owner.as_deref().filter(|_| self.expires_in_ms > elapsed_ms)
+    }
+}
+
 impl ClusterStatus {
     /// The nodes whose last heartbeat is younger than a lease of `lease`:
     /// those whose leases can still be running.
