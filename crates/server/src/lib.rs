@@ -11,6 +11,8 @@ pub mod cluster;
 mod deadline;
 pub mod error;
 pub mod listener;
+pub mod metrics;
+pub mod observe;
 pub mod rate_limit;
 mod routes;
 mod shards;
@@ -119,6 +121,7 @@ pub fn router(state: AppState) -> Router {
         .route("/livez", get(routes::health::live))
         .route("/healthz", get(routes::health::live))
         .route("/readyz", get(routes::health::ready))
+        .route("/metrics", get(metrics::scrape))
         .route("/v1/admin/tokens", post(routes::admin::token))
         .route("/v1/admin/deposits", post(routes::admin::deposit))
         .route("/v1/admin/cluster", get(cluster::status))
@@ -138,9 +141,7 @@ pub fn router(state: AppState) -> Router {
         true => router.layer(middleware::from_fn_with_state(state.clone(), cluster::forward)),
         false => router,
     };
-    router
-        .layer(middleware::from_fn(move |request, next| deadline::request_deadline(deadline, request, next)))
-        .with_state(state)
+    router.layer(middleware::from_fn(move |request, next| observe::around(deadline, request, next))).with_state(state)
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then stops
@@ -152,10 +153,13 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let timeouts = state.config.timeouts;
+    let upkeep = tokio::spawn(metrics::upkeep());
     let draining = state.clone();
     let shutdown = async move {
         shutdown.await;
         draining.draining.store(true, std::sync::atomic::Ordering::Relaxed);
     };
-    listener::serve(listener, router(state), timeouts, shutdown).await
+    let served = listener::serve(listener, router(state), timeouts, shutdown).await;
+    upkeep.abort();
+    served
 }
