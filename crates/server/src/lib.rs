@@ -50,6 +50,8 @@ pub struct ServerConfig {
     pub writes_in_flight_max: usize,
     /// Writes in flight of one user before more are refused with 429.
     pub user_writes_in_flight_max: usize,
+    /// The lifetimes of the user tokens admins issue.
+    pub tokens: token::TokenLifetimes,
 }
 
 impl Default for ServerConfig {
@@ -59,6 +61,7 @@ impl Default for ServerConfig {
             rates: Rates::default(),
             writes_in_flight_max: WRITES_IN_FLIGHT_MAX,
             user_writes_in_flight_max: USER_WRITES_IN_FLIGHT_MAX,
+            tokens: token::TokenLifetimes::default(),
         }
     }
 }
