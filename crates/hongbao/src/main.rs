@@ -162,9 +162,11 @@ fn main() -> ExitCode {
 }
 
 /// Logs to stderr, as text or one JSON object a line, filtered by
-/// `filter` (RUST_LOG's syntax). Every line about a request carries its id
-/// (the `request` span's fields).
+/// `filter` (RUST_LOG's syntax), except admin actions, always logged.
+/// Every line about a request carries its id (the `request` span's fields).
 fn init_logs(format: config::LogFormat, filter: EnvFilter) -> Result<()> {
+    let always = hongbao_server::observe::ADMIN_LOG.to_owned() + "=info";
+    let filter = filter.add_directive(always.parse().expect("a target and a level are a directive"));
     let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let installed = match format {
         config::LogFormat::Json => logs.json().with_current_span(true).with_span_list(false).try_init(),

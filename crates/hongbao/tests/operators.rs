@@ -149,42 +149,42 @@ fn the_files_packet_limits_are_what_the_server_enforces() {
     assert!(wait(&mut child).success());
 }
 
-#[test]
-fn json_logs_carry_the_request_id_on_the_access_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let mut child = hongbao(&[
-        "serve",
-        "--data",
-        data.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-        "--sets",
-        "2",
-        "--log-format",
-        "json",
-    ])
-    .env_remove("RUST_LOG")
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+/// A server logging JSON lines with `extra` flags; its address.
+fn serve_json_logs(data: &Path, extra: &[&str]) -> (std::process::Child, String) {
+    let mut args = vec!["serve", "--data", data.to_str().unwrap(), "--listen", "127.0.0.1:0", "--sets", "2"];
+    args.extend_from_slice(&["--log-format", "json"]);
+    args.extend_from_slice(extra);
+    let mut child =
+        hongbao(&args).env_remove("RUST_LOG").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let addr = line.trim().strip_prefix("hongbao listening on http://").unwrap().to_owned();
+    (child, addr)
+}
+
+/// Stops the server and parses every line it logged.
+fn stop_and_read_logs(mut child: std::process::Child) -> (Vec<serde_json::Value>, String) {
+    common::signal(&child, "TERM");
+    assert!(wait(&mut child).success());
+    let mut logs = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut logs).unwrap();
+    let lines = logs
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}")))
+        .collect();
+    (lines, logs)
+}
+
+#[test]
+fn json_logs_carry_the_request_id_on_the_access_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, addr) = serve_json_logs(&dir.path().join("data"), &[]);
     let stream = TcpStream::connect(&addr).unwrap();
     let (status, head, _) =
         common::http::exchange(stream, "GET", "/livez", "", &[("x-request-id", "op-test-7")], "").unwrap();
     assert_eq!(status, 200);
     assert!(head.to_ascii_lowercase().contains("x-request-id: op-test-7"), "{head}");
-    common::signal(&child, "TERM");
-    assert!(wait(&mut child).success());
-    let mut logs = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut logs).unwrap();
-    let lines: Vec<serde_json::Value> = logs
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}")))
-        .collect();
+    let (lines, logs) = stop_and_read_logs(child);
     let access = lines
         .iter()
         .find(|line| line["target"] == "hongbao::access" && line["span"]["id"] == "op-test-7")
@@ -193,4 +193,23 @@ fn json_logs_carry_the_request_id_on_the_access_line() {
     assert_eq!(access["fields"]["code"], "ok");
     assert_eq!(access["span"]["route"], "/livez");
     assert!(lines.iter().all(|line| line["level"].is_string() && line["timestamp"].is_string()));
+}
+
+#[test]
+fn admin_actions_are_logged_whatever_the_filter() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (child, addr) = serve_json_logs(&data, &["--log-filter", "off"]);
+    let admin = common::admin_token(&data);
+    let (status, body) =
+        common::request(&addr, "POST", "/v1/admin/deposits", &admin, r#"{"user":"alice","amount":1234}"#);
+    assert_eq!(status, 200, "{body}");
+    let (lines, logs) = stop_and_read_logs(child);
+    let deposit = lines
+        .iter()
+        .find(|line| line["target"] == "hongbao::admin" && line["fields"]["amount"] == 1234)
+        .unwrap_or_else(|| panic!("no admin line in:\n{logs}"));
+    assert_eq!(deposit["fields"]["admin"], "root", "the first admin's name");
+    assert_eq!(deposit["fields"]["user"], "alice");
+    assert!(!logs.contains("hongbao::access"), "the filter still turns the rest off: {logs}");
 }

@@ -24,6 +24,10 @@ use tracing::Instrument;
 
 use crate::error::ErrorCode;
 
+/// The target of admin actions' log lines, which every log filter keeps
+/// (the binary adds `hongbao::admin=info` to whatever filter it is given).
+pub const ADMIN_LOG: &str = "hongbao::admin";
+
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The longest request id kept from a client.

@@ -49,7 +49,7 @@ pub async fn token(
     let ttl = parse_ttl(request.ttl_s, state.config.tokens)?;
     let expires_at = expiry(state.engine.now(), ttl);
     let token = state.auth.current().issue(&user, expires_at);
-    tracing::info!(%admin, %user, expires_at = expires_at.0, "admin issued a user token");
+    tracing::info!(target: crate::observe::ADMIN_LOG, %admin, %user, expires_at = expires_at.0, "admin issued a user token");
     Ok(Json(json!({ "user": user.as_str(), "token": token, "expires_at": expires_at.0 })))
 }
 
@@ -77,12 +77,12 @@ pub async fn deposit(
     let key = key.as_deref().unwrap_or("");
     match outcome {
         DepositOutcome::Deposited { balance, .. } => {
-            tracing::info!(%admin, %user, amount = amount.fen(), key, "admin deposited");
+            tracing::info!(target: crate::observe::ADMIN_LOG, %admin, %user, amount = amount.fen(), key, "admin deposited");
             Ok(Json(json!({ "user": user.as_str(), "balance": balance.fen() })))
         }
         DepositOutcome::KeyReused => Err(ApiError::key_reused()),
         DepositOutcome::BalanceLimit => {
-            tracing::info!(%admin, %user, amount = amount.fen(), key, "admin deposit refused: balance limit");
+            tracing::info!(target: crate::observe::ADMIN_LOG, %admin, %user, amount = amount.fen(), key, "admin deposit refused: balance limit");
             Err(ApiError::balance_limit_exceeded(limits.balance_max.fen()))
         }
     }
