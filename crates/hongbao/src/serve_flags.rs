@@ -104,6 +104,11 @@ pub struct ServeFlags {
     /// closing their connections (the queues are then drained and committed).
     #[arg(long, default_value_t = ms(TIMEOUTS.drain))]
     drain_timeout_ms: u64,
+    /// Migrate the data directory's sets to this build's schema before
+    /// serving (without it, a directory that needs a migration is refused;
+    /// see `hongbao migrate`).
+    #[arg(long)]
+    migrate: bool,
 }
 
 /// `ROUTE=PER_S/BURST`.
@@ -188,6 +193,7 @@ impl ServeFlags {
             server,
             store,
             retention_days: self.retention_days,
+            migrate: self.migrate,
             ..ServeOptions::new(self.data, self.listen)
         })
     }

@@ -11,6 +11,7 @@
 mod audit;
 mod checkpoint;
 mod cold;
+mod copy;
 mod days;
 mod layout;
 mod reader;
@@ -19,12 +20,14 @@ mod schema;
 mod writer;
 
 pub use audit::snapshot;
+pub use copy::{Source, copy_database, journal_segments};
 pub use days::keep_days;
 pub use hongbao_engine::ColdDays;
 pub use layout::{
     cold_day_path, cold_day_temporary_path, cold_dir, cold_root, journal_path, keeper_lock_path, set_path,
 };
 pub use reader::SqliteReader;
+pub use schema::{SCHEMA_VERSION, migrate_set, schema_version};
 pub use writer::SqliteStore;
 
 use std::path::Path;
