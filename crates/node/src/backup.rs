@@ -131,21 +131,26 @@ fn checked_target(data: &DataDir, to: &Path) -> Result<PathBuf> {
 
 /// `path` made absolute, with its longest existing ancestor resolved (links
 /// and `..`), so that "inside the data directory" is decided on real paths.
+/// The part that does not exist yet has no links: its `..` are taken as
+/// written.
 fn absolute(path: &Path) -> Result<PathBuf> {
     let path = std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))?;
-    let mut existing = path.as_path();
+    let mut existing = path.clone();
     let mut rest = Vec::new();
     while !existing.exists() {
-        let Some(name) = existing.file_name() else { break };
-        rest.push(name.to_owned());
-        existing = existing.parent().unwrap_or(Path::new("/"));
-    }
-    let mut resolved = fs::canonicalize(existing).with_context(|| format!("resolving {}", existing.display()))?;
-    for name in rest.iter().rev() {
-        if Path::new(name).components().any(|part| part == Component::ParentDir) {
-            bail!("{} has a .. below its existing part", path.display());
+        let Some(last) = existing.components().next_back() else { break };
+        rest.push(last.as_os_str().to_owned());
+        if !existing.pop() {
+            break;
         }
-        resolved.push(name);
+    }
+    let mut resolved = fs::canonicalize(&existing).with_context(|| format!("resolving {}", existing.display()))?;
+    for part in rest.iter().rev() {
+        if Path::new(part).components().eq([Component::ParentDir]) {
+            resolved.pop();
+        } else {
+            resolved.push(part);
+        }
     }
     Ok(resolved)
 }

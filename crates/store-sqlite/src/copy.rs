@@ -44,7 +44,10 @@ pub fn copy_database(from: &Path, to: &Path, source: Source) -> Result<u64, Stor
         match backup.step(-1).map_err(failed("copying the tables"))? {
             StepResult::Done => {}
             other => {
-                return Err(StoreError::new(format!("copying {}: the copy did not finish ({other:?})", from.display())));
+                return Err(StoreError::new(format!(
+                    "copying {}: the copy did not finish ({other:?})",
+                    from.display()
+                )));
             }
         }
     }
