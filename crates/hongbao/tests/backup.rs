@@ -399,3 +399,25 @@ fn a_migration_that_fails_on_one_set_leaves_every_set_as_it_was_and_a_newer_sche
     }
     assert_eq!(versions(&data, 4), [1, 99, 1, 1], "nothing migrated beside a newer set");
 }
+
+#[test]
+fn a_postgresql_directory_backup_copies_the_keys_and_says_the_sets_need_postgresqls_tools() {
+    let Some(database) = hongbao_store_pg::testing::TestDatabase::create("backup") else {
+        println!("skipped: HONGBAO_TEST_PG is not set");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (data, copy) = (dir.path().join("data"), dir.path().join("copy"));
+    let url = database.url();
+    let (server, _) = serve_with(&data, &["--store", &url]);
+    assert!(!data.join("control.sock").exists(), "a directory on PostgreSQL has no control socket");
+    let output = backup(&data, &copy);
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(text(&output).contains("NOT in this copy") && text(&output).contains("pg_dump"), "{}", text(&output));
+    let keys = |dir: &Path| std::fs::read_to_string(dir.join("keys.json")).unwrap();
+    assert_eq!(keys(&copy), keys(&data));
+    assert_eq!(std::fs::read_to_string(copy.join("hongbao.meta")).unwrap(), "format=1\nsets=4\nstore=postgres\n");
+    stop(server);
+    let migrated = hongbao(&["migrate", "--data", path(&data), "--store", &url]).output().unwrap();
+    assert!(migrated.status.success() && text(&migrated).contains("nothing to do"), "{}", text(&migrated));
+}

@@ -119,7 +119,12 @@ pub async fn start(options: ServeOptions) -> Result<Running> {
     let data = DataDir::open_or_create(&options.data, options.sets, SETS_DEFAULT, options.store.kind())
         .with_context(|| format!("opening data directory {}", options.data.display()))?;
     let lock = data.lock_to_serve()?;
-    migrate::before_serving(&data, &options.store, options.migrate)?;
+    // Off the async runtime: it reads (and may migrate) files and databases.
+    let checked = {
+        let (data, store, migrate) = (data.clone(), options.store.clone(), options.migrate);
+        tokio::task::spawn_blocking(move || migrate::before_serving(&data, &store, migrate))
+    };
+    checked.await.context("the task that checks the schema")??;
     let keys =
         keys::load_or_create(&data.path).with_context(|| format!("loading keys from {}", data.path.display()))?;
     let auth = Arc::new(SharedAuth::new(Auth::new(keys).context("the data directory's keys")?));
