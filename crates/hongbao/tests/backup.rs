@@ -155,18 +155,39 @@ fn a_backup_taken_under_load_audits_clean_serves_and_holds_every_write_acknowled
     for sender in ["s0", "s1"] {
         deposit(&addr, &admin, sender, 10_000_000);
     }
-    let stop_load = AtomicBool::new(false);
     let acked = Mutex::new(Acked::default());
-    // Backups are taken until one holds a credit in flight (sent by the
-    // open's set, not yet acknowledged by the opener's): most do.
-    let (copy, began, report) = std::thread::scope(|scope| {
-        scope.spawn(|| load(&addr, &tokens, &stop_load, &acked));
+    let (copy, began, report) = backups_under_load(&data, dir.path(), &addr, &tokens, &acked);
+    stop(server);
+    let (ok, original) = audit(&data);
+    assert!(ok, "{original}");
+    let acked = acked.into_inner().unwrap();
+    assert!(acked.opened.len() > 100, "too little load to test: {} opens", acked.opened.len());
+    println!("copy: {report}");
+    check_the_copy(&copy, &acked, began, &tokens);
+    let (ok, after) = audit(&copy);
+    assert!(ok, "{after}");
+    assert_eq!(counted(&after, "credits pending"), 0, "{after}");
+}
+
+/// Backups taken under load until one holds a credit in flight (sent by
+/// the open's set, not yet acknowledged by the opener's): most do. Each
+/// audits clean. Answers that copy, when its backup began, and its audit.
+fn backups_under_load(
+    data: &Path,
+    root: &Path,
+    addr: &str,
+    tokens: &HashMap<String, String>,
+    acked: &Mutex<Acked>,
+) -> (PathBuf, Instant, String) {
+    let stop_load = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| load(addr, tokens, &stop_load, acked));
         std::thread::sleep(Duration::from_millis(800));
         let mut taken = None;
         for attempt in 0..8 {
-            let copy = dir.path().join(format!("copy-{attempt}"));
+            let copy = root.join(format!("copy-{attempt}"));
             let began = Instant::now();
-            let output = backup(&data, &copy);
+            let output = backup(data, &copy);
             assert!(output.status.success(), "{}", text(&output));
             println!("{}", text(&output).trim());
             assert!(text(&output).contains("writers paused"), "{}", text(&output));
@@ -180,26 +201,23 @@ fn a_backup_taken_under_load_audits_clean_serves_and_holds_every_write_acknowled
         std::thread::sleep(Duration::from_millis(200));
         stop_load.store(true, Ordering::Relaxed);
         taken.expect("no backup out of 8 under load held a credit in flight")
-    });
-    stop(server);
-    let (ok, original) = audit(&data);
-    assert!(ok, "{original}");
-    let acked = acked.into_inner().unwrap();
-    assert!(acked.opened.len() > 100, "too little load to test: {} opens", acked.opened.len());
-    println!("copy: {report}");
+    })
+}
 
-    let (copy_server, copy_addr) = serve_with(&copy, LOOSE);
+/// Serves the copy: every send and open acknowledged before its backup
+/// began is there, and every share in it reaches its opener's wallet (those
+/// whose credit was in flight when the copy was taken included).
+fn check_the_copy(copy: &Path, acked: &Acked, began: Instant, tokens: &HashMap<String, String>) {
+    let (copy_server, copy_addr) = serve_with(copy, LOOSE);
     let any = &tokens["o0"];
-    let mut claims: HashMap<String, Value> = HashMap::new();
+    let mut packets: HashMap<String, Value> = HashMap::new();
     let mut detail = |id: &str| -> Value {
-        claims
-            .entry(id.to_owned())
-            .or_insert_with(|| {
-                let (status, body) = request(&copy_addr, "GET", &format!("/v1/packets/{id}"), any, "");
-                assert_eq!(status, 200, "packet {id}, acknowledged before the backup: {body}");
-                json(&body)
-            })
-            .clone()
+        let read = || {
+            let (status, body) = request(&copy_addr, "GET", &format!("/v1/packets/{id}"), any, "");
+            assert_eq!(status, 200, "packet {id}, acknowledged before the backup: {body}");
+            json(&body)
+        };
+        packets.entry(id.to_owned()).or_insert_with(read).clone()
     };
     for (id, _) in acked.sent.iter().filter(|(_, at)| *at < began) {
         detail(id);
@@ -212,8 +230,6 @@ fn a_backup_taken_under_load_audits_clean_serves_and_holds_every_write_acknowled
             });
         assert!(held, "{user}'s share of {amount} in {id}, acknowledged before the backup, is in the copy");
     }
-    // Every share in the copy reaches its opener's wallet, those whose
-    // credit was in flight when the copy was taken included.
     let deadline = Instant::now() + Duration::from_secs(10);
     for user in (0..24).map(|n| format!("o{n}")) {
         let token = &tokens[&user];
@@ -224,9 +240,6 @@ fn a_backup_taken_under_load_audits_clean_serves_and_holds_every_write_acknowled
         }
     }
     stop(copy_server);
-    let (ok, after) = audit(&copy);
-    assert!(ok, "{after}");
-    assert_eq!(counted(&after, "credits pending"), 0, "{after}");
 }
 
 /// Serves a little traffic on a new directory and stops.

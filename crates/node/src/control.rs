@@ -50,9 +50,21 @@ pub(crate) struct Control {
 }
 
 impl Control {
+    /// The socket of a node on SQLite; none on PostgreSQL. Without it the
+    /// node serves all the same, and only an online backup is refused (the
+    /// cause is in the log).
+    pub(crate) fn start(data: &DataDir, engine: &Engine) -> Option<Control> {
+        if data.store != crate::StoreKind::Sqlite {
+            return None;
+        }
+        Control::listen(data, engine.clone())
+            .inspect_err(|error| tracing::warn!(error = format!("{error:#}"), "no control socket: no online backup"))
+            .ok()
+    }
+
     /// Listens on `<data>/control.sock` for `engine`'s node, replacing a
     /// stale socket (the caller holds the directory's lock).
-    pub(crate) fn listen(data: &DataDir, engine: Engine) -> Result<Control> {
+    fn listen(data: &DataDir, engine: Engine) -> Result<Control> {
         let path = data.file(CONTROL_SOCKET_FILE);
         match std::fs::remove_file(&path) {
             Ok(()) => tracing::info!(path = %path.display(), "removed a stale control socket"),

@@ -119,12 +119,7 @@ pub async fn start(options: ServeOptions) -> Result<Running> {
     let data = DataDir::open_or_create(&options.data, options.sets, SETS_DEFAULT, options.store.kind())
         .with_context(|| format!("opening data directory {}", options.data.display()))?;
     let lock = data.lock_to_serve()?;
-    // Off the async runtime: it reads (and may migrate) files and databases.
-    let checked = {
-        let (data, store, migrate) = (data.clone(), options.store.clone(), options.migrate);
-        tokio::task::spawn_blocking(move || migrate::before_serving(&data, &store, migrate))
-    };
-    checked.await.context("the task that checks the schema")??;
+    migrate::before_serving_async(&data, &options.store, options.migrate).await?;
     let keys =
         keys::load_or_create(&data.path).with_context(|| format!("loading keys from {}", data.path.display()))?;
     let auth = Arc::new(SharedAuth::new(Auth::new(keys).context("the data directory's keys")?));
@@ -146,14 +141,7 @@ pub async fn start(options: ServeOptions) -> Result<Running> {
         }
         (_, None) => (start_engine(&data, options.store, options.engine, options.clock).await?, None),
     };
-    // Without its socket the node serves all the same; only an online
-    // backup is refused (the cause is in the log).
-    let control = match data.store {
-        StoreKind::Sqlite => control::Control::listen(&data, engine.clone())
-            .inspect_err(|error| tracing::warn!(error = format!("{error:#}"), "no control socket: no online backup"))
-            .ok(),
-        StoreKind::Postgres => None,
-    };
+    let control = control::Control::start(&data, &engine);
     let listener = listen(options.listen).with_context(|| format!("listening on {}", options.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
     let admin_token =

@@ -60,6 +60,14 @@ pub fn migrate_command(dir: &Path, store: &StoreChoice) -> Result<MigrateReport>
     migrate(&data, store)
 }
 
+/// `before_serving`, off the async runtime (it reads, and may migrate,
+/// files and databases).
+pub(crate) async fn before_serving_async(data: &DataDir, store: &StoreChoice, migrate_too: bool) -> Result<()> {
+    let (data, store) = (data.clone(), store.clone());
+    let checked = tokio::task::spawn_blocking(move || before_serving(&data, &store, migrate_too));
+    checked.await.context("the task that checks the schema")?
+}
+
 /// Before serving (the caller holds the lock): a directory whose sets need
 /// a migration is refused, or migrated when `migrate` says so.
 pub(crate) fn before_serving(data: &DataDir, store: &StoreChoice, migrate_too: bool) -> Result<()> {
