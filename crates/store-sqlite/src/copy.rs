@@ -10,6 +10,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use hongbao_domain::SetId;
 use rusqlite::backup::{Backup, StepResult};
@@ -19,6 +20,9 @@ use crate::audit::open_stopped;
 use crate::failed;
 use crate::layout::journal_path;
 use hongbao_engine::StoreError;
+
+/// How long a copy waits for a lock on the database it copies.
+const BUSY_WAIT: Duration = Duration::from_secs(5);
 
 /// Whether the database may be written while it is copied (by a running
 /// node's materializer), or nothing writes it (a stopped directory, whose
@@ -37,17 +41,23 @@ pub fn copy_database(from: &Path, to: &Path, source: Source) -> Result<u64, Stor
         Source::Stopped => open_stopped(from),
     };
     let connection = opened.map_err(|e| StoreError::new(format!("cannot open {}: {e}", from.display())))?;
+    connection.busy_timeout(BUSY_WAIT).map_err(failed("configuring the copy's reader"))?;
     let mut copy = Connection::open(to).map_err(|e| StoreError::new(format!("cannot make {}: {e}", to.display())))?;
     {
         let backup = Backup::new(&connection, &mut copy).map_err(failed("starting a copy of the tables"))?;
-        // Every page in one step: one read transaction, one instant.
-        match backup.step(-1).map_err(failed("copying the tables"))? {
-            StepResult::Done => {}
-            other => {
-                return Err(StoreError::new(format!(
-                    "copying {}: the copy did not finish ({other:?})",
-                    from.display()
-                )));
+        // Every page in one step: one read transaction, one instant. A
+        // step refused busy copied nothing, and is tried again.
+        let deadline = Instant::now() + BUSY_WAIT;
+        loop {
+            match backup.step(-1).map_err(failed("copying the tables"))? {
+                StepResult::Done => break,
+                StepResult::Busy | StepResult::Locked if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                other => {
+                    let why = format!("copying {}: the copy did not finish ({other:?})", from.display());
+                    return Err(StoreError::new(why));
+                }
             }
         }
     }

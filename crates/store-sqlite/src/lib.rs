@@ -38,8 +38,9 @@ use hongbao_engine::{SetStores, StoreError};
 use hongbao_journal::FileJournal;
 use rusqlite::{Connection, OpenFlags};
 
-/// Opens (creating and migrating if needed) the database and the journal of
-/// one set, with the writer's and the materializer's handles and the readers.
+/// Opens (creating if new) the database and the journal of one set, whose
+/// schema must be this build's (`hongbao migrate` brings an older one up),
+/// with the writer's and the materializer's handles and the readers.
 pub fn open_set(dir: &Path, set: SetId) -> Result<SetStores<SqliteStore>, StoreError> {
     let writer = SqliteStore::open(dir, set)?;
     let materializer = SqliteStore::open(dir, set)?.for_materializing()?;
