@@ -279,6 +279,25 @@ fn a_backup_of_a_stopped_directory_audits_as_the_directory_does_and_serves() {
 }
 
 #[test]
+fn a_backup_of_a_directory_left_by_a_sigkill_audits_as_the_directory_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, copy) = (dir.path().join("data"), dir.path().join("copy"));
+    let (mut server, addr) = serve(&data);
+    let admin = admin_token(&data);
+    for n in 0..20 {
+        deposit(&addr, &admin, &format!("u{n}"), 100 + n);
+    }
+    signal(&server, "KILL");
+    let _ = wait(&mut server);
+    let output = backup(&data, &copy);
+    assert!(output.status.success(), "{}", text(&output));
+    let ((ok, original), (copied_ok, copied)) = (audit(&data), audit(&copy));
+    assert!(ok && copied_ok, "{original}\n{copied}");
+    assert_eq!(copied, original, "the copy holds what the directory holds, its WAL and journal tail included");
+    assert!(original.contains("20 accounts"), "{original}");
+}
+
+#[test]
 fn a_backup_to_a_bad_target_or_from_a_non_data_directory_is_refused_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
