@@ -47,6 +47,12 @@ pub(crate) enum Command {
     },
     /// Finish what is queued before this, commit, and stop.
     Shutdown,
+    /// Finish what is queued before this, commit, say so on `paused`, and
+    /// wait at the gate (`pause.rs`).
+    Pause {
+        gate: std::sync::Arc<crate::pause::Gate>,
+        paused: crossbeam_channel::Sender<()>,
+    },
 }
 
 pub enum Mail {
@@ -93,7 +99,8 @@ impl Command {
             Command::Send { reply, .. } => drop(reply.send(Err(error))),
             Command::Open { reply, .. } => drop(reply.send(Err(error))),
             Command::Grab { reply, .. } => drop(reply.send(Err(error))),
-            Command::Shutdown => {}
+            // Its `paused` dropped unanswered: the pause fails.
+            Command::Shutdown | Command::Pause { .. } => {}
         }
     }
 }

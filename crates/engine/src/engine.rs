@@ -2,7 +2,7 @@
 //! refuses at once when that set's queue is full, and serves reads from the
 //! sets' committed state.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -21,6 +21,7 @@ use crate::config::{EngineConfig, MAILBOX_CAPACITY};
 use crate::error::EngineError;
 use crate::journal::Journal;
 use crate::materializer::{Materializer, catch_up};
+use crate::pause::{PauseFailed, Paused, TrimHold};
 use crate::postman::{Postman, RemotePost};
 use crate::progress::Progress;
 use crate::store::{Page, ReceivedItem, SentItem, Store, StoreError, StoreReader};
@@ -68,6 +69,8 @@ struct Inner {
     /// Writes answered `Fenced` since start: refused by the journal because
     /// their set had moved to another node.
     fenced_writes: AtomicU64,
+    /// Trim holds in force (`pause.rs`), shared with every writer.
+    trim_holds: Arc<AtomicUsize>,
 }
 
 /// One set: its mailbox, and while this node holds it, its running
@@ -158,6 +161,7 @@ impl Engine {
             door_closes_at_us,
             stopped: AtomicBool::new(false),
             fenced_writes: AtomicU64::new(0),
+            trim_holds: Arc::new(AtomicUsize::new(0)),
         };
         Ok(Engine { inner: Arc::new(inner) })
     }
@@ -204,6 +208,7 @@ impl Engine {
             materializer: to_tables,
             progress: progress.clone(),
             queue_delay_us: queue_delay_us.clone(),
+            trim_holds: self.inner.trim_holds.clone(),
         };
         let config = self.inner.config.clone();
         let writer = Writer::new(set, sets, config, stores.writer, journal, self.inner.clock.clone(), entropy, links)
@@ -478,6 +483,41 @@ impl Engine {
         // Every set is told first, so they drain and commit together.
         held.iter().for_each(|(_, held)| held.tell_to_stop(now));
         held.iter().for_each(|(_, held)| held.join());
+    }
+}
+
+impl Engine {
+    /// Pauses every set held here at a batch boundary (what each drained
+    /// before the pause is committed and answered), for a copy of their
+    /// data at one instant (`pause.rs`). Blocks until every set waits, and
+    /// fails (resuming those that paused) if one does not by `deadline`; a
+    /// writer goes on by itself at `deadline`. Call it off the async runtime.
+    pub fn pause(&self, deadline: Instant) -> Result<Paused, PauseFailed> {
+        if self.is_stopped() {
+            return Err(PauseFailed("the engine is stopping".into()));
+        }
+        let (paused, gate) = Paused::new(deadline);
+        let mut waiting = Vec::new();
+        for (set, held) in self.every_held() {
+            let (told, heard) = bounded(1);
+            let command = Command::Pause { gate: gate.clone(), paused: told };
+            let queued = Queued { at: self.inner.clock.monotonic(), command };
+            if held.queue.send_deadline(queued, deadline).is_err() {
+                return Err(PauseFailed(format!("set {set} took no pause (its queue stayed full, or it stopped)")));
+            }
+            waiting.push((set, heard));
+        }
+        for (set, heard) in waiting {
+            if heard.recv_deadline(deadline).is_err() {
+                return Err(PauseFailed(format!("set {set} did not pause in time (or stopped)")));
+            }
+        }
+        Ok(paused)
+    }
+
+    /// Holds every writer's journal trims until the hold is dropped.
+    pub fn hold_trims(&self) -> TrimHold {
+        TrimHold::new(self.inner.trim_holds.clone())
     }
 }
 

@@ -15,6 +15,7 @@ pub mod error;
 pub mod journal;
 mod materializer;
 pub mod memory;
+pub mod pause;
 mod postman;
 mod progress;
 pub mod sim;

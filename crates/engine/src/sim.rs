@@ -140,6 +140,7 @@ impl World {
                 materializer: to_tables,
                 progress: progress.clone(),
                 queue_delay_us: Default::default(),
+                trim_holds: Default::default(),
             };
             let entropy = Box::new(SeededEntropy::new(seed ^ (index as u64 + 1) << 48));
             let dyn_clock: Arc<dyn Clock> = Arc::new(clock.clone());

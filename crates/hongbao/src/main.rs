@@ -1,7 +1,8 @@
 //! `hongbao`: the one binary. `serve` runs the service, `token` prints a
 //! user token, `keys` and `admin` manage the credentials, `audit` checks a
-//! stopped data directory, `bench` measures, `chaos` kills the server at
-//! random and checks nothing was lost.
+//! stopped data directory, `backup` copies one (served or not), `migrate`
+//! brings its schema up to date, `bench` measures, `chaos` kills the server
+//! at random and checks nothing was lost.
 
 mod config;
 mod serve_flags;
@@ -78,6 +79,25 @@ enum Command {
         /// them by their totals.
         #[arg(long)]
         cold: bool,
+    },
+    /// Copy a data directory, served or stopped, consistently (every set at one instant) into a new or empty directory.
+    Backup {
+        #[arg(long, default_value = "./data")]
+        data: PathBuf,
+        /// The copy's directory: new, or empty, and outside --data.
+        #[arg(long)]
+        to: PathBuf,
+        /// Longest the writers of a served directory may stay paused for the copy
+        /// of their journals' last segments; past it the backup fails and they go on.
+        #[arg(long, default_value_t = hongbao::backup::PAUSE_MAX_DEFAULT.as_millis() as u64)]
+        pause_max_ms: u64,
+    },
+    /// Apply pending schema migrations to every set of a stopped data directory (all sets or none).
+    Migrate {
+        #[arg(long, default_value = "./data")]
+        data: PathBuf,
+        #[command(flatten)]
+        store: store_flags::StoreFlags,
     },
     /// Kill the real server at random under a mixed load; check nothing acknowledged was lost.
     Chaos {
@@ -193,7 +213,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve(flags) => {
             let (_, config) = flags.config()?;
             init_logs(config.log.format, config.log_filter()?)?;
-            let options = config.into_options()?;
+            let options = ServeOptions { migrate: flags.migrate(), ..config.into_options()? };
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(serve(options))?;
             Ok(ExitCode::SUCCESS)
@@ -232,6 +252,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             })
         }
         Command::Simulate { seeds, from, steps } => Ok(simulate_command(seeds, from, steps)),
+        Command::Backup { data, to, pause_max_ms } => {
+            println!("{}", hongbao::backup::backup_command(&data, &to, Duration::from_millis(pause_max_ms))?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate { data, store } => {
+            println!("{}", hongbao::migrate::migrate_command(&data, &store.choice()?)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Audit { data, store, cold } => {
             let cold = if cold { hongbao::ColdDays::Rows } else { hongbao::ColdDays::Totals };
             let report = audit_data(&data, &store.choice()?, cold)?;

@@ -103,6 +103,11 @@ pub struct ServeFlags {
     /// closing their connections (the queues are then drained and committed).
     #[arg(long)]
     drain_timeout_ms: Option<u64>,
+    /// Migrate the data directory's sets to this build's schema before
+    /// serving (without it, a directory that needs a migration is refused;
+    /// see `hongbao migrate`).
+    #[arg(long)]
+    migrate: bool,
 }
 
 /// `ROUTE=PER_S/BURST`.
@@ -158,6 +163,12 @@ impl ServeFlags {
     /// The layers of configuration these flags end.
     pub fn figment(&self) -> Result<Figment> {
         config::figment(self.config.as_deref(), self.overrides()?)
+    }
+
+    /// Whether `serve` migrates an older data directory first (`--migrate`:
+    /// an action of this start, not a setting, so not in the configuration).
+    pub fn migrate(&self) -> bool {
+        self.migrate
     }
 
     /// The effective configuration, checked.

@@ -553,6 +553,14 @@ fn check_continuity(first: Position, last: Option<Position>, after: Position) ->
     }
 }
 
+/// The segment files of the journal in `dir`, in order of position (the
+/// last is the one appended to): for a copy of the journal (`hongbao
+/// backup`). Every segment but the last is sealed and never changes again;
+/// a trim may remove the first ones.
+pub fn segment_files(dir: &Path) -> Result<Vec<PathBuf>, JournalError> {
+    Ok(list_segments(dir)?.into_iter().map(|segment| dir.join(segment_name(segment.first))).collect())
+}
+
 /// The segments in `dir`, in order of position, with their sizes.
 fn list_segments(dir: &Path) -> Result<Vec<Segment>, JournalError> {
     let mut segments = Vec::new();

@@ -13,7 +13,9 @@
 //! | `keys.lock` | held while `keys.json` is edited | `keys.rs` |
 //! | `admin.token` | the first admin's token, written once at creation | `keys.rs` |
 //! | `token.secret` | before expiring tokens: removed on first start | `keys.rs` |
-//! | `lock` | held by the one process that serves (or audits) the directory | here |
+//! | `lock` | held by the one process that serves (or audits, backs up or migrates) the directory | here |
+//! | `control.sock` | (SQLite only) the serving process's control socket, mode 0600: `hongbao backup` asks it for a copy; removed at stop, a stale one at start | `control.rs` |
+//! | `set-NNN.db.pre-migration` | (SQLite only) a set's database as it was before `hongbao migrate`, kept while the sets migrate and removed once all have (left only by a migration cut short) | `migrate.rs` |
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -27,6 +29,7 @@ pub const KEYS_LOCK_FILE: &str = "keys.lock";
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 pub const LEGACY_SECRET_FILE: &str = "token.secret";
 pub const LOCK_FILE: &str = "lock";
+pub const CONTROL_SOCKET_FILE: &str = "control.sock";
 const FORMAT: u32 = 1;
 
 /// Why a data directory cannot be used; each says what to do.

@@ -18,10 +18,13 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub mod backup;
 pub mod cluster;
+mod control;
 pub mod data_dir;
 pub mod days;
 pub mod keys;
+pub mod migrate;
 
 pub use data_dir::{DataDir, StoreKind};
 
@@ -60,6 +63,9 @@ pub struct ServeOptions {
     /// One node of several sharing the sets (PostgreSQL only); none: this
     /// node holds every set.
     pub cluster: Option<cluster::ClusterOptions>,
+    /// Migrate sets of an older schema before serving (`serve --migrate`);
+    /// without it such a directory is refused (`migrate.rs`).
+    pub migrate: bool,
 }
 
 impl ServeOptions {
@@ -74,6 +80,7 @@ impl ServeOptions {
             server: ServerConfig::default(),
             retention_days: days::RETENTION_DAYS_DEFAULT,
             cluster: None,
+            migrate: false,
         }
     }
 }
@@ -95,6 +102,8 @@ pub struct Running {
     days_watch: JoinHandle<()>,
     /// The lease keeper, on one node of several.
     keeper: Option<cluster::Keeper>,
+    /// The control socket (`hongbao backup`), on SQLite.
+    control: Option<control::Control>,
     _lock: File,
 }
 
@@ -112,6 +121,7 @@ pub async fn start(options: ServeOptions) -> Result<Running> {
     let data = DataDir::open_or_create(&options.data, options.sets, SETS_DEFAULT, options.store.kind())
         .with_context(|| format!("opening data directory {}", options.data.display()))?;
     let lock = data.lock_to_serve()?;
+    migrate::before_serving_async(&data, &options.store, options.migrate).await?;
     let keys =
         keys::load_or_create(&data.path).with_context(|| format!("loading keys from {}", data.path.display()))?;
     let auth = Arc::new(SharedAuth::new(Auth::new(keys).context("the data directory's keys")?));
@@ -133,6 +143,7 @@ pub async fn start(options: ServeOptions) -> Result<Running> {
         }
         (_, None) => (start_engine(&data, options.store, options.engine, options.clock).await?, None),
     };
+    let control = control::Control::start(&data, &engine);
     let listener = listen(options.listen).with_context(|| format!("listening on {}", options.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
     let admin_token =
@@ -169,6 +180,7 @@ pub async fn start(options: ServeOptions) -> Result<Running> {
         keys_watch,
         days_watch,
         keeper,
+        control,
         _lock: lock,
     })
 }
@@ -279,6 +291,9 @@ impl Running {
     /// drain deadline), drains every set's queue, commits, and returns once
     /// all is durable.
     pub async fn stop(self) -> Result<()> {
+        if let Some(control) = self.control {
+            control.close();
+        }
         self.keys_watch.abort();
         self.days_watch.abort();
         let _ = self.stop.send(());

@@ -35,6 +35,7 @@ pub use days::{COLD_MARGIN_MS, DaysKept, HASH_PARTITIONS, TableSizes, keep_days,
 pub use journal::PgJournal;
 pub use lease::{ClusterStatus, Epoch, LeaseRow, Leases, NodeRow};
 pub use reader::PgReader;
+pub use schema::SCHEMA_VERSION;
 pub use set_map::SetMap;
 pub use writer::PgStore;
 
@@ -89,6 +90,29 @@ pub fn readers(map: &SetMap, sets: u16) -> Result<Vec<Arc<dyn StoreReader>>, Sto
         .map(SetId)
         .map(|set| Arc::new(PgReader::new(reader::Pool::shared(map.url(set)), set)) as Arc<dyn StoreReader>)
         .collect())
+}
+
+/// Each database of a data set of `sets` sets on `map` (its connection
+/// string without the password), with its schema version (0: a new
+/// database), read without changing anything: what
+/// `hongbao serve` checks before it serves (an older schema is migrated
+/// only when told to) and `hongbao migrate` before it migrates.
+pub fn schema_versions(map: &SetMap, sets: u16) -> Result<Vec<(String, i64)>, StoreError> {
+    map.databases(sets)
+        .into_iter()
+        .map(|url| {
+            let client = pg::connect(url, "hongbao-migrations")?;
+            let version = client.block_on(schema::version(&client))?;
+            Ok((pg::redacted(url), version))
+        })
+        .collect()
+}
+
+/// Brings every database of a data set of `sets` sets on `map` to this
+/// build's schema: each in one transaction (all of its pending migrations
+/// or none), one database after another.
+pub fn migrate_databases(map: &SetMap, sets: u16) -> Result<(), StoreError> {
+    map.databases(sets).into_iter().try_for_each(|url| migrate(url, sets))
 }
 
 /// Brings the database's schema up to date for a data set of `sets` sets.

@@ -17,6 +17,28 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_leases.sql"),
 ];
 
+/// The schema version this build reads and writes: the migrations it knows.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// The database's schema version (0: no hongbao schema yet, a new
+/// database), read without changing anything.
+pub(crate) async fn version(client: &Client) -> Result<i64, StoreError> {
+    let made: bool = client
+        .query_one("SELECT to_regclass('hongbao_schema') IS NOT NULL", &[])
+        .await
+        .map_err(failed("looking for the schema's version table"))?
+        .get(0);
+    if !made {
+        return Ok(0);
+    }
+    let version: i32 = client
+        .query_one("SELECT COALESCE(max(version), 0) FROM hongbao_schema", &[])
+        .await
+        .map_err(failed("reading the schema version"))?
+        .get(0);
+    Ok(i64::from(version))
+}
+
 /// The first key of hongbao's advisory locks ("hb"); the second names what
 /// is locked: a set (its number), or one of these.
 pub(crate) const LOCK_CLASS: i32 = 0x6862;

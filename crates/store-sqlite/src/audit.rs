@@ -57,7 +57,7 @@ fn rows_of<T>(
 /// immutable: no `-shm` or `-wal` is made, and a read-only directory (a
 /// backup, a full or failed disk remounted read-only) can be read. With a
 /// WAL (after a crash), SQLite reads the WAL too, as it must.
-fn open_stopped(path: &Path) -> rusqlite::Result<Connection> {
+pub(crate) fn open_stopped(path: &Path) -> rusqlite::Result<Connection> {
     let wal = PathBuf::from(format!("{}-wal", path.display()));
     if wal.exists() {
         return Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY);

@@ -11,6 +11,7 @@
 mod audit;
 mod checkpoint;
 mod cold;
+mod copy;
 mod days;
 mod layout;
 mod reader;
@@ -19,12 +20,14 @@ mod schema;
 mod writer;
 
 pub use audit::snapshot;
+pub use copy::{Source, copy_database, journal_segments};
 pub use days::keep_days;
 pub use hongbao_engine::ColdDays;
 pub use layout::{
     cold_day_path, cold_day_temporary_path, cold_dir, cold_root, journal_path, keeper_lock_path, set_path,
 };
 pub use reader::SqliteReader;
+pub use schema::{SCHEMA_VERSION, migrate_set, schema_version};
 pub use writer::SqliteStore;
 
 use std::path::Path;
@@ -35,8 +38,9 @@ use hongbao_engine::{SetStores, StoreError};
 use hongbao_journal::FileJournal;
 use rusqlite::{Connection, OpenFlags};
 
-/// Opens (creating and migrating if needed) the database and the journal of
-/// one set, with the writer's and the materializer's handles and the readers.
+/// Opens (creating if new) the database and the journal of one set, whose
+/// schema must be this build's (`hongbao migrate` brings an older one up),
+/// with the writer's and the materializer's handles and the readers.
 pub fn open_set(dir: &Path, set: SetId) -> Result<SetStores<SqliteStore>, StoreError> {
     let writer = SqliteStore::open(dir, set)?;
     let materializer = SqliteStore::open(dir, set)?.for_materializing()?;

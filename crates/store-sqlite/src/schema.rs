@@ -2,9 +2,13 @@
 //! Constraints and triggers make the store a second line of defence: the
 //! engine decides, but a wrong decision cannot be written.
 
-use rusqlite::Connection;
+use std::path::Path;
+
+use hongbao_domain::SetId;
+use rusqlite::{Connection, OpenFlags};
 
 use crate::failed;
+use crate::layout::set_path;
 use hongbao_engine::StoreError;
 
 /// Each migration, in order; `user_version` counts those applied.
@@ -255,7 +259,13 @@ pub(crate) fn day_range(prefix: &str, day: u32) -> (String, String) {
     (format!("{prefix}{day}-"), format!("{prefix}{day}."))
 }
 
-/// Sets the connection up for durability and brings the schema up to date.
+/// The schema version this build reads and writes: the migrations it knows.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Sets the connection up for durability and checks its schema: a new
+/// database (version 0) gets the whole schema at once; an older one is
+/// refused, since migrating is an operator's explicit step (`migrate`,
+/// through `hongbao migrate` or `serve --migrate`), and so is a newer one.
 /// The page cache is 16 MiB per connection: it is memory that grows with
 /// the live packets until it is full (at 64 MiB it was a third of the bytes
 /// per live packet at a million), and the materializer took its
@@ -263,6 +273,27 @@ pub(crate) fn day_range(prefix: &str, day: u32) -> (String, String) {
 /// each; a transaction larger than the cache spills into the WAL, which WAL
 /// mode allows). Statement journals stay in memory; reads map the file.
 pub(crate) fn prepare(connection: &mut Connection) -> Result<(), StoreError> {
+    configure(connection)?;
+    match version(connection)? {
+        0 => migrate(connection).map(drop),
+        SCHEMA_VERSION => Ok(()),
+        version => Err(StoreError::new(unusable(version))),
+    }
+}
+
+/// Why a database of `version` cannot be served by this build.
+pub(crate) fn unusable(version: i64) -> String {
+    if version > SCHEMA_VERSION {
+        format!("the database has schema version {version}, newer than this build knows ({SCHEMA_VERSION})")
+    } else {
+        format!(
+            "the database has schema version {version} and this build needs {SCHEMA_VERSION}: \
+             migrate it first (`hongbao migrate`, or `hongbao serve --migrate`)"
+        )
+    }
+}
+
+fn configure(connection: &Connection) -> Result<(), StoreError> {
     connection
         .execute_batch(
             "PRAGMA journal_mode = WAL;
@@ -273,26 +304,53 @@ pub(crate) fn prepare(connection: &mut Connection) -> Result<(), StoreError> {
              PRAGMA temp_store = MEMORY;
              PRAGMA mmap_size = 268435456;",
         )
-        .map_err(failed("configuring SQLite"))?;
-    let version: i64 = connection
-        .query_row("PRAGMA user_version", [], |row| row.get(0))
-        .map_err(failed("reading the schema version"))?;
-    let version = usize::try_from(version).map_err(|_| StoreError::new("negative schema version"))?;
-    if version > MIGRATIONS.len() {
-        return Err(StoreError::new(format!(
-            "the database has schema version {version}, newer than this build knows ({})",
-            MIGRATIONS.len()
-        )));
+        .map_err(failed("configuring SQLite"))
+}
+
+pub(crate) fn version(connection: &Connection) -> Result<i64, StoreError> {
+    connection.query_row("PRAGMA user_version", [], |row| row.get(0)).map_err(failed("reading the schema version"))
+}
+
+/// The schema version of `set`'s database in the data directory `dir`
+/// (0: no database yet, a set that is new), read without changing it.
+pub fn schema_version(dir: &Path, set: SetId) -> Result<i64, StoreError> {
+    let path = set_path(dir, set);
+    if !path.exists() {
+        return Ok(0);
     }
-    for (index, migration) in MIGRATIONS.iter().enumerate().skip(version) {
-        let transaction = connection.transaction().map_err(failed("starting a migration"))?;
+    let connection = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| StoreError::new(format!("cannot open {}: {e}", path.display())))?;
+    version(&connection)
+}
+
+/// Brings `set`'s database in the data directory `dir` to this build's
+/// schema (`migrate`), which nothing else may have open; answers the
+/// version it was at.
+pub fn migrate_set(dir: &Path, set: SetId) -> Result<i64, StoreError> {
+    let path = set_path(dir, set);
+    let mut connection =
+        Connection::open(&path).map_err(|e| StoreError::new(format!("cannot open {}: {e}", path.display())))?;
+    configure(&connection)?;
+    migrate(&mut connection)
+}
+
+/// Applies every migration past the database's version in one
+/// transaction, so the database is at its old version or at the new one,
+/// never between; answers the version it was at. A newer version than this
+/// build knows is refused.
+pub(crate) fn migrate(connection: &mut Connection) -> Result<i64, StoreError> {
+    let transaction = connection.transaction().map_err(failed("starting a migration"))?;
+    let from = version(&transaction)?;
+    let skip = usize::try_from(from).map_err(|_| StoreError::new("negative schema version"))?;
+    if from > SCHEMA_VERSION {
+        return Err(StoreError::new(unusable(from)));
+    }
+    for migration in MIGRATIONS.iter().skip(skip) {
         transaction.execute_batch(migration).map_err(failed("migrating"))?;
-        transaction
-            .pragma_update(None, "user_version", (index + 1) as i64)
-            .map_err(failed("recording the migration"))?;
-        transaction.commit().map_err(failed("committing a migration"))?;
     }
-    Ok(())
+    transaction.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(failed("recording the migration"))?;
+    transaction.commit().map_err(failed("committing a migration"))?;
+    Ok(from)
 }
 
 #[cfg(test)]
@@ -303,7 +361,7 @@ mod tests {
     use hongbao_engine::LedgerEntry;
     use rusqlite::{Connection, params};
 
-    use super::{COLD_DAYS_VERSION, MIGRATIONS, day_range, entry_day_sql, packet_day_sql, prepare};
+    use super::{COLD_DAYS_VERSION, MIGRATIONS, day_range, entry_day_sql, migrate, packet_day_sql, prepare};
 
     /// The triggers find a packet's send and refund entries by their
     /// references, spelled in SQL; the Rust that writes those entries must
@@ -368,8 +426,9 @@ mod tests {
         assert!(day_range("", packet.day).1 < next.to_string(), "the next day's packets are past the range");
     }
 
-    /// A database made by a build before cold days takes the new migration
-    /// in place, its rows kept, and is guarded as a new one is.
+    /// A database made by a build before cold days is refused as it is,
+    /// takes the new migration in place when told to, its rows kept, and is
+    /// guarded as a new one is.
     #[test]
     fn a_database_of_the_first_schema_migrates_with_its_rows() {
         let dir = tempfile::tempdir().unwrap();
@@ -382,7 +441,9 @@ mod tests {
                  VALUES ('deposit:alice:key:1', 'alice', 500, 'deposit', NULL, 1000)",
             )
             .unwrap();
-        prepare(&mut connection).unwrap();
+        let refused = prepare(&mut connection).unwrap_err().message;
+        assert!(refused.contains("hongbao migrate"), "{refused}");
+        assert_eq!(migrate(&mut connection).unwrap(), 1);
         let version: i64 = connection.query_row("PRAGMA user_version", [], |row| row.get(0)).unwrap();
         assert_eq!(version, COLD_DAYS_VERSION);
         let balance: i64 = connection.query_row("SELECT balance FROM accounts", [], |row| row.get(0)).unwrap();
@@ -394,5 +455,9 @@ mod tests {
         let error = connection.execute("DELETE FROM ledger", []).unwrap_err().to_string();
         assert!(error.contains("immutable"), "{error}");
         prepare(&mut connection).unwrap();
+        connection.pragma_update(None, "user_version", 99).unwrap();
+        let newer = prepare(&mut connection).unwrap_err().message;
+        assert!(newer.contains("newer than this build knows"), "{newer}");
+        assert!(migrate(&mut connection).is_err(), "a newer version is never migrated");
     }
 }

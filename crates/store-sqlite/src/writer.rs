@@ -47,8 +47,8 @@ impl std::fmt::Debug for SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating and migrating if needed) the tables of `set` in the
-    /// data directory `dir`.
+    /// Opens (creating if new) the tables of `set` in the data directory
+    /// `dir`; an older schema is refused (`schema::prepare`).
     pub fn open(dir: &Path, set: SetId) -> Result<SqliteStore, StoreError> {
         let path = set_path(dir, set);
         let mut connection =

@@ -18,7 +18,7 @@ mod state;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, select};
@@ -31,6 +31,7 @@ use crate::config::EngineConfig;
 use crate::error::EngineError;
 use crate::journal::{Journal, Position};
 use crate::materializer::ToMaterializer;
+use crate::pause::{Gate, trims_held};
 use crate::postman::Postman;
 use crate::progress::Progress;
 use crate::store::{Effects, Fetched, IdempotencyOp, IdempotencyRecord, Journaled, Store, Wants};
@@ -53,6 +54,26 @@ struct Batch {
     mail: Vec<(SetId, Mail)>,
 }
 
+/// What ends a drain early: the commands before it are processed first.
+enum Control {
+    Stop,
+    Pause { gate: Arc<Gate>, paused: crossbeam_channel::Sender<()> },
+}
+
+impl Control {
+    /// A command taken from the queue: a control, or one more of `commands`.
+    fn of(queued: Queued, commands: &mut Vec<Queued>) -> Option<Control> {
+        match queued.command {
+            Command::Shutdown => Some(Control::Stop),
+            Command::Pause { gate, paused } => Some(Control::Pause { gate, paused }),
+            _ => {
+                commands.push(queued);
+                None
+            }
+        }
+    }
+}
+
 /// Where a writer's work comes from and goes to.
 pub(crate) struct Links {
     pub(crate) commands: Receiver<Queued>,
@@ -63,6 +84,8 @@ pub(crate) struct Links {
     /// How long the oldest command of the last batch waited (microseconds),
     /// for the engine to refuse at the door while the queue is that slow.
     pub(crate) queue_delay_us: Arc<AtomicU64>,
+    /// Trim holds in force (`pause.rs`): while any, the journal is not trimmed.
+    pub(crate) trim_holds: Arc<AtomicUsize>,
 }
 
 pub(crate) struct Writer<S: Store> {
@@ -146,7 +169,7 @@ impl<S: Store> Writer<S> {
         info!(set = %self.set, packets = self.state.packets.len(), outbox = self.state.outbox.len(), "set serving");
         self.resend_credits(true);
         loop {
-            let (commands, mail, stop) = self.drain();
+            let (commands, mail, control) = self.drain();
             let backlog = !self.links.commands.is_empty();
             self.process(commands, mail, backlog);
             self.refresh_gauges();
@@ -162,11 +185,16 @@ impl<S: Store> Writer<S> {
                 info!(set = %self.set, position = self.state.position, "set fenced; its writer stopped");
                 return;
             }
-            if stop {
-                self.metrics.stopped();
-                self.stop_tables();
-                info!(set = %self.set, position = self.state.position, "set stopped");
-                return;
+            match control {
+                Some(Control::Stop) => {
+                    self.metrics.stopped();
+                    self.stop_tables();
+                    info!(set = %self.set, position = self.state.position, "set stopped");
+                    return;
+                }
+                // What came before the pause is committed and answered.
+                Some(Control::Pause { gate, paused }) if paused.send(()).is_ok() => gate.wait(),
+                Some(Control::Pause { .. }) | None => {}
             }
         }
     }
@@ -189,14 +217,14 @@ impl<S: Store> Writer<S> {
         }
     }
 
-    fn drain(&self) -> (Vec<Queued>, Vec<Mail>, bool) {
+    fn drain(&self) -> (Vec<Queued>, Vec<Mail>, Option<Control>) {
         let mut commands = Vec::new();
         let mut mail = Vec::new();
-        let mut stop = false;
+        let mut control = None;
         select! {
             recv(self.links.commands) -> message => match message {
-                Ok(Queued { command: Command::Shutdown, .. }) | Err(_) => stop = true,
-                Ok(queued) => commands.push(queued),
+                Ok(queued) => control = Control::of(queued, &mut commands),
+                Err(_) => control = Some(Control::Stop),
             },
             recv(self.links.mail) -> message => mail.extend(message.ok()),
             default(self.config.tick) => {}
@@ -207,14 +235,13 @@ impl<S: Store> Writer<S> {
                 Err(_) => break,
             }
         }
-        while !stop && commands.len() < self.config.batch_max {
+        while control.is_none() && commands.len() < self.config.batch_max {
             match self.links.commands.try_recv() {
-                Ok(Queued { command: Command::Shutdown, .. }) => stop = true,
-                Ok(queued) => commands.push(queued),
+                Ok(queued) => control = Control::of(queued, &mut commands),
                 Err(_) => break,
             }
         }
-        (commands, mail, stop)
+        (commands, mail, control)
     }
 
     fn process(&mut self, queued: Vec<Queued>, mail: Vec<Mail>, backlog: bool) {
@@ -265,7 +292,7 @@ impl<S: Store> Writer<S> {
         let materialized = self.links.progress.materialized();
         self.state.forget_materialized(materialized, self.config.accounts_cached_max);
         let durable = self.links.progress.durable();
-        if durable > self.trimmed {
+        if durable > self.trimmed && !trims_held(&self.links.trim_holds) {
             match self.journal.trim(durable) {
                 Ok(()) => self.trimmed = durable,
                 Err(failure) => error!(set = %self.set, %failure, "trimming the journal failed; retrying later"),
@@ -309,7 +336,7 @@ impl<S: Store> Writer<S> {
                     }
                 }
                 Command::Grab { id, .. } => drop(packets.insert(*id)),
-                Command::Shutdown => {}
+                Command::Shutdown | Command::Pause { .. } => {}
             }
         }
         for id in due {

@@ -33,7 +33,7 @@ impl<S: Store> Writer<S> {
                 // Grabs are non-binding and write nothing: answered at once.
                 let _ = reply.send(Ok(self.grab(id, &user, batch)));
             }
-            Command::Shutdown => {}
+            Command::Shutdown | Command::Pause { .. } => {}
         }
     }
 
