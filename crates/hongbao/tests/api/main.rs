@@ -18,6 +18,7 @@ mod idempotency;
 mod lists;
 mod money;
 mod open_and_grab;
+mod openapi;
 mod read_your_writes;
 mod restart;
 mod validation;
