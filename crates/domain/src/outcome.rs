@@ -30,7 +30,7 @@ impl OpenOutcome {
         }
     }
 
-    pub fn code(&self) -> &'static str {
+    pub const fn code(&self) -> &'static str {
         match self {
             OpenOutcome::Opened(_) | OpenOutcome::AlreadyOpened { .. } => "opened",
             OpenOutcome::Empty => "packet_empty",

@@ -85,7 +85,7 @@ pub enum SpecError {
 }
 
 impl SpecError {
-    pub fn code(&self) -> &'static str {
+    pub const fn code(&self) -> &'static str {
         match self {
             SpecError::InvalidKind => "invalid_kind",
             SpecError::InvalidAmount => "invalid_amount",

@@ -51,7 +51,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     }
 }
 
-/// A JSON body that may be absent.
+/// A JSON body that may be absent (empty, blank, or `null`).
 pub struct OptionalJsonBody<T>(pub T);
 
 impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJsonBody<T> {
@@ -62,9 +62,22 @@ impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJsonBody<T
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJsonBody(T::default()));
         }
-        Ok(OptionalJsonBody(parse(&bytes)?))
+        // `null` is no body too (the spec's `null` or the object).
+        Ok(OptionalJsonBody(parse::<Option<T>>(&bytes)?.unwrap_or_default()))
     }
 }
+
+/// The `Idempotency-Key` header, as the spec describes it (`params(IdempotencyKey)`).
+#[derive(utoipa::IntoParams)]
+#[into_params(names("Idempotency-Key"), parameter_in = Header)]
+pub struct IdempotencyKey(
+    /// Makes a retry safe: a second request with the same key answers as
+    /// the first did (the same key with another request is 409
+    /// `idempotency_key_reused`).
+    #[param(pattern = "^[A-Za-z0-9_.:-]{1,64}$", nullable = false)]
+    #[allow(dead_code)]
+    Option<String>,
+);
 
 /// The `Idempotency-Key` header: 1 to 64 characters from `[A-Za-z0-9_.:-]`.
 pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hongbao_domain::ledger::claim_ref;
@@ -44,7 +44,8 @@ use tokio::sync::mpsc;
 
 use crate::AppState;
 use crate::auth::{Admin, SharedAuth};
-use crate::error::ApiError;
+use crate::error::{ApiError, CLUSTER_UNAVAILABLE, INTERNAL, INVALID_BODY, INVALID_PEER};
+use crate::openapi::{ADMIN_AUTH, TAG_CLUSTER, errors};
 
 /// Marks a request one node sent another: never forwarded again.
 pub const FORWARDED: &str = "x-hongbao-forwarded";
@@ -409,6 +410,14 @@ fn decode_mail(value: &Value, sets: u16) -> Option<(SetId, Mail)> {
 /// `POST /v1/internal/mail`: mail from another node of the cluster, for
 /// sets held here. Answers how many messages were taken; the rest (a set
 /// not held here, a full mailbox) are resent by their senders.
+#[utoipa::path(
+    post,
+    path = "/v1/internal/mail",
+    tag = TAG_CLUSTER,
+    security(("peer_token" = [])),
+    request_body = schema::MailBody,
+    responses((status = 200, description = "How many messages were taken", body = schema::MailTaken), MailErrors),
+)]
 pub async fn take_mail(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -434,6 +443,13 @@ pub async fn take_mail(
 }
 
 /// `GET /v1/admin/cluster`: nodes, sets, owners, epochs and lease ages.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/cluster",
+    tag = TAG_CLUSTER,
+    security(("admin_token" = [])),
+    responses((status = 200, description = "The cluster as this node sees it", body = schema::ClusterAnswer), StatusErrors),
+)]
 pub async fn status(State(state): State<AppState>, Admin(admin): Admin) -> Result<Response, ApiError> {
     tracing::debug!(%admin, "admin read the cluster's status");
     let Some(cluster) = state.cluster.clone() else {
@@ -450,13 +466,132 @@ pub async fn status(State(state): State<AppState>, Admin(admin): Admin) -> Resul
         }
         Ok(Err(why)) => {
             tracing::warn!(%why, "reading the cluster's status failed");
-            Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "cluster_unavailable",
-                "the cluster's status could not be read; retry shortly",
-            ))
+            Err(ApiError::of(CLUSTER_UNAVAILABLE, "the cluster's status could not be read; retry shortly"))
         }
         Err(join) => Err(ApiError::from(hongbao_engine::EngineError::Storage(join.to_string()))),
+    }
+}
+
+errors!(MailErrors: &[INVALID_PEER, INVALID_BODY]);
+errors!(StatusErrors: ADMIN_AUTH, &[CLUSTER_UNAVAILABLE, INTERNAL]);
+
+/// The schemas of this module's JSON, which it writes and reads as
+/// `serde_json::Value`s (`encode_mail`, `decode_mail`, and the
+/// `Directory`'s status): each field here is one it writes.
+pub mod schema {
+    use serde::Serialize;
+    use utoipa::ToSchema;
+
+    /// `POST /v1/internal/mail`'s body.
+    #[derive(Serialize, ToSchema)]
+    pub struct MailBody {
+        pub mail: Vec<MailMessage>,
+    }
+
+    /// A message between sets on different nodes.
+    #[derive(Serialize, ToSchema)]
+    #[serde(untagged)]
+    pub enum MailMessage {
+        Credit(Credit),
+        Ack(Ack),
+    }
+
+    /// A share opened in one set, for a wallet in another.
+    #[derive(Serialize, ToSchema)]
+    pub struct Credit {
+        /// The set it is for.
+        pub set: u16,
+        #[schema(schema_with = credit)]
+        pub kind: String,
+        /// The set it is from.
+        pub from: u16,
+        /// The claim's ledger reference.
+        pub reference: String,
+        pub user: String,
+        /// In fen.
+        pub amount: u64,
+        pub packet_id: String,
+        /// When the share was opened, Unix milliseconds.
+        pub at: i64,
+    }
+
+    /// A credit's acknowledgement, back to its sender's set.
+    #[derive(Serialize, ToSchema)]
+    pub struct Ack {
+        pub set: u16,
+        #[schema(schema_with = ack)]
+        pub kind: String,
+        pub reference: String,
+    }
+
+    fn credit() -> utoipa::openapi::schema::ObjectBuilder {
+        crate::views::one_of(["credit"])
+    }
+
+    fn ack() -> utoipa::openapi::schema::ObjectBuilder {
+        crate::views::one_of(["ack"])
+    }
+
+    /// The answer to mail: messages taken, and not (a set not held here, a
+    /// full mailbox: their senders send them again).
+    #[derive(Serialize, ToSchema)]
+    pub struct MailTaken {
+        pub not_taken: u64,
+        pub taken: u64,
+    }
+
+    /// `GET /v1/admin/cluster`: a node alone, or one of several.
+    #[derive(Serialize, ToSchema)]
+    #[serde(untagged)]
+    pub enum ClusterAnswer {
+        Single(Single),
+        Cluster(Cluster),
+    }
+
+    /// A node alone: every set is its own.
+    #[derive(Serialize, ToSchema)]
+    pub struct Single {
+        #[schema(schema_with = single)]
+        pub mode: String,
+        pub sets: Vec<u16>,
+    }
+
+    fn single() -> utoipa::openapi::schema::ObjectBuilder {
+        crate::views::one_of(["single"])
+    }
+
+    /// A node of several, as the coordinator sees the cluster.
+    #[derive(Serialize, ToSchema)]
+    pub struct Cluster {
+        pub node_id: String,
+        pub lease_ms: i64,
+        /// Writes this node's fence refused (it had lost the set).
+        pub fenced_writes: u64,
+        pub nodes: Vec<Node>,
+        pub sets: Vec<SetLease>,
+    }
+
+    #[derive(Serialize, ToSchema)]
+    pub struct Node {
+        pub node_id: String,
+        /// Where the other nodes reach it.
+        pub advertise: String,
+        pub live: bool,
+        pub heartbeat_age_ms: i64,
+        /// Unix milliseconds.
+        pub started_at: i64,
+        pub sets: Vec<u16>,
+    }
+
+    /// A set's lease; the times are null for a set no node holds now.
+    #[derive(Serialize, ToSchema)]
+    pub struct SetLease {
+        pub set: u16,
+        pub owner: Option<String>,
+        pub epoch: i64,
+        pub lease_age_ms: Option<i64>,
+        pub expires_in_ms: Option<i64>,
+        pub held_for_ms: Option<i64>,
     }
 }
 

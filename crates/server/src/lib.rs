@@ -3,6 +3,8 @@
 //! with a stable code; bad input is a 4xx, never a 500 or a panic. Every
 //! request has deadlines (`listener`, `deadline`, `body`), every user route
 //! a rate limit (`rate_limit`), and every write a permit (`admission`).
+//! Every route is registered with its OpenAPI description (`openapi`),
+//! served at `GET /openapi.json`.
 
 pub mod admission;
 pub mod auth;
@@ -13,6 +15,7 @@ pub mod error;
 pub mod listener;
 pub mod metrics;
 pub mod observe;
+pub mod openapi;
 pub mod rate_limit;
 mod routes;
 mod shards;
@@ -25,7 +28,6 @@ use std::sync::atomic::AtomicBool;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
-use axum::routing::{get, post};
 use hongbao_engine::Engine;
 use tokio::net::TcpListener;
 
@@ -120,22 +122,7 @@ impl AppState {
 /// The whole API.
 pub fn router(state: AppState) -> Router {
     let deadline = state.config.timeouts.request;
-    let router = Router::new()
-        .route("/livez", get(routes::health::live))
-        .route("/healthz", get(routes::health::live))
-        .route("/readyz", get(routes::health::ready))
-        .route("/metrics", get(metrics::scrape))
-        .route("/v1/admin/tokens", post(routes::admin::token))
-        .route("/v1/admin/deposits", post(routes::admin::deposit))
-        .route("/v1/admin/cluster", get(cluster::status))
-        .route("/v1/internal/mail", post(cluster::take_mail))
-        .route("/v1/account", get(routes::account::account))
-        .route("/v1/packets", post(routes::packets::send))
-        .route("/v1/packets/sent", get(routes::lists::sent))
-        .route("/v1/packets/received", get(routes::lists::received))
-        .route("/v1/packets/{id}", get(routes::packets::detail))
-        .route("/v1/packets/{id}/grab", post(routes::packets::grab))
-        .route("/v1/packets/{id}/open", post(routes::packets::open))
+    let router = Router::from(openapi::api())
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX));

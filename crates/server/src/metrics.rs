@@ -105,7 +105,20 @@ pub fn record(route: &str, method: &str, status: StatusCode, code: &'static str,
     histogram!(HTTP_DURATION, "route" => route).record(took.as_secs_f64());
 }
 
-/// `GET /metrics`: the Prometheus text format (version 0.0.4).
+crate::openapi::errors!(ScrapeErrors: &[crate::error::METRICS_UNAVAILABLE]);
+
+/// `GET /metrics`: the Prometheus text format (version 0.0.4). No token:
+/// scrape it on the internal network, and do not route it from outside.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = crate::openapi::TAG_OPERATIONS,
+    responses(
+        (status = 200, description = "Every metric in the Prometheus text format (README: Metrics)",
+         content_type = "text/plain; version=0.0.4; charset=utf-8", body = String),
+        ScrapeErrors,
+    ),
+)]
 pub async fn scrape() -> Response {
     let Some(handle) = handle() else {
         return crate::ApiError::metrics_unavailable().into_response();

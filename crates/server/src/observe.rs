@@ -22,7 +22,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
 
-use crate::error::ErrorCode;
+use crate::error::AnsweredCode;
 
 /// The target of admin actions' log lines, which every log filter keeps
 /// (the binary adds `hongbao::admin=info` to whatever filter it is given).
@@ -68,8 +68,8 @@ pub(crate) async fn around(deadline: Duration, mut request: Request, next: Next)
     let mut response = crate::deadline::request_deadline(deadline, request, next).instrument(span.clone()).await;
     let took = started.elapsed();
     let status = response.status();
-    let code = match response.extensions().get::<ErrorCode>() {
-        Some(ErrorCode(code)) => code,
+    let code = match response.extensions().get::<AnsweredCode>() {
+        Some(AnsweredCode(code)) => code,
         None if status.is_success() || status.is_redirection() => "ok",
         None => "error",
     };

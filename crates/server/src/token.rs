@@ -177,7 +177,7 @@ pub enum TokenError {
 }
 
 impl TokenError {
-    pub fn code(self) -> &'static str {
+    pub const fn code(self) -> &'static str {
         match self {
             TokenError::Invalid => "invalid_token",
             TokenError::UnknownKey => "unknown_key",

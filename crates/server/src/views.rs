@@ -1,15 +1,54 @@
-//! The JSON the API answers with. Money is integer fen; times are Unix
-//! milliseconds.
+//! The JSON the API answers with, and its schemas (`utoipa::ToSchema`, for
+//! the OpenAPI spec). Money is integer fen; times are Unix milliseconds.
+//! A field whose values are a domain type's names (a packet's kind, its
+//! status, a grab's outcome) has its schema made from those names, so each
+//! is spelled once, in the domain.
 
-use hongbao_domain::packet::{PacketInfo, PacketStatus};
-use hongbao_domain::{Claim, Millis, Packet};
+use hongbao_domain::packet::{PacketInfo, PacketKind, PacketStatus};
+use hongbao_domain::user::USER_LEN_MAX;
+use hongbao_domain::{Amount, Claim, GrabOutcome, Millis, OpenOutcome, Packet};
 use hongbao_engine::{ReceivedItem, SentItem};
 use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 
-#[derive(Serialize)]
+/// A string schema whose values are `names`.
+pub(crate) fn one_of(names: impl IntoIterator<Item = &'static str>) -> ObjectBuilder {
+    ObjectBuilder::new().schema_type(Type::String).enum_values(Some(names))
+}
+
+/// A user name, as `UserId::parse` takes it.
+pub(crate) fn user_name() -> ObjectBuilder {
+    let pattern = format!("^[A-Za-z0-9_.-]{{1,{USER_LEN_MAX}}}$");
+    ObjectBuilder::new().schema_type(Type::String).pattern(Some(pattern))
+}
+
+pub(crate) fn kinds() -> ObjectBuilder {
+    one_of([PacketKind::Lucky, PacketKind::Fixed, PacketKind::Exclusive].map(PacketKind::as_str))
+}
+
+fn statuses() -> ObjectBuilder {
+    one_of([PacketStatus::Available, PacketStatus::Empty, PacketStatus::Expired].map(PacketStatus::as_str))
+}
+
+/// What a grab answers with 200 (its other outcomes are errors).
+fn grab_statuses() -> ObjectBuilder {
+    one_of(
+        [GrabOutcome::Available, GrabOutcome::Opened, GrabOutcome::Empty, GrabOutcome::Expired].map(GrabOutcome::code),
+    )
+}
+
+/// What an open answers with 200: its outcome's code, "opened" whether
+/// the share is new or opened before.
+fn opened() -> ObjectBuilder {
+    one_of([OpenOutcome::AlreadyOpened { amount: Amount::ZERO }.code()])
+}
+
+#[derive(Serialize, ToSchema)]
 pub struct PacketView {
     pub id: String,
     pub sender: String,
+    #[schema(schema_with = kinds)]
     pub kind: &'static str,
     pub total_amount: u64,
     pub count: u32,
@@ -35,7 +74,7 @@ impl From<&PacketInfo> for PacketView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ClaimView {
     pub user: String,
     pub amount: u64,
@@ -48,11 +87,12 @@ impl From<&Claim> for ClaimView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct PacketDetail {
     #[serde(flatten)]
     pub packet: PacketView,
     pub has_password: bool,
+    #[schema(schema_with = statuses)]
     pub status: &'static str,
     pub remaining_amount: u64,
     pub remaining_count: u32,
@@ -76,10 +116,11 @@ impl PacketDetail {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct SentView {
     #[serde(flatten)]
     pub packet: PacketView,
+    #[schema(schema_with = statuses)]
     pub status: &'static str,
     pub remaining_amount: u64,
     pub remaining_count: u32,
@@ -99,7 +140,7 @@ impl SentView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ReceivedView {
     pub packet_id: String,
     pub sender: String,
@@ -120,8 +161,33 @@ impl From<&ReceivedItem> for ReceivedView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct PageView<T: Serialize> {
     pub items: Vec<T>,
+    /// Set when the page is full: pass it back as `?cursor=` for the next.
     pub next_cursor: Option<String>,
+}
+
+/// `GET /v1/account`, and a deposit's answer.
+#[derive(Serialize, ToSchema)]
+pub struct BalanceView {
+    /// In fen.
+    pub balance: u64,
+    pub user: String,
+}
+
+/// A grab's answer.
+#[derive(Serialize, ToSchema)]
+pub struct GrabView {
+    #[schema(schema_with = grab_statuses)]
+    pub status: &'static str,
+}
+
+/// An open's answer: the share, the same on a repeat.
+#[derive(Serialize, ToSchema)]
+pub struct OpenView {
+    /// In fen.
+    pub amount: u64,
+    #[schema(schema_with = opened)]
+    pub status: &'static str,
 }

@@ -19,6 +19,7 @@ mod lists;
 mod money;
 mod observability;
 mod open_and_grab;
+mod openapi;
 mod read_your_writes;
 mod restart;
 mod validation;

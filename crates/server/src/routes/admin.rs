@@ -6,22 +6,43 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use hongbao_domain::{Amount, DepositOutcome, UserId};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use hongbao_domain::{Amount, DepositOutcome, Limits, UserId};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
 
 use crate::AppState;
 use crate::auth::Admin;
-use crate::body::{JsonBody, idempotency_key};
-use crate::error::ApiError;
-use crate::token::{TokenLifetimes, expiry};
+use crate::body::{IdempotencyKey, JsonBody, idempotency_key};
+use crate::error::{
+    ApiError, BALANCE_LIMIT_EXCEEDED, IDEMPOTENCY_KEY_REUSED, INVALID_AMOUNT, INVALID_IDEMPOTENCY_KEY, INVALID_TTL,
+    INVALID_USER, OVERLOADED,
+};
+use crate::openapi::{ADMIN_AUTH, ENGINE, JSON_BODY, TAG_ADMIN, errors};
+use crate::token::{TokenLifetimes, USER_TOKEN_TTL_MAX, expiry};
+use crate::views::BalanceView;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
+    /// 1 to 64 of A-Z a-z 0-9 _ . -
+    #[schema(schema_with = crate::views::user_name)]
     user: String,
+    /// The token's lifetime in seconds, 1 to 31,622,400 (366 days); 30 days when absent.
+    #[schema(schema_with = ttl)]
     ttl_s: Option<i64>,
 }
+
+/// A user's new token.
+#[derive(Serialize, ToSchema)]
+pub struct TokenView {
+    /// When it expires, Unix milliseconds.
+    expires_at: i64,
+    token: String,
+    user: String,
+}
+
+errors!(TokenErrors: ADMIN_AUTH, JSON_BODY, &[INVALID_USER, INVALID_TTL]);
 
 fn parse_user(name: &str) -> Result<UserId, ApiError> {
     UserId::parse(name).map_err(|_| ApiError::invalid_user())
@@ -40,32 +61,70 @@ pub fn parse_ttl(ttl_s: Option<i64>, lifetimes: TokenLifetimes) -> Result<Durati
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/tokens",
+    tag = TAG_ADMIN,
+    security(("admin_token" = [])),
+    request_body = TokenRequest,
+    responses((status = 200, description = "A token for the user", body = TokenView), TokenErrors),
+)]
 pub async fn token(
     State(state): State<AppState>,
     Admin(admin): Admin,
     JsonBody(request): JsonBody<TokenRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TokenView>, ApiError> {
     let user = parse_user(&request.user)?;
     let ttl = parse_ttl(request.ttl_s, state.config.tokens)?;
     let expires_at = expiry(state.engine.now(), ttl);
     let token = state.auth.current().issue(&user, expires_at);
     tracing::info!(target: crate::observe::ADMIN_LOG, %admin, %user, expires_at = expires_at.0, "admin issued a user token");
-    Ok(Json(json!({ "user": user.as_str(), "token": token, "expires_at": expires_at.0 })))
+    Ok(Json(TokenView { expires_at: expires_at.0, token, user: user.as_str().to_owned() }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DepositRequest {
+    /// 1 to 64 of A-Z a-z 0-9 _ . -
+    #[schema(schema_with = crate::views::user_name)]
     user: String,
+    /// In fen, from 1 to the deposit limit (10,000,000.00).
+    #[schema(schema_with = deposit_amount)]
     amount: i64,
 }
 
+fn ttl() -> ObjectBuilder {
+    let types = SchemaType::Array(vec![Type::Integer, Type::Null]);
+    ObjectBuilder::new().schema_type(types).minimum(Some(1)).maximum(Some(USER_TOKEN_TTL_MAX.as_secs()))
+}
+
+fn deposit_amount() -> ObjectBuilder {
+    let max = Limits::default().deposit_max.fen();
+    ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(1)).maximum(Some(max))
+}
+
+errors!(
+    DepositErrors: ADMIN_AUTH,
+    JSON_BODY,
+    &[INVALID_USER, INVALID_AMOUNT, INVALID_IDEMPOTENCY_KEY, OVERLOADED, IDEMPOTENCY_KEY_REUSED, BALANCE_LIMIT_EXCEEDED],
+    ENGINE,
+);
+
+#[utoipa::path(
+    post,
+    path = "/v1/admin/deposits",
+    tag = TAG_ADMIN,
+    security(("admin_token" = [])),
+    params(IdempotencyKey),
+    request_body = DepositRequest,
+    responses((status = 200, description = "The user's balance after the deposit", body = BalanceView), DepositErrors),
+)]
 pub async fn deposit(
     State(state): State<AppState>,
     Admin(admin): Admin,
     headers: HeaderMap,
     JsonBody(request): JsonBody<DepositRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<BalanceView>, ApiError> {
     let user = parse_user(&request.user)?;
     let limits = state.engine.limits();
     let amount = Amount::from_signed(request.amount)
@@ -78,7 +137,7 @@ pub async fn deposit(
     match outcome {
         DepositOutcome::Deposited { balance, .. } => {
             tracing::info!(target: crate::observe::ADMIN_LOG, %admin, %user, amount = amount.fen(), key, "admin deposited");
-            Ok(Json(json!({ "user": user.as_str(), "balance": balance.fen() })))
+            Ok(Json(BalanceView { balance: balance.fen(), user: user.as_str().to_owned() }))
         }
         DepositOutcome::KeyReused => Err(ApiError::key_reused()),
         DepositOutcome::BalanceLimit => {

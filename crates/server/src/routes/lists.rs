@@ -10,7 +10,8 @@ use serde::Deserialize;
 
 use crate::AppState;
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, INVALID_CURSOR, INVALID_LIMIT, INVALID_QUERY};
+use crate::openapi::{ENGINE, TAG_PACKETS, USER_AUTH, errors};
 use crate::rate_limit::Route;
 use crate::views::{PageView, ReceivedView, SentView};
 
@@ -19,11 +20,18 @@ const PAGE_LEN_DEFAULT: usize = 20;
 /// The most items per page: bounds the work and the answer of one request.
 const PAGE_LEN_MAX: usize = 100;
 
-#[derive(Deserialize)]
+/// A page's query (read as text, so that a bad value is this API's 400).
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Items per page, 1 to 100; 20 when absent.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
     limit: Option<String>,
+    /// The `next_cursor` of the page before.
     cursor: Option<String>,
 }
+
+errors!(ListErrors: USER_AUTH, &[INVALID_QUERY, INVALID_LIMIT, INVALID_CURSOR], ENGINE);
 
 fn limit(query: &ListQuery) -> Result<usize, ApiError> {
     match &query.limit {
@@ -40,6 +48,15 @@ fn query(query: Result<Query<ListQuery>, QueryRejection>) -> Result<ListQuery, A
     query.map(|Query(query)| query).map_err(|rejection| ApiError::invalid_query(rejection.body_text()))
 }
 
+/// What the caller sent, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/packets/sent",
+    tag = TAG_PACKETS,
+    security(("user_token" = [])),
+    params(ListQuery),
+    responses((status = 200, description = "A page of sent packets", body = PageView<SentView>), ListErrors),
+)]
 pub async fn sent(
     State(state): State<AppState>,
     Caller(user, origin): Caller,
@@ -58,6 +75,15 @@ pub async fn sent(
     }))
 }
 
+/// What the caller received, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/packets/received",
+    tag = TAG_PACKETS,
+    security(("user_token" = [])),
+    params(ListQuery),
+    responses((status = 200, description = "A page of received shares", body = PageView<ReceivedView>), ListErrors),
+)]
 pub async fn received(
     State(state): State<AppState>,
     Caller(user, origin): Caller,
