@@ -50,8 +50,10 @@ pub const INVALID_COUNT: ErrorCode =
 pub const AMOUNT_NOT_DIVISIBLE: ErrorCode =
     spec(&SpecError::AmountNotDivisible, "a fixed packet's total does not divide by its count");
 pub const SHARE_TOO_SMALL: ErrorCode = spec(&SpecError::ShareTooSmall, "a share would be under the smallest share");
-pub const INVALID_GREETING: ErrorCode = spec(&SpecError::InvalidGreeting, "a greeting longer than the limit");
-pub const INVALID_PASSWORD: ErrorCode = spec(&SpecError::InvalidPassword, "a password that is empty or too long");
+pub const INVALID_GREETING: ErrorCode =
+    spec(&SpecError::InvalidGreeting, "a greeting over the limit, or with control characters");
+pub const INVALID_PASSWORD: ErrorCode =
+    spec(&SpecError::InvalidPassword, "a password that is empty, over the limit, or with control characters");
 pub const INVALID_RECIPIENT: ErrorCode =
     spec(&SpecError::InvalidRecipient, "a recipient missing (exclusive), given (others), invalid or the sender");
 pub const INVALID_EXPIRY: ErrorCode = spec(&SpecError::InvalidExpiry, "expires_in_s outside the limits");
