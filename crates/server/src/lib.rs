@@ -8,6 +8,7 @@ pub mod admission;
 pub mod auth;
 pub mod body;
 pub mod cluster;
+pub mod console;
 mod deadline;
 pub mod error;
 pub mod listener;
@@ -130,6 +131,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/packets/{id}", get(routes::packets::detail))
         .route("/v1/packets/{id}/grab", post(routes::packets::grab))
         .route("/v1/packets/{id}/open", post(routes::packets::open))
+        .merge(console::routes())
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX));
