@@ -4,6 +4,11 @@
 
 use crate::money::Amount;
 
+/// The most shares any configuration may allow a packet: every claim of a
+/// live packet is in memory and in one journal record per batch, so a
+/// packet's size must stay bounded whatever an operator asks for.
+pub const COUNT_MAX_CEILING: u32 = 10_000;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// The most money one packet may hold.

@@ -20,6 +20,7 @@ mod progress;
 pub mod sim;
 pub mod store;
 pub mod stored;
+pub mod telemetry;
 mod writer;
 
 pub use clock::{Clock, Entropy, ManualClock, OsEntropy, SeededEntropy, SystemClock};

@@ -3,6 +3,7 @@
 //! stopped data directory, `bench` measures, `chaos` kills the server at
 //! random and checks nothing was lost.
 
+mod config;
 mod serve_flags;
 mod store_flags;
 
@@ -17,7 +18,7 @@ use hongbao_server::token::{AdminName, KeyId, USER_TOKEN_TTL_DEFAULT, USER_TOKEN
 use mimalloc::MiMalloc;
 use serve_flags::ServeFlags;
 use tracing::info;
-use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::EnvFilter;
 
 /// The allocator: the server allocates per request on many threads (tokio
 /// workers, eight writers and eight materializers), where glibc's malloc
@@ -37,6 +38,12 @@ struct Cli {
 enum Command {
     /// Serve the HTTP API.
     Serve(ServeFlags),
+    /// The effective configuration of `serve` (the same flags, file and
+    /// environment): every key, its value (secrets redacted), and its source.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
     /// Print a user token signed with the data directory's current key.
     Token {
         #[arg(long, default_value = "./data")]
@@ -118,6 +125,12 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum ConfigAction {
+    /// Print every key = value with where it came from; refuse a bad value as serve would.
+    Show(ServeFlags),
+}
+
+#[derive(Subcommand)]
 enum KeysAction {
     /// The current key, the other keys that still verify, and the removed ones.
     List,
@@ -139,12 +152,6 @@ enum AdminAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The simulation injects faults on purpose: their logs would drown its answer.
-    let quiet = matches!(cli.command, Command::Simulate { .. });
-    let default = if quiet { LevelFilter::OFF } else { LevelFilter::INFO };
-    let level = std::env::var("RUST_LOG").ok().and_then(|text| text.parse().ok()).unwrap_or(default);
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_max_level(level).with_ansi(ansi).with_writer(std::io::stderr).init();
     match run(cli) {
         Ok(code) => code,
         Err(error) => {
@@ -154,10 +161,39 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logs to stderr, as text or one JSON object a line, filtered by
+/// `filter` (RUST_LOG's syntax), except admin actions, always logged.
+/// Every line about a request carries its id (the `request` span's fields).
+fn init_logs(format: config::LogFormat, filter: EnvFilter) -> Result<()> {
+    let always = hongbao_server::observe::ADMIN_LOG.to_owned() + "=info";
+    let filter = filter.add_directive(always.parse().expect("a target and a level are a directive"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let installed = match format {
+        config::LogFormat::Json => logs.json().with_current_span(true).with_span_list(false).try_init(),
+        config::LogFormat::Text => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).try_init(),
+    };
+    installed.map_err(|why| anyhow::anyhow!("installing the logger: {why}"))
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
+    if !matches!(cli.command, Command::Serve(_) | Command::Config { .. }) {
+        // The simulation injects faults on purpose: their logs would drown its answer.
+        let quiet = matches!(cli.command, Command::Simulate { .. });
+        let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| if quiet { "off" } else { "info" }.into());
+        let filter = EnvFilter::try_new(&filter).map_err(|why| anyhow::anyhow!("RUST_LOG {filter:?}: {why}"))?;
+        init_logs(config::LogFormat::Text, filter)?;
+    }
     match cli.command {
+        Command::Config { action: ConfigAction::Show(flags) } => {
+            let (figment, config) = flags.config()?;
+            config.clone().into_options()?;
+            print!("{}", config::show(&figment, &config)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Serve(flags) => {
-            let options = flags.into_options()?;
+            let (_, config) = flags.config()?;
+            init_logs(config.log.format, config.log_filter()?)?;
+            let options = config.into_options()?;
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(serve(options))?;
             Ok(ExitCode::SUCCESS)

@@ -1,45 +1,44 @@
-//! `hongbao serve`'s flags, and the checks that turn them into a node's
-//! options. Every bound the server enforces has a flag here, with the
-//! default that `ServerConfig` and `EngineConfig` document.
+//! `hongbao serve`'s flags: the last layer of its configuration
+//! (`config.rs`), so each flag is optional and overrides only what it
+//! names. Every setting has a key in the configuration; the flags cover
+//! those an operator changes at a command line.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
-use anyhow::{Result, bail};
-use hongbao::ServeOptions;
-use hongbao_engine::EngineConfig;
-use hongbao_server::ServerConfig;
-use hongbao_server::listener::Timeouts;
+use anyhow::Result;
+use figment::Figment;
 use hongbao_server::rate_limit::{Rate, Route};
+use serde_json::{Value, json};
 
-const fn ms(duration: Duration) -> u64 {
-    duration.as_millis() as u64
-}
+use crate::config::{self, Config, LogFormat};
 
-const TIMEOUTS: Timeouts = Timeouts {
-    header: Duration::from_secs(10),
-    body: Duration::from_secs(10),
-    request: Duration::from_secs(30),
-    write: Duration::from_secs(10),
-    drain: Duration::from_secs(10),
-};
-
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone, Debug, Default)]
 pub struct ServeFlags {
-    /// The data directory (created on first start).
-    #[arg(long, default_value = "./data")]
-    data: PathBuf,
+    /// A TOML file holding any of the settings (README: Configuration).
+    /// Precedence: defaults < this file < HONGBAO_* environment variables <
+    /// these flags.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The data directory (created on first start) [default: ./data].
+    #[arg(long)]
+    data: Option<PathBuf>,
     #[command(flatten)]
     store: crate::store_flags::StoreFlags,
-    /// The address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    listen: SocketAddr,
+    /// The address to listen on [default: 127.0.0.1:8080].
+    #[arg(long)]
+    listen: Option<String>,
+    /// The log lines' format [default: text].
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+    /// Which log lines are written, in RUST_LOG's syntax (e.g.
+    /// `info,hongbao::access=off` drops the access log) [default: info].
+    #[arg(long)]
+    log_filter: Option<String>,
     /// Days a day whose packets are all settled stays in the hot tables
     /// before it goes cold (PostgreSQL: detached into the archive schema,
-    /// still readable).
-    #[arg(long, default_value_t = hongbao::days::RETENTION_DAYS_DEFAULT)]
-    retention_days: u32,
+    /// still readable) [default: 7].
+    #[arg(long)]
+    retention_days: Option<u32>,
     /// Serve as one node of several sharing the sets of one PostgreSQL data
     /// set, under this name (needs --store postgres://… and --advertise).
     /// The nodes of a cluster share their keys: copy keys.json between
@@ -50,9 +49,9 @@ pub struct ServeFlags {
     #[arg(long)]
     advertise: Option<String>,
     /// How long a node's hold on a set runs without renewal: a dead node's
-    /// sets are taken over after about this long (with --node-id).
-    #[arg(long, default_value_t = ms(hongbao::cluster::LEASE_DEFAULT))]
-    lease_ms: u64,
+    /// sets are taken over after about this long (with --node-id) [default: 2000].
+    #[arg(long)]
+    lease_ms: Option<u64>,
     /// Sets of a new data directory (fixed once created; default 8).
     #[arg(long)]
     sets: Option<u16>,
@@ -70,40 +69,40 @@ pub struct ServeFlags {
     rate_limit: Vec<String>,
     /// Failed authentications per second one client IP may make, sustained;
     /// past them every request from it is refused 429 until the bucket refills.
-    #[arg(long, default_value_t = ServerConfig::default().rates.auth_failures_per_ip.per_s)]
-    auth_failure_rate_per_s: f64,
+    #[arg(long)]
+    auth_failure_rate_per_s: Option<f64>,
     /// Failed authentications one client IP may make at once.
-    #[arg(long, default_value_t = ServerConfig::default().rates.auth_failures_per_ip.burst)]
-    auth_failure_burst: f64,
+    #[arg(long)]
+    auth_failure_burst: Option<f64>,
     /// Longest a write may wait in its set's queue before it is refused
     /// (503 overloaded, with Retry-After) instead of applied.
-    #[arg(long, default_value_t = ms(EngineConfig::default().queue_wait_max))]
-    queue_wait_max_ms: u64,
+    #[arg(long)]
+    queue_wait_max_ms: Option<u64>,
     /// Writes (deposits, sends, grabs, opens) in flight before more are
     /// refused at once (503 overloaded, with Retry-After).
-    #[arg(long, default_value_t = ServerConfig::default().writes_in_flight_max)]
-    writes_in_flight_max: usize,
+    #[arg(long)]
+    writes_in_flight_max: Option<usize>,
     /// Writes of one user in flight before more are refused (429 too_many_requests).
-    #[arg(long, default_value_t = ServerConfig::default().user_writes_in_flight_max)]
-    user_writes_in_flight_max: usize,
+    #[arg(long)]
+    user_writes_in_flight_max: Option<usize>,
     /// Longest a request head may take to arrive; also how long a
     /// keep-alive connection may idle. Past it the connection is closed.
-    #[arg(long, default_value_t = ms(TIMEOUTS.header))]
-    header_timeout_ms: u64,
+    #[arg(long)]
+    header_timeout_ms: Option<u64>,
     /// Longest a request body may take to arrive (408 request_timeout).
-    #[arg(long, default_value_t = ms(TIMEOUTS.body))]
-    body_timeout_ms: u64,
+    #[arg(long)]
+    body_timeout_ms: Option<u64>,
     /// Longest a whole request may take, head to answer (408 request_timeout).
-    #[arg(long, default_value_t = ms(TIMEOUTS.request))]
-    request_timeout_ms: u64,
+    #[arg(long)]
+    request_timeout_ms: Option<u64>,
     /// Longest a write of an answer may make no progress (a client that
     /// does not read) before the connection is closed.
-    #[arg(long, default_value_t = ms(TIMEOUTS.write))]
-    write_timeout_ms: u64,
+    #[arg(long)]
+    write_timeout_ms: Option<u64>,
     /// On SIGTERM or SIGINT, longest to wait for requests in flight before
     /// closing their connections (the queues are then drained and committed).
-    #[arg(long, default_value_t = ms(TIMEOUTS.drain))]
-    drain_timeout_ms: u64,
+    #[arg(long)]
+    drain_timeout_ms: Option<u64>,
 }
 
 /// `ROUTE=PER_S/BURST`.
@@ -120,76 +119,71 @@ fn parse_rate_limit(text: &str) -> Result<(Route, Rate)> {
 }
 
 impl ServeFlags {
-    pub fn into_options(self) -> Result<ServeOptions> {
-        let mut server = ServerConfig::default();
+    /// The settings the flags give, as the configuration's keys.
+    fn overrides(&self) -> Result<Value> {
+        let mut set = Overrides(json!({}));
+        set.put("data", self.data.as_ref().map(|path| json!(path)));
+        set.put("listen", self.listen.as_ref().map(|listen| json!(listen)));
+        set.put("store", self.store.url().map(|url| json!(url)));
+        if !self.store.placements().is_empty() {
+            set.put("set_store", Some(json!(self.store.placements())));
+        }
+        set.put("log.format", self.log_format.map(|format| json!(format)));
+        set.put("log.filter", self.log_filter.as_ref().map(|filter| json!(filter)));
+        set.put("retention_days", self.retention_days.map(|days| json!(days)));
+        set.put("sets", self.sets.map(|sets| json!(sets)));
+        set.put("cluster.node_id", self.node_id.as_ref().map(|id| json!(id)));
+        set.put("cluster.advertise", self.advertise.as_ref().map(|advertise| json!(advertise)));
+        set.put("cluster.lease_ms", self.lease_ms.map(|ms| json!(ms)));
         for text in &self.rate_limit {
             let (route, rate) = parse_rate_limit(text)?;
-            server.rates.set(route, rate);
+            set.put(&format!("rate_limits.{}.per_s", route.name()), Some(json!(rate.per_s)));
+            set.put(&format!("rate_limits.{}.burst", route.name()), Some(json!(rate.burst)));
         }
-        server.rates.open.per_s = self.open_rate_per_s.unwrap_or(server.rates.open.per_s);
-        server.rates.open.burst = self.open_burst.unwrap_or(server.rates.open.burst);
-        server.rates.auth_failures_per_ip =
-            Rate { per_s: self.auth_failure_rate_per_s, burst: self.auth_failure_burst };
-        for route in Route::ALL {
-            if !server.rates.of(route).is_valid() {
-                bail!("the {} rate must be positive and its burst at least 1", route.name());
+        set.put("rate_limits.open.per_s", self.open_rate_per_s.map(|rate| json!(rate)));
+        set.put("rate_limits.open.burst", self.open_burst.map(|burst| json!(burst)));
+        set.put("rate_limits.auth_failures_per_ip.per_s", self.auth_failure_rate_per_s.map(|rate| json!(rate)));
+        set.put("rate_limits.auth_failures_per_ip.burst", self.auth_failure_burst.map(|burst| json!(burst)));
+        set.put("overload.queue_wait_max_ms", self.queue_wait_max_ms.map(|ms| json!(ms)));
+        set.put("overload.writes_in_flight_max", self.writes_in_flight_max.map(|max| json!(max)));
+        set.put("overload.user_writes_in_flight_max", self.user_writes_in_flight_max.map(|max| json!(max)));
+        set.put("timeouts.header_ms", self.header_timeout_ms.map(|ms| json!(ms)));
+        set.put("timeouts.body_ms", self.body_timeout_ms.map(|ms| json!(ms)));
+        set.put("timeouts.request_ms", self.request_timeout_ms.map(|ms| json!(ms)));
+        set.put("timeouts.write_ms", self.write_timeout_ms.map(|ms| json!(ms)));
+        set.put("timeouts.drain_ms", self.drain_timeout_ms.map(|ms| json!(ms)));
+        Ok(set.0)
+    }
+
+    /// The layers of configuration these flags end.
+    pub fn figment(&self) -> Result<Figment> {
+        config::figment(self.config.as_deref(), self.overrides()?)
+    }
+
+    /// The effective configuration, checked.
+    pub fn config(&self) -> Result<(Figment, Config)> {
+        let figment = self.figment()?;
+        let config = config::load(&figment)?;
+        Ok((figment, config))
+    }
+}
+
+/// A JSON object built from dotted keys.
+struct Overrides(Value);
+
+impl Overrides {
+    fn put(&mut self, key: &str, value: Option<Value>) {
+        let Some(value) = value else { return };
+        let mut at = &mut self.0;
+        let mut parts = key.split('.').peekable();
+        while let Some(part) = parts.next() {
+            let Value::Object(map) = at else { unreachable!("overrides are objects down to their leaves") };
+            if parts.peek().is_none() {
+                map.insert(part.to_owned(), value);
+                return;
             }
+            at = map.entry(part.to_owned()).or_insert_with(|| json!({}));
         }
-        if !server.rates.auth_failures_per_ip.is_valid() {
-            bail!("--auth-failure-rate-per-s must be positive and --auth-failure-burst at least 1");
-        }
-        server.writes_in_flight_max = self.writes_in_flight_max;
-        server.user_writes_in_flight_max = self.user_writes_in_flight_max;
-        let timeouts = [
-            self.header_timeout_ms,
-            self.body_timeout_ms,
-            self.request_timeout_ms,
-            self.write_timeout_ms,
-            self.drain_timeout_ms,
-            self.queue_wait_max_ms,
-        ];
-        if timeouts.contains(&0) || self.writes_in_flight_max == 0 || self.user_writes_in_flight_max == 0 {
-            bail!("every --*-timeout-ms, --queue-wait-max-ms and --*writes-in-flight-max must be at least 1");
-        }
-        server.timeouts = Timeouts {
-            header: Duration::from_millis(self.header_timeout_ms),
-            body: Duration::from_millis(self.body_timeout_ms),
-            request: Duration::from_millis(self.request_timeout_ms),
-            write: Duration::from_millis(self.write_timeout_ms),
-            drain: Duration::from_millis(self.drain_timeout_ms),
-        };
-        let engine =
-            EngineConfig { queue_wait_max: Duration::from_millis(self.queue_wait_max_ms), ..EngineConfig::default() };
-        let store = self.store.choice()?;
-        let cluster = match (self.node_id, self.advertise) {
-            (None, None) => None,
-            (Some(node_id), Some(advertise)) => {
-                if !hongbao::cluster::valid_node_id(&node_id) {
-                    bail!("--node-id must be 1 to 64 characters from A-Z a-z 0-9 _ . -");
-                }
-                if advertise.parse::<SocketAddr>().is_err() && advertise.rsplit_once(':').is_none() {
-                    bail!("--advertise must be host:port");
-                }
-                if !(100..=3_600_000).contains(&self.lease_ms) {
-                    bail!("--lease-ms must be from 100 to 3600000");
-                }
-                Some(hongbao::cluster::ClusterOptions {
-                    node_id,
-                    advertise,
-                    lease: Duration::from_millis(self.lease_ms),
-                })
-            }
-            _ => bail!("--node-id and --advertise go together"),
-        };
-        Ok(ServeOptions {
-            cluster,
-            sets: self.sets,
-            engine,
-            server,
-            store,
-            retention_days: self.retention_days,
-            ..ServeOptions::new(self.data, self.listen)
-        })
     }
 }
 
@@ -198,15 +192,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_flags_defaults_are_the_servers() {
-        assert_eq!(TIMEOUTS, Timeouts::default());
-    }
-
-    #[test]
     fn rate_limits_parse_only_their_form() {
         assert_eq!(parse_rate_limit("grab=5/10").unwrap(), (Route::Grab, Rate { per_s: 5.0, burst: 10.0 }));
         for bad in ["grab", "grab=5", "nope=1/1", "grab=x/1", "grab=1/x"] {
             assert!(parse_rate_limit(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn flags_override_only_the_keys_they_name() {
+        let flags = ServeFlags {
+            listen: Some("127.0.0.1:9".into()),
+            rate_limit: vec!["grab=5/10".into()],
+            drain_timeout_ms: Some(7),
+            ..ServeFlags::default()
+        };
+        let overrides = flags.overrides().unwrap();
+        assert_eq!(
+            overrides,
+            json!({
+                "listen": "127.0.0.1:9",
+                "rate_limits": { "grab": { "per_s": 5.0, "burst": 10.0 } },
+                "timeouts": { "drain_ms": 7 },
+            })
+        );
     }
 }

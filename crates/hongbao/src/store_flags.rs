@@ -16,13 +16,30 @@ pub struct StoreFlags {
     store: Option<String>,
     /// Sets placed on another database than --store's, as N=URL or
     /// FIRST-LAST=URL; may be repeated (a later placement wins).
-    #[arg(long, value_name = "SETS=URL", requires = "store")]
+    #[arg(long, value_name = "SETS=URL")]
     set_store: Vec<String>,
 }
 
 impl StoreFlags {
+    pub fn new(store: Option<String>, set_store: Vec<String>) -> StoreFlags {
+        StoreFlags { store, set_store }
+    }
+
+    pub fn url(&self) -> Option<&str> {
+        self.store.as_deref()
+    }
+
+    pub fn placements(&self) -> &[String] {
+        &self.set_store
+    }
+
     pub fn choice(&self) -> Result<StoreChoice> {
-        let Some(url) = &self.store else { return Ok(StoreChoice::Sqlite) };
+        let Some(url) = &self.store else {
+            if !self.set_store.is_empty() {
+                bail!("--set-store places sets on other databases than --store's: it needs --store");
+            }
+            return Ok(StoreChoice::Sqlite);
+        };
         if !is_postgres_url(url) {
             bail!("--store takes a postgres:// URL (without it the sets live in the data directory)");
         }

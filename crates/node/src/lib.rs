@@ -107,6 +107,8 @@ impl std::fmt::Debug for Running {
 /// Opens (or creates) the data directory, recovers every set and starts
 /// serving on `options.listen`.
 pub async fn start(options: ServeOptions) -> Result<Running> {
+    // Before the engine starts: each set registers its metrics as it does.
+    hongbao_server::metrics::handle();
     let data = DataDir::open_or_create(&options.data, options.sets, SETS_DEFAULT, options.store.kind())
         .with_context(|| format!("opening data directory {}", options.data.display()))?;
     let lock = data.lock_to_serve()?;

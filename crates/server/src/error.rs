@@ -227,6 +227,16 @@ impl ApiError {
         ApiError::unauthorized("invalid_peer", "node-to-node routes need a valid peer token")
     }
 
+    /// 503 `metrics_unavailable`: another recorder than hongbao's was
+    /// installed in the process (only when embedded).
+    pub fn metrics_unavailable() -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics_unavailable",
+            "metrics are not recorded by this process",
+        )
+    }
+
     pub fn packet_not_found() -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, OpenOutcome::NotFound.code(), "no packet has this id")
     }
@@ -262,10 +272,16 @@ impl From<EngineError> for ApiError {
     }
 }
 
+/// The code of an error answer, kept on the response for the layer that
+/// counts and logs it (`observe`).
+#[derive(Clone, Copy, Debug)]
+pub struct ErrorCode(pub &'static str);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Json(json!({ "error": { "code": self.code, "message": self.message } }));
         let mut response = (self.status, body).into_response();
+        response.extensions_mut().insert(ErrorCode(self.code));
         let retry_after_s = self.retry_after_s.or((self.status == StatusCode::SERVICE_UNAVAILABLE).then_some(1));
         if let Some(seconds) = retry_after_s {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));

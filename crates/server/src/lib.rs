@@ -12,6 +12,8 @@ pub mod console;
 mod deadline;
 pub mod error;
 pub mod listener;
+pub mod metrics;
+pub mod observe;
 pub mod rate_limit;
 mod routes;
 mod shards;
@@ -49,6 +51,8 @@ pub struct ServerConfig {
     pub writes_in_flight_max: usize,
     /// Writes in flight of one user before more are refused with 429.
     pub user_writes_in_flight_max: usize,
+    /// The lifetimes of the user tokens admins issue.
+    pub tokens: token::TokenLifetimes,
 }
 
 impl Default for ServerConfig {
@@ -58,6 +62,7 @@ impl Default for ServerConfig {
             rates: Rates::default(),
             writes_in_flight_max: WRITES_IN_FLIGHT_MAX,
             user_writes_in_flight_max: USER_WRITES_IN_FLIGHT_MAX,
+            tokens: token::TokenLifetimes::default(),
         }
     }
 }
@@ -120,6 +125,7 @@ pub fn router(state: AppState) -> Router {
         .route("/livez", get(routes::health::live))
         .route("/healthz", get(routes::health::live))
         .route("/readyz", get(routes::health::ready))
+        .route("/metrics", get(metrics::scrape))
         .route("/v1/admin/tokens", post(routes::admin::token))
         .route("/v1/admin/deposits", post(routes::admin::deposit))
         .route("/v1/admin/cluster", get(cluster::status))
@@ -140,9 +146,7 @@ pub fn router(state: AppState) -> Router {
         true => router.layer(middleware::from_fn_with_state(state.clone(), cluster::forward)),
         false => router,
     };
-    router
-        .layer(middleware::from_fn(move |request, next| deadline::request_deadline(deadline, request, next)))
-        .with_state(state)
+    router.layer(middleware::from_fn(move |request, next| observe::around(deadline, request, next))).with_state(state)
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then stops
@@ -154,10 +158,13 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let timeouts = state.config.timeouts;
+    let upkeep = tokio::spawn(metrics::upkeep());
     let draining = state.clone();
     let shutdown = async move {
         shutdown.await;
         draining.draining.store(true, std::sync::atomic::Ordering::Relaxed);
     };
-    listener::serve(listener, router(state), timeouts, shutdown).await
+    let served = listener::serve(listener, router(state), timeouts, shutdown).await;
+    upkeep.abort();
+    served
 }

@@ -49,6 +49,29 @@ pub const USER_TOKEN_TTL_DEFAULT: Duration = Duration::from_secs(30 * 24 * 3600)
 /// a token that, for practical purposes, lives forever.
 pub const USER_TOKEN_TTL_MAX: Duration = Duration::from_secs(366 * 24 * 3600);
 
+/// The lifetimes `POST /v1/admin/tokens` gives user tokens (configuration;
+/// `USER_TOKEN_TTL_DEFAULT` and `USER_TOKEN_TTL_MAX` by default).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenLifetimes {
+    /// When the admin names none.
+    pub default: Duration,
+    /// The longest an admin may ask for.
+    pub max: Duration,
+}
+
+impl Default for TokenLifetimes {
+    fn default() -> TokenLifetimes {
+        TokenLifetimes { default: USER_TOKEN_TTL_DEFAULT, max: USER_TOKEN_TTL_MAX }
+    }
+}
+
+impl TokenLifetimes {
+    /// Whether these can be used: the default at least a second and at most the max.
+    pub fn is_valid(self) -> bool {
+        self.default >= Duration::from_secs(1) && self.default <= self.max
+    }
+}
+
 /// When a token issued at `now` with lifetime `ttl` expires.
 pub fn expiry(now: Millis, ttl: Duration) -> Millis {
     Millis(now.0.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)))

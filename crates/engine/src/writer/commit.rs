@@ -35,8 +35,10 @@ impl<S: Store> Writer<S> {
         let position = batch.position;
         self.buffer.clear();
         encode(&batch.effects, &mut self.buffer);
+        let started = self.clock.monotonic();
         match self.journal.append(position, &self.buffer) {
             Ok(()) => {
+                self.metrics.committed(self.clock.monotonic().saturating_sub(started), &batch.effects);
                 self.state.position = position;
                 self.links.progress.ack(position);
                 let Batch { effects, pending, mail, .. } = batch;
@@ -124,6 +126,7 @@ impl<S: Store> Writer<S> {
             Ok(recovered) => {
                 assert_eq!(recovered.position, self.sent, "set {}: the tables stopped short of the journal", self.set);
                 self.state = State::recovered(recovered);
+                self.metrics.recovered(self.state.packets.locked_fen());
                 self.links.progress.set_healthy(true);
                 warn!(set = %self.set, position = self.sent, "set recovered from its journal and tables");
                 self.resend_credits(true);

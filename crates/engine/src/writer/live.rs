@@ -26,6 +26,12 @@ impl LivePackets {
         live
     }
 
+    /// The money the live packets still hold, in fen (a walk: at start and
+    /// after a recovery only).
+    pub(crate) fn locked_fen(&self) -> u64 {
+        self.by_seq.values().map(|packet| packet.remaining_amount.fen()).sum()
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.by_seq.len()
     }

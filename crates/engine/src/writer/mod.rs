@@ -34,6 +34,7 @@ use crate::materializer::ToMaterializer;
 use crate::postman::Postman;
 use crate::progress::Progress;
 use crate::store::{Effects, Fetched, IdempotencyOp, IdempotencyRecord, Journaled, Store, Wants};
+use crate::telemetry::SetMetrics;
 use state::{KeyOf, State};
 
 /// What one batch works with beyond `State`: loaded for it, dropped after.
@@ -90,6 +91,7 @@ pub(crate) struct Writer<S: Store> {
     /// Commands shed since the last warning (at most one a second).
     shed_unlogged: usize,
     shed_logged_at: Duration,
+    metrics: SetMetrics,
 }
 
 impl<S: Store> Writer<S> {
@@ -107,6 +109,8 @@ impl<S: Store> Writer<S> {
     ) -> Result<Writer<S>, crate::store::StoreError> {
         let recovered = store.recover(clock.now())?;
         let position = recovered.position;
+        let state = State::recovered(recovered);
+        let metrics = SetMetrics::new(set, state.packets.locked_fen());
         Ok(Writer {
             set,
             sets,
@@ -116,7 +120,7 @@ impl<S: Store> Writer<S> {
             clock,
             entropy,
             links,
-            state: State::recovered(recovered),
+            state,
             sent: position,
             to_tables: VecDeque::new(),
             journal_unsure: false,
@@ -125,6 +129,7 @@ impl<S: Store> Writer<S> {
             last_resend_scan: Duration::ZERO,
             shed_unlogged: 0,
             shed_logged_at: Duration::ZERO,
+            metrics,
         })
     }
 
@@ -144,6 +149,7 @@ impl<S: Store> Writer<S> {
             let (commands, mail, stop) = self.drain();
             let backlog = !self.links.commands.is_empty();
             self.process(commands, mail, backlog);
+            self.refresh_gauges();
             // Fenced: memory holds the refused batch's effects (its credits
             // among them), which must never leave this writer.
             if !self.links.progress.fenced() {
@@ -151,16 +157,29 @@ impl<S: Store> Writer<S> {
             }
             if self.links.progress.fenced() {
                 self.refuse_queued(EngineError::Fenced);
+                self.metrics.stopped();
                 self.stop_tables();
                 info!(set = %self.set, position = self.state.position, "set fenced; its writer stopped");
                 return;
             }
             if stop {
+                self.metrics.stopped();
                 self.stop_tables();
                 info!(set = %self.set, position = self.state.position, "set stopped");
                 return;
             }
         }
+    }
+
+    /// The gauges that need a walk, at most every `telemetry::GAUGES_EVERY`.
+    fn refresh_gauges(&mut self) {
+        let now = self.clock.monotonic();
+        if !self.metrics.due(now) {
+            return;
+        }
+        let lag = self.links.progress.acked().saturating_sub(self.links.progress.materialized());
+        let credits_fen = self.state.outbox.values().map(|outgoing| outgoing.credit.amount.fen()).sum();
+        self.metrics.refresh(now, lag, self.state.outbox.len(), credits_fen);
     }
 
     /// Refuses, unapplied, every command still queued (a fenced set's).

@@ -42,6 +42,7 @@ impl<S: Store> Writer<S> {
                 commands.push(command);
             }
         }
+        self.metrics.admitted(delay, commands.len(), self.links.commands.len());
         self.shed_unlogged += shed;
         if self.shed_unlogged > 0 && now.saturating_sub(self.shed_logged_at) >= Duration::from_secs(1) {
             warn!(set = %self.set, shed = self.shed_unlogged, "overloaded: commands that waited too long were refused");

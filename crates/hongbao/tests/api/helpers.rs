@@ -81,6 +81,32 @@ impl Api {
         headers: &[(&str, &str)],
         body: Option<Vec<u8>>,
     ) -> Response {
+        let (what, status, headers, bytes) = self.request_bytes(method, path, token, headers, body).await;
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                panic!("{what}: {status} with a body that is not JSON ({e}): {:?}", String::from_utf8_lossy(&bytes))
+            })
+        };
+        Response { what, status, headers, body }
+    }
+
+    /// A GET whose answer is text (`/metrics`): its status, headers and body.
+    pub async fn get_text(&self, path: &str) -> (u16, HeaderMap, String) {
+        let (what, status, headers, bytes) = self.request_bytes("GET", path, None, &[], None).await;
+        let text = String::from_utf8(bytes.to_vec()).unwrap_or_else(|e| panic!("{what}: not UTF-8: {e}"));
+        (status, headers, text)
+    }
+
+    async fn request_bytes(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> (String, u16, HeaderMap, Bytes) {
         let what = format!("{method} {path}");
         let stream = TcpStream::connect(self.addr).await.unwrap_or_else(|e| panic!("{what}: connecting: {e}"));
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -108,14 +134,7 @@ impl Api {
         let headers = response.headers().clone();
         let bytes =
             response.into_body().collect().await.unwrap_or_else(|e| panic!("{what}: reading the body: {e}")).to_bytes();
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                panic!("{what}: {status} with a body that is not JSON ({e}): {:?}", String::from_utf8_lossy(&bytes))
-            })
-        };
-        Response { what, status, headers, body }
+        (what, status, headers, bytes)
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Response {

@@ -17,6 +17,7 @@ mod helpers;
 mod idempotency;
 mod lists;
 mod money;
+mod observability;
 mod open_and_grab;
 mod read_your_writes;
 mod restart;

@@ -14,7 +14,7 @@ use crate::AppState;
 use crate::auth::Admin;
 use crate::body::{JsonBody, idempotency_key};
 use crate::error::ApiError;
-use crate::token::{USER_TOKEN_TTL_DEFAULT, USER_TOKEN_TTL_MAX, expiry};
+use crate::token::{TokenLifetimes, expiry};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,11 +27,11 @@ fn parse_user(name: &str) -> Result<UserId, ApiError> {
     UserId::parse(name).map_err(|_| ApiError::invalid_user())
 }
 
-/// A token lifetime in seconds: 1 to `USER_TOKEN_TTL_MAX`.
-pub fn parse_ttl(ttl_s: Option<i64>) -> Result<Duration, ApiError> {
-    let max = USER_TOKEN_TTL_MAX.as_secs();
+/// A token lifetime in seconds: 1 to the configured longest.
+pub fn parse_ttl(ttl_s: Option<i64>, lifetimes: TokenLifetimes) -> Result<Duration, ApiError> {
+    let max = lifetimes.max.as_secs();
     match ttl_s {
-        None => Ok(USER_TOKEN_TTL_DEFAULT),
+        None => Ok(lifetimes.default),
         Some(seconds) => u64::try_from(seconds)
             .ok()
             .filter(|seconds| (1..=max).contains(seconds))
@@ -46,10 +46,10 @@ pub async fn token(
     JsonBody(request): JsonBody<TokenRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let user = parse_user(&request.user)?;
-    let ttl = parse_ttl(request.ttl_s)?;
+    let ttl = parse_ttl(request.ttl_s, state.config.tokens)?;
     let expires_at = expiry(state.engine.now(), ttl);
     let token = state.auth.current().issue(&user, expires_at);
-    tracing::info!(%admin, %user, expires_at = expires_at.0, "admin issued a user token");
+    tracing::info!(target: crate::observe::ADMIN_LOG, %admin, %user, expires_at = expires_at.0, "admin issued a user token");
     Ok(Json(json!({ "user": user.as_str(), "token": token, "expires_at": expires_at.0 })))
 }
 
@@ -77,12 +77,12 @@ pub async fn deposit(
     let key = key.as_deref().unwrap_or("");
     match outcome {
         DepositOutcome::Deposited { balance, .. } => {
-            tracing::info!(%admin, %user, amount = amount.fen(), key, "admin deposited");
+            tracing::info!(target: crate::observe::ADMIN_LOG, %admin, %user, amount = amount.fen(), key, "admin deposited");
             Ok(Json(json!({ "user": user.as_str(), "balance": balance.fen() })))
         }
         DepositOutcome::KeyReused => Err(ApiError::key_reused()),
         DepositOutcome::BalanceLimit => {
-            tracing::info!(%admin, %user, amount = amount.fen(), key, "admin deposit refused: balance limit");
+            tracing::info!(target: crate::observe::ADMIN_LOG, %admin, %user, amount = amount.fen(), key, "admin deposit refused: balance limit");
             Err(ApiError::balance_limit_exceeded(limits.balance_max.fen()))
         }
     }
