@@ -103,14 +103,24 @@ async function balanceOf(token) {
 /**
  * A load until `stop()`: four senders each send a 10-share packet about four
  * times a second (under the send rate limit), and eight other users open
- * every one. Answers what it did.
+ * every one; one greedy user reads its account about 120 times a second,
+ * past its read rate limit (50/s), so some of those are refused 429. Answers
+ * what it did.
  */
 async function startLoad() {
   const senders = await Promise.all([0, 1, 2, 3].map(async (n) => ({ name: `load-s${n}`, token: await tokenOf(`load-s${n}`) })));
   const openers = await Promise.all([0, 1, 2, 3, 4, 5, 6, 7].map(async (n) => tokenOf(`load-o${n}`)));
+  const greedy = await tokenOf('load-greedy');
   await Promise.all(senders.map((sender) => deposit(sender.name, 10_000_000)));
-  const done = { sent: 0, opened: 0, refused: 0 };
+  const done = { sent: 0, opened: 0, refused: 0, limited: 0 };
   let running = true;
+  const hammer = async () => {
+    while (running) {
+      const reads = await Promise.all(Array.from({ length: 30 }, () => api('GET', '/v1/account', { token: greedy })));
+      done.limited += reads.filter((read) => read.status === 429).length;
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+  };
   const loop = async (sender) => {
     while (running) {
       const started = Date.now();
@@ -129,7 +139,7 @@ async function startLoad() {
       await new Promise((resolve) => setTimeout(resolve, Math.max(0, 250 - (Date.now() - started))));
     }
   };
-  const loops = senders.map(loop);
+  const loops = [...senders.map(loop), hammer()];
   return {
     done,
     async stop() {
@@ -275,7 +285,7 @@ test("the dashboard's opens/s, sends/s, latency and totals move while a load run
   await eventually('the dashboard reads /metrics', async () => (await page.getAttribute('#live', 'data-state')) === 'live');
   const totalBefore = await text(page, '#m-opens-total');
   const load = await startLoad();
-  const seen = { opens: new Set(), sends: [], p50: [], p99: [] };
+  const seen = { opens: new Set(), sends: [], p50: [], p99: [], errors: [], shed: [] };
   try {
     for (let second = 0; second < 8; second += 1) {
       await new Promise((resolve) => setTimeout(resolve, 1000));
@@ -283,12 +293,17 @@ test("the dashboard's opens/s, sends/s, latency and totals move while a load run
       seen.sends.push(await text(page, '#m-sends'));
       seen.p50.push(await text(page, '#m-p50'));
       seen.p99.push(await text(page, '#m-p99'));
+      seen.errors.push(await text(page, '#m-errors'));
+      seen.shed.push(await text(page, '#m-shed'));
     }
     await shoot(page, 'dashboard-desktop', 'console.png');
   } finally {
     const done = await load.stop();
     assert.ok(done.opened > 0, `the load opened shares: ${JSON.stringify(done)}`);
+    assert.ok(done.limited > 0, `the greedy reader was rate limited: ${JSON.stringify(done)}`);
   }
+  assert.ok(seen.errors.every((rate) => /^\d/.test(rate)), `errors/s is a number, not missing: ${seen.errors}`);
+  assert.ok(seen.shed.map(Number).some((rate) => rate > 0), `shed + rate-limited/s was above 0: ${seen.shed}`);
   const opensRates = [...seen.opens].map(Number).filter(Number.isFinite);
   assert.ok(opensRates.some((rate) => rate > 0), `opens/s was above 0 while the load ran: ${[...seen.opens]}`);
   assert.ok(seen.opens.size >= 2, `opens/s moved: ${[...seen.opens]}`);

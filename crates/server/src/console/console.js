@@ -278,15 +278,19 @@
   /** The counters and gauges the dashboard shows, read from one scrape. */
   function reading(samples) {
     const opens = (labels) => labels.route === OPEN_ROUTE;
-    const shed = total(samples, 'hongbao_shed_requests_total');
-    const limited = total(samples, 'hongbao_rate_limited_requests_total');
+    // A labelled counter has no series until it first counts: once the
+    // server reports its requests at all, a refusal counter it lacks is 0.
+    const requests = total(samples, 'hongbao_http_requests_total');
+    const counted = (value) => (value === null && requests !== null ? 0 : value);
+    const shed = counted(total(samples, 'hongbao_shed_requests_total'));
+    const limited = counted(total(samples, 'hongbao_rate_limited_requests_total'));
     const locked = total(samples, 'hongbao_locked_fen');
     const credits = total(samples, 'hongbao_credits_in_flight_fen');
     return {
       opens: total(samples, 'hongbao_opens_total'),
       sends: total(samples, 'hongbao_packets_sent_total'),
-      requests: total(samples, 'hongbao_http_requests_total'),
-      errors: total(samples, 'hongbao_http_requests_total', (labels) => String(labels.status || '').startsWith('5')),
+      requests,
+      errors: counted(total(samples, 'hongbao_http_requests_total', (labels) => String(labels.status || '').startsWith('5'))),
       refused: shed === null && limited === null ? null : (shed || 0) + (limited || 0),
       p50: quantile(samples, 'hongbao_http_request_duration_seconds', 0.5, opens),
       p99: quantile(samples, 'hongbao_http_request_duration_seconds', 0.99, opens),
