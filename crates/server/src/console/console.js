@@ -2,7 +2,7 @@
 // hash-routed, no framework and no build step. Everything comes from the
 // public API and /metrics, called from this origin (the page's
 // Content-Security-Policy allows nothing else). Text from users (names,
-// greetings) and from the API is set with textContent, never innerHTML.
+// greetings) and from the API is set with textContent, never parsed as HTML.
 // Money arrives as integer fen and is shown in yuan by integer division
 // (BigInt), never through floating point.
 'use strict';
