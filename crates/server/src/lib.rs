@@ -10,6 +10,7 @@ pub mod admission;
 pub mod auth;
 pub mod body;
 pub mod cluster;
+pub mod console;
 mod deadline;
 pub mod error;
 pub mod listener;

@@ -11,6 +11,7 @@ mod auth;
 mod bodies_and_routes;
 mod cluster;
 mod concurrency;
+mod console;
 mod days;
 mod expiry;
 mod helpers;
