@@ -27,7 +27,7 @@ struct State {
 
 fn spawn(binary: &Path, data: &Path, options: &[String]) -> Result<(Child, SocketAddr)> {
     let mut child = Command::new(binary)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-filter", "info,hongbao::access=off", "--data"])
         .arg(data)
         .args(options)
         .stdout(Stdio::piped())

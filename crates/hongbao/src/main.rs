@@ -195,13 +195,24 @@ fn init_logs(format: config::LogFormat, filter: EnvFilter) -> Result<()> {
     installed.map_err(|why| anyhow::anyhow!("installing the logger: {why}"))
 }
 
+/// The logs of every command but `serve` (whose configuration says how it
+/// logs): text, filtered by RUST_LOG or by the command's default.
+fn init_tool_logs(command: &Command) -> Result<()> {
+    // The simulation injects faults on purpose: their logs would drown
+    // its answer. The bench serves in its own process: a line per request
+    // would drown its report (and cost it a tenth of its throughput:
+    // BENCHMARKS.md, session 7), so its server logs as a quiet operator's.
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| match command {
+        Command::Simulate { .. } => "off".into(),
+        _ => "info,hongbao::access=off".into(),
+    });
+    let filter = EnvFilter::try_new(&filter).map_err(|why| anyhow::anyhow!("RUST_LOG {filter:?}: {why}"))?;
+    init_logs(config::LogFormat::Text, filter)
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
     if !matches!(cli.command, Command::Serve(_) | Command::Config { .. }) {
-        // The simulation injects faults on purpose: their logs would drown its answer.
-        let quiet = matches!(cli.command, Command::Simulate { .. });
-        let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| if quiet { "off" } else { "info" }.into());
-        let filter = EnvFilter::try_new(&filter).map_err(|why| anyhow::anyhow!("RUST_LOG {filter:?}: {why}"))?;
-        init_logs(config::LogFormat::Text, filter)?;
+        init_tool_logs(&cli.command)?;
     }
     match cli.command {
         Command::Config { action: ConfigAction::Show(flags) } => {
