@@ -92,10 +92,12 @@ pub async fn upkeep() {
     }
 }
 
-/// One answered request. `code` is the API's error code, or `ok`.
-pub fn record(route: &str, method: &str, status: StatusCode, code: &'static str, took: Duration) {
+/// One answered request. Every label is bounded: `route` is a route's
+/// template or `unmatched`, `method` one of `observe::method_label`'s, and
+/// `code` the API's error code or `ok`.
+pub fn record(route: &str, method: &'static str, status: StatusCode, code: &'static str, took: Duration) {
     let route = route.to_owned();
-    counter!(HTTP_REQUESTS, "route" => route.clone(), "method" => method.to_owned(), "status" => status.as_u16().to_string(), "code" => code)
+    counter!(HTTP_REQUESTS, "route" => route.clone(), "method" => method, "status" => status.as_u16().to_string(), "code" => code)
         .increment(1);
     match code {
         "overloaded" | "too_many_requests" => counter!(SHED_REQUESTS, "reason" => code).increment(1),

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request};
-use axum::http::{HeaderName, HeaderValue};
+use axum::http::{HeaderName, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
@@ -49,6 +49,24 @@ fn new_request_id() -> HeaderValue {
     HeaderValue::try_from(format!("{prefix:08x}-{n:012x}")).expect("hex digits and a dash are a header value")
 }
 
+/// A method as a metric label: the standard ones by name, any other (a
+/// client may send any token as a method) as `other`, so no client can
+/// grow the number of series.
+pub fn method_label(method: &Method) -> &'static str {
+    const KNOWN: [Method; 8] = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::PATCH,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::TRACE,
+    ];
+    const NAMES: [&str; 8] = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE"];
+    KNOWN.iter().position(|known| known == method).map_or("other", |at| NAMES[at])
+}
+
 pub(crate) async fn around(deadline: Duration, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let id = match request.headers().get(&REQUEST_ID) {
@@ -73,7 +91,7 @@ pub(crate) async fn around(deadline: Duration, mut request: Request, next: Next)
         None if status.is_success() || status.is_redirection() => "ok",
         None => "error",
     };
-    crate::metrics::record(&route, method.as_str(), status, code, took);
+    crate::metrics::record(&route, method_label(&method), status, code, took);
     span.in_scope(|| {
         tracing::info!(
             target: "hongbao::access",
@@ -99,6 +117,13 @@ mod tests {
         for bad in [&b""[..], &[b'a'; REQUEST_ID_LEN_MAX + 1], b"a b", b"a\"b", "é".as_bytes(), b"a\nb"] {
             assert!(!valid_request_id(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_method_label_is_one_of_a_few() {
+        assert_eq!(method_label(&Method::POST), "POST");
+        let invented = Method::from_bytes(b"FOOBAR").unwrap();
+        assert_eq!(method_label(&invented), "other");
     }
 
     #[test]

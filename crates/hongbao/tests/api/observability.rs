@@ -128,7 +128,14 @@ async fn metrics_parse_as_prometheus_text_and_move_with_the_load() -> Result<()>
         api.opened(&bob, &id).await;
     }
     api.request("GET", "/nowhere", None, &[], None).await.error(404, "not_found");
+    let invented = api.request("FOOBAR", "/v1/account", None, &[], None).await;
+    assert_eq!(invented.status, 405, "{}", invented.body);
     let (types, after) = scrape(api).await;
+    assert!(
+        after.iter().all(|sample| sample.labels.get("method").is_none_or(|method| method != "FOOBAR")),
+        "a client's invented method is not a label value"
+    );
+    assert!(total(&after, "hongbao_http_requests_total", &[("method", "other")]) >= 1.0);
 
     let moved = |name: &str, labels: &[(&str, &str)]| total(&after, name, labels) - total(&before, name, labels);
     assert!(moved("hongbao_packets_sent_total", &[]) >= packets as f64);
