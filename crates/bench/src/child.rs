@@ -26,9 +26,16 @@ struct State {
 }
 
 fn spawn(binary: &Path, data: &Path, options: &[String]) -> Result<(Child, SocketAddr)> {
+    // Without an access line per request, unless the caller chose its own
+    // filter (chaos does: a flag given twice is refused).
+    let quiet: &[&str] = match options.iter().any(|option| option == "--log-filter") {
+        true => &[],
+        false => &["--log-filter", "info,hongbao::access=off"],
+    };
     let mut child = Command::new(binary)
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-filter", "info,hongbao::access=off", "--data"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(data)
+        .args(quiet)
         .args(options)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
