@@ -77,12 +77,11 @@ pub(crate) async fn around(deadline: Duration, mut request: Request, next: Next)
             id
         }
     };
-    let route = request.extensions().get::<MatchedPath>().map(|path| path.as_str().to_owned());
-    let route = route.as_deref().unwrap_or(crate::metrics::UNMATCHED).to_owned();
+    let route =
+        request.extensions().get::<MatchedPath>().map_or(crate::metrics::UNMATCHED, MatchedPath::as_str).to_owned();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let id_text = id.to_str().unwrap_or_default().to_owned();
-    let span = tracing::info_span!("request", id = %id_text, method = %method, route = %route);
+    let span = tracing::info_span!("request", id = %id.to_str().unwrap_or_default(), method = %method, route = %route);
     let mut response = crate::deadline::request_deadline(deadline, request, next).instrument(span.clone()).await;
     let took = started.elapsed();
     let status = response.status();
