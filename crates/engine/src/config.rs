@@ -32,6 +32,8 @@ pub struct EngineConfig {
     /// Cached balances per set before the cache is dropped and refilled from
     /// the store on demand. Bounds memory with many idle users.
     pub accounts_cached_max: usize,
+    /// The recent events each set keeps for streams (`events.rs`).
+    pub events: crate::events::EventsConfig,
 }
 
 impl Default for EngineConfig {
@@ -45,6 +47,7 @@ impl Default for EngineConfig {
             credit_resend_after: Duration::from_secs(1),
             refunds_per_batch_max: 1024,
             accounts_cached_max: 1_000_000,
+            events: crate::events::EventsConfig::default(),
         }
     }
 }

@@ -19,6 +19,7 @@ use crate::clock::{Clock, Entropy};
 use crate::command::{Command, Mail, Queued, Reply};
 use crate::config::{EngineConfig, MAILBOX_CAPACITY};
 use crate::error::EngineError;
+use crate::events::SetEvents;
 use crate::journal::Journal;
 use crate::materializer::{Materializer, catch_up};
 use crate::pause::{PauseFailed, Paused, TrimHold};
@@ -71,6 +72,8 @@ struct Inner {
     fenced_writes: AtomicU64,
     /// Trim holds in force (`pause.rs`), shared with every writer.
     trim_holds: Arc<AtomicUsize>,
+    /// Every set's recent events, held here or not (`events.rs`).
+    events: Arc<[Arc<SetEvents>]>,
 }
 
 /// One set: its mailbox, and while this node holds it, its running
@@ -151,6 +154,7 @@ impl Engine {
         };
         let slots = receivers.into_iter().map(|mail| Slot { mail, held: RwLock::new(None) }).collect();
         let door_closes_at_us = u64::try_from(config.queue_wait_max.as_micros() / 2).unwrap_or(u64::MAX);
+        let events = (0..readers.len()).map(|set| Arc::new(SetEvents::new(SetId(set as u16), config.events))).collect();
         let inner = Inner {
             limits: config.limits.clone(),
             clock,
@@ -162,6 +166,7 @@ impl Engine {
             stopped: AtomicBool::new(false),
             fenced_writes: AtomicU64::new(0),
             trim_holds: Arc::new(AtomicUsize::new(0)),
+            events,
         };
         Ok(Engine { inner: Arc::new(inner) })
     }
@@ -197,6 +202,8 @@ impl Engine {
         let mut journal = stores.journal;
         let last = catch_up(&mut materializer, &mut *journal).map_err(|e| fail("replaying the journal", &e))?;
         progress.ack(last);
+        let events = self.inner.events[set.index()].clone();
+        events.restart(last);
         let replayed = last - materializer.position().min(last);
         let (queue, commands) = bounded(self.inner.config.queue_capacity);
         let (to_tables, from_writer) = bounded(MATERIALIZER_QUEUE);
@@ -209,6 +216,7 @@ impl Engine {
             progress: progress.clone(),
             queue_delay_us: queue_delay_us.clone(),
             trim_holds: self.inner.trim_holds.clone(),
+            events,
         };
         let config = self.inner.config.clone();
         let writer = Writer::new(set, sets, config, stores.writer, journal, self.inner.clock.clone(), entropy, links)
@@ -247,6 +255,17 @@ impl Engine {
 
     fn every_held(&self) -> impl Iterator<Item = (SetId, Arc<Held>)> + '_ {
         (0..self.sets()).filter_map(|set| self.held(SetId(set)).map(|held| (SetId(set), held)))
+    }
+
+    /// Whether this node serves `set` now.
+    pub fn holds(&self, set: SetId) -> bool {
+        self.held(set).is_some()
+    }
+
+    /// `set`'s recent events (`events.rs`): growing while this node holds
+    /// the set.
+    pub fn events(&self, set: SetId) -> Option<Arc<SetEvents>> {
+        self.inner.events.get(set.index()).cloned()
     }
 
     /// The sets this node serves now.

@@ -12,6 +12,7 @@ mod command;
 pub mod config;
 mod engine;
 pub mod error;
+pub mod events;
 pub mod journal;
 mod materializer;
 pub mod memory;

@@ -27,6 +27,7 @@ use crate::clock::{Clock, ManualClock, SeededEntropy};
 use crate::command::{Command, Mail, Queued};
 use crate::config::{EngineConfig, MAILBOX_CAPACITY};
 use crate::error::EngineError;
+use crate::events::{Cursor, EventsConfig, SetEvents, What};
 use crate::journal::mem::{Fault, MemJournal};
 use crate::materializer::{Materializer, ToMaterializer};
 use crate::memory::MemStore;
@@ -74,6 +75,8 @@ struct World {
     stores: Vec<MemStore>,
     journals: Vec<MemJournal>,
     progress: Vec<Arc<Progress>>,
+    /// What each set published for streams.
+    events: Vec<Arc<SetEvents>>,
     pending: Vec<Vec<Queued>>,
     opens: Vec<(PacketId, UserId, OpenReply)>,
     sends: Vec<oneshot::Receiver<Result<SendOutcome, EngineError>>>,
@@ -116,6 +119,7 @@ impl World {
             stores: Vec::new(),
             journals: Vec::new(),
             progress: Vec::new(),
+            events: Vec::new(),
             pending: (0..sets).map(|_| Vec::new()).collect(),
             opens: Vec::new(),
             sends: Vec::new(),
@@ -131,6 +135,9 @@ impl World {
             let progress = Arc::new(Progress::new());
             let materializer = Materializer::new(set, store.clone(), progress.clone()).expect("empty tables");
             let (_queue, commands) = bounded(1);
+            // Every event kept, for `check_events`.
+            let kept = EventsConfig { retention: Duration::from_secs(365 * 86_400), per_set_max: usize::MAX };
+            let events = Arc::new(SetEvents::new(set, kept));
             // Never full: the simulation takes from it on its own schedule.
             let (to_tables, from_writer) = bounded(1 << 20);
             let links = Links {
@@ -141,6 +148,7 @@ impl World {
                 progress: progress.clone(),
                 queue_delay_us: Default::default(),
                 trim_holds: Default::default(),
+                events: events.clone(),
             };
             let entropy = Box::new(SeededEntropy::new(seed ^ (index as u64 + 1) << 48));
             let dyn_clock: Arc<dyn Clock> = Arc::new(clock.clone());
@@ -161,6 +169,7 @@ impl World {
             world.stores.push(store);
             world.journals.push(journal);
             world.progress.push(progress);
+            world.events.push(events);
         }
         world
     }
@@ -276,6 +285,34 @@ impl World {
         Ok(())
     }
 
+    /// Events come from durable state only, and once: every `packet.opened`
+    /// is a stored claim of that amount, and no open or credit is told twice.
+    fn check_events(&self, seed: u64) -> Result<(), String> {
+        let stored = StoredClaims::of(&self.replayed()?);
+        let (mut opened, mut credited) = (HashSet::new(), HashSet::new());
+        for log in &self.events {
+            for event in log.read(Cursor::default(), |_| true, usize::MAX).events {
+                match &event.what {
+                    What::Opened { packet, opener, amount, .. } => {
+                        if !stored.holds(&packet.to_string(), opener.as_str(), amount.signed()) {
+                            return Err(format!(
+                                "seed {seed}: an event tells of an open of {packet} by {opener} that is not stored"
+                            ));
+                        }
+                        if !opened.insert((*packet, opener.clone())) {
+                            return Err(format!("seed {seed}: the open of {packet} by {opener} was told twice"));
+                        }
+                    }
+                    What::Credited { packet, .. } if !credited.insert((*packet, event.user.clone())) => {
+                        return Err(format!("seed {seed}: the credit of {packet} to {} was told twice", event.user));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Once every answer is in: no open shed as overloaded was applied.
     fn check_shed(&self, seed: u64) -> Result<(), String> {
         let snapshots = self.replayed()?;
@@ -384,6 +421,7 @@ fn run(seed: u64, steps: usize) -> Result<(SimReport, World), String> {
     }
     world.check(seed, steps)?;
     world.check_shed(seed)?;
+    world.check_events(seed)?;
     let pending: usize = world.replayed()?.iter().map(|snapshot| snapshot.outbox.len()).sum();
     if pending != 0 {
         return Err(format!("seed {seed}: {pending} credits never landed"));

@@ -27,9 +27,11 @@ use figment::{Figment, Metadata, Profile, Provider};
 use hongbao::ServeOptions;
 use hongbao_domain::{Amount, Limits};
 use hongbao_engine::EngineConfig;
+use hongbao_engine::events::EventsConfig;
 use hongbao_server::ServerConfig;
 use hongbao_server::listener::Timeouts;
 use hongbao_server::rate_limit::{Rate, Rates};
+use hongbao_server::routes::events::StreamLimits;
 use hongbao_server::token::TokenLifetimes;
 use serde::{Deserialize, Serialize};
 
@@ -58,6 +60,7 @@ pub struct Config {
     pub overload: Overload,
     pub timeouts: TimeoutsMs,
     pub tokens: Tokens,
+    pub events: Events,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -147,6 +150,18 @@ pub struct Tokens {
     pub user_ttl_max_s: u64,
 }
 
+/// The event streams (`GET /v1/events`): what each set keeps for clients
+/// that reconnect, and how many streams may be open.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Events {
+    pub retention_s: u64,
+    pub per_set_max: usize,
+    pub streams_max: usize,
+    pub user_streams_max: usize,
+    pub stream_lifetime_s: u64,
+}
+
 fn ms(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
@@ -207,6 +222,13 @@ impl Default for Config {
             tokens: Tokens {
                 user_ttl_default_s: server.tokens.default.as_secs(),
                 user_ttl_max_s: server.tokens.max.as_secs(),
+            },
+            events: Events {
+                retention_s: engine.events.retention.as_secs(),
+                per_set_max: engine.events.per_set_max,
+                streams_max: server.streams.node_max,
+                user_streams_max: server.streams.user_max,
+                stream_lifetime_s: server.streams.lifetime.as_secs(),
             },
         }
     }
@@ -286,6 +308,13 @@ fn positive(key: &str, value: u64) -> Result<Duration> {
     }
 }
 
+fn seconds(key: &str, value: u64, max: u64) -> Result<Duration> {
+    match (1..=max).contains(&value) {
+        true => Ok(Duration::from_secs(value)),
+        false => Err(refuse(key, value, &format!("must be from 1 to {max}"))),
+    }
+}
+
 impl Config {
     /// The log filter, parsed (RUST_LOG's syntax).
     pub fn log_filter(&self) -> Result<tracing_subscriber::EnvFilter> {
@@ -310,6 +339,10 @@ impl Config {
             queue_wait_max: positive("overload.queue_wait_max_ms", self.overload.queue_wait_max_ms)?,
             queue_capacity: self.count("overload.queue_capacity", self.overload.queue_capacity, 1_048_576)?,
             batch_max: self.count("overload.batch_max", self.overload.batch_max, 65_536)?,
+            events: EventsConfig {
+                retention: seconds("events.retention_s", self.events.retention_s, 86_400)?,
+                per_set_max: self.count("events.per_set_max", self.events.per_set_max, 16_777_216)?,
+            },
             ..EngineConfig::default()
         };
         options.server = self.server()?;
@@ -461,6 +494,11 @@ impl Config {
                 1 << 24,
             )?,
             tokens,
+            streams: StreamLimits {
+                node_max: self.count("events.streams_max", self.events.streams_max, 1 << 24)?,
+                user_max: self.count("events.user_streams_max", self.events.user_streams_max, 1 << 24)?,
+                lifetime: seconds("events.stream_lifetime_s", self.events.stream_lifetime_s, 86_400)?,
+            },
         })
     }
 }

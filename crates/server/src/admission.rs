@@ -25,7 +25,7 @@ use hongbao_domain::UserId;
 use hongbao_engine::EngineError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, InFlight};
 use crate::shards::{Shards, shard_of};
 
 /// Writes in flight per node by default: about 50 ms of this node's
@@ -42,6 +42,9 @@ pub const USER_WRITES_IN_FLIGHT_MAX: usize = 8;
 pub struct WriteGate {
     node: Arc<Semaphore>,
     user_max: usize,
+    /// What it admits, for the refusal's message (the event streams have
+    /// a gate of their own, `routes/events.rs`).
+    what: InFlight,
     users: Shards<HashMap<UserId, usize>>,
 }
 
@@ -54,8 +57,13 @@ pub struct WritePermit {
 
 impl WriteGate {
     pub fn new(node_max: usize, user_max: usize) -> WriteGate {
-        assert!(node_max > 0 && user_max > 0, "write bounds must be positive");
-        WriteGate { node: Arc::new(Semaphore::new(node_max)), user_max, users: Shards::default() }
+        WriteGate::of(InFlight::Writes, node_max, user_max)
+    }
+
+    /// A gate for `what`, with the same two bounds.
+    pub fn of(what: InFlight, node_max: usize, user_max: usize) -> WriteGate {
+        assert!(node_max > 0 && user_max > 0, "in-flight bounds must be positive");
+        WriteGate { node: Arc::new(Semaphore::new(node_max)), user_max, what, users: Shards::default() }
     }
 
     fn shard(&self, user: &UserId) -> MutexGuard<'_, HashMap<UserId, usize>> {
@@ -69,7 +77,7 @@ impl WriteGate {
             let mut users = self.shard(user);
             let in_flight = users.entry(user.clone()).or_insert(0);
             if *in_flight >= self.user_max {
-                return Err(ApiError::too_many_requests(self.user_max));
+                return Err(ApiError::too_many_requests(self.user_max, self.what));
             }
             *in_flight += 1;
         }

@@ -134,6 +134,11 @@ impl Cluster {
             Ok(Err(error)) => Err(Failed { sent: !error.is_connect(), why: error.to_string() }),
             Ok(Ok(response)) => {
                 let (parts, body) = response.into_parts();
+                if is_event_stream(&parts.headers) {
+                    // An event stream goes on as long as the client reads
+                    // it: passed through as it comes, never gathered.
+                    return Ok(Response::from_parts(parts, Body::new(body)));
+                }
                 match tokio::time::timeout(FORWARD_TIMEOUT, body.collect()).await {
                     Ok(Ok(body)) => Ok(Response::from_parts(parts, Body::from(body.to_bytes()))),
                     _ => Err(Failed { sent: true, why: "the answer's body was cut".into() }),
@@ -141,6 +146,13 @@ impl Cluster {
             }
         }
     }
+}
+
+fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("text/event-stream"))
 }
 
 /// Peer tokens live on the wall clock: nodes share it, whatever clock

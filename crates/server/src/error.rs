@@ -66,6 +66,8 @@ pub const INVALID_LIMIT: ErrorCode =
     code(StatusCode::BAD_REQUEST, "invalid_limit", "limit is not a whole number from 1 to 100");
 pub const INVALID_CURSOR: ErrorCode =
     code(StatusCode::BAD_REQUEST, "invalid_cursor", "cursor is not a next_cursor this list answered");
+pub const INVALID_EVENT_ID: ErrorCode =
+    code(StatusCode::BAD_REQUEST, "invalid_event_id", "Last-Event-ID is not an id this stream sent");
 pub const INVALID_QUERY: ErrorCode = code(StatusCode::BAD_REQUEST, "invalid_query", "the query string cannot be read");
 pub const INVALID_TTL: ErrorCode =
     code(StatusCode::BAD_REQUEST, "invalid_ttl", "ttl_s outside 1 to 31,622,400 seconds");
@@ -115,8 +117,11 @@ pub const RATE_LIMITED: ErrorCode = code(
     "rate_limited",
     "the user's rate for this route, or the client IP's failed authentications, is spent; see Retry-After",
 );
-pub const TOO_MANY_REQUESTS: ErrorCode =
-    code(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", "the user has as many writes in flight as one user may");
+pub const TOO_MANY_REQUESTS: ErrorCode = code(
+    StatusCode::TOO_MANY_REQUESTS,
+    "too_many_requests",
+    "the user has as many writes in flight (or event streams open) as one user may",
+);
 pub const INTERNAL: ErrorCode = code(
     StatusCode::INTERNAL_SERVER_ERROR,
     "internal",
@@ -160,6 +165,7 @@ pub const CODES: &[ErrorCode] = &[
     INVALID_LIMIT,
     INVALID_CURSOR,
     INVALID_QUERY,
+    INVALID_EVENT_ID,
     INVALID_TTL,
     MISSING_TOKEN,
     INVALID_TOKEN,
@@ -190,6 +196,13 @@ pub const CODES: &[ErrorCode] = &[
     CLUSTER_UNAVAILABLE,
     METRICS_UNAVAILABLE,
 ];
+
+/// What a user has too many of in flight (`admission`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InFlight {
+    Writes,
+    Streams,
+}
 
 /// An error's body: `{"error":{"code","message"}}`.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -236,14 +249,19 @@ impl ApiError {
 
     /// 429 `too_many_requests`: the caller has as many writes in flight as
     /// one user may.
-    pub fn too_many_requests(in_flight_max: usize) -> ApiError {
-        ApiError {
-            retry_after_s: Some(1),
-            ..ApiError::of(
-                TOO_MANY_REQUESTS,
-                format!("at most {in_flight_max} writes of one user may be in flight; wait for an answer first"),
-            )
-        }
+    pub fn too_many_requests(in_flight_max: usize, what: InFlight) -> ApiError {
+        let message = match what {
+            InFlight::Writes => {
+                format!("at most {in_flight_max} writes of one user may be in flight; wait for an answer first")
+            }
+            InFlight::Streams => format!("at most {in_flight_max} event streams of one user may be open"),
+        };
+        ApiError { retry_after_s: Some(1), ..ApiError::of(TOO_MANY_REQUESTS, message) }
+    }
+
+    /// 400 `invalid_event_id`.
+    pub fn invalid_event_id(detail: &str) -> ApiError {
+        ApiError::of(INVALID_EVENT_ID, format!("Last-Event-ID is not an id this stream sent: {detail}"))
     }
 
     /// 408 `request_timeout`: the request (or its body) took longer than its deadline.
@@ -514,7 +532,7 @@ mod tests {
         let second = Duration::from_secs(1);
         let mut errors = vec![
             ApiError::rate_limited("x", second),
-            ApiError::too_many_requests(1),
+            ApiError::too_many_requests(1, InFlight::Writes),
             ApiError::request_timeout("x", second),
             ApiError::body_too_large(),
             ApiError::invalid_user(),

@@ -18,7 +18,7 @@ pub mod metrics;
 pub mod observe;
 pub mod openapi;
 pub mod rate_limit;
-mod routes;
+pub mod routes;
 mod shards;
 pub mod token;
 mod views;
@@ -55,6 +55,8 @@ pub struct ServerConfig {
     pub user_writes_in_flight_max: usize,
     /// The lifetimes of the user tokens admins issue.
     pub tokens: token::TokenLifetimes,
+    /// The bounds on event streams (`routes/events.rs`).
+    pub streams: routes::events::StreamLimits,
 }
 
 impl Default for ServerConfig {
@@ -65,6 +67,7 @@ impl Default for ServerConfig {
             writes_in_flight_max: WRITES_IN_FLIGHT_MAX,
             user_writes_in_flight_max: USER_WRITES_IN_FLIGHT_MAX,
             tokens: token::TokenLifetimes::default(),
+            streams: routes::events::StreamLimits::default(),
         }
     }
 }
@@ -82,8 +85,12 @@ pub struct Shared {
     pub config: ServerConfig,
     pub rates: RateLimits,
     pub writes: Arc<WriteGate>,
+    /// The permits of open event streams.
+    pub streams: Arc<WriteGate>,
     /// Set when the server starts to stop: `/readyz` then says so.
     pub draining: AtomicBool,
+    /// Woken when the server starts to stop: event streams end.
+    pub stop: tokio::sync::Notify,
     /// This node's part in a cluster; none when it holds every set.
     pub cluster: Option<Arc<cluster::Cluster>>,
 }
@@ -114,7 +121,13 @@ impl AppState {
             config,
             rates: RateLimits::new(config.rates),
             writes: Arc::new(WriteGate::new(config.writes_in_flight_max, config.user_writes_in_flight_max)),
+            streams: Arc::new(WriteGate::of(
+                error::InFlight::Streams,
+                config.streams.node_max,
+                config.streams.user_max,
+            )),
             draining: AtomicBool::new(false),
+            stop: tokio::sync::Notify::new(),
             cluster,
         }))
     }
@@ -149,6 +162,7 @@ pub async fn serve(
     let shutdown = async move {
         shutdown.await;
         draining.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+        draining.stop.notify_waiters();
     };
     let served = listener::serve(listener, router(state), timeouts, shutdown).await;
     upkeep.abort();

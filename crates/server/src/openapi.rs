@@ -184,6 +184,8 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(cluster::status))
         .routes(routes!(cluster::take_mail))
         .routes(routes!(routes::account::account))
+        .routes(routes!(routes::events::events))
+        .routes(routes!(routes::events::firehose))
         .routes(routes!(routes::packets::send))
         .routes(routes!(routes::lists::sent))
         .routes(routes!(routes::lists::received))

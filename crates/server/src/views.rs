@@ -7,6 +7,7 @@
 use hongbao_domain::packet::{PacketInfo, PacketKind, PacketStatus};
 use hongbao_domain::user::USER_LEN_MAX;
 use hongbao_domain::{Amount, Claim, GrabOutcome, Millis, OpenOutcome, Packet};
+use hongbao_engine::events::{Event, What};
 use hongbao_engine::{ReceivedItem, SentItem};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -190,4 +191,76 @@ pub struct OpenView {
     pub amount: u64,
     #[schema(schema_with = opened)]
     pub status: &'static str,
+}
+
+/// An event's `data` on the event streams (`routes/events.rs`).
+#[derive(Serialize, ToSchema)]
+pub struct EventView {
+    /// The event's name, as its SSE `event:` field.
+    #[serde(rename = "type")]
+    #[schema(schema_with = event_names)]
+    pub kind: &'static str,
+    /// Whose event it is: the packet's sender, or the wallet credited.
+    pub user: String,
+    pub packet_id: String,
+    /// When it happened: the open, the refund or the credit.
+    pub at: i64,
+    /// The share opened or credited, or the money refunded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub amount: Option<u64>,
+    /// `packet.opened`: who opened it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub opener: Option<String>,
+    /// `packet.opened`: the shares still unopened.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remaining_count: Option<u32>,
+    /// `packet.finished`: the largest share, the earliest among equals.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub best_luck: Option<LuckView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LuckView {
+    pub user: String,
+    pub amount: u64,
+}
+
+fn event_names() -> ObjectBuilder {
+    one_of(What::NAMES)
+}
+
+impl EventView {
+    pub fn of(event: &Event) -> EventView {
+        let (packet, mut view) = match &event.what {
+            What::Opened { packet, .. }
+            | What::Finished { packet, .. }
+            | What::Refunded { packet, .. }
+            | What::Credited { packet, .. } => (
+                packet,
+                EventView {
+                    kind: event.what.name(),
+                    user: event.user.to_string(),
+                    packet_id: String::new(),
+                    at: event.at.0,
+                    amount: None,
+                    opener: None,
+                    remaining_count: None,
+                    best_luck: None,
+                },
+            ),
+        };
+        view.packet_id = packet.to_string();
+        match &event.what {
+            What::Opened { opener, amount, remaining_count, .. } => {
+                view.opener = Some(opener.to_string());
+                view.amount = Some(amount.fen());
+                view.remaining_count = Some(*remaining_count);
+            }
+            What::Finished { best_luck, best_amount, .. } => {
+                view.best_luck = Some(LuckView { user: best_luck.to_string(), amount: best_amount.fen() });
+            }
+            What::Refunded { amount, .. } | What::Credited { amount, .. } => view.amount = Some(amount.fen()),
+        }
+        view
+    }
 }

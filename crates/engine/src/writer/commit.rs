@@ -41,7 +41,8 @@ impl<S: Store> Writer<S> {
                 self.metrics.committed(self.clock.monotonic().saturating_sub(started), &batch.effects);
                 self.state.position = position;
                 self.links.progress.ack(position);
-                let Batch { effects, pending, mail, .. } = batch;
+                let Batch { effects, pending, mail, now, .. } = batch;
+                self.publish_events(position, &effects, now);
                 self.hand_to_tables(Journaled { position, effects: Arc::new(effects) });
                 self.answer(pending, mail);
             }
@@ -151,6 +152,9 @@ impl<S: Store> Writer<S> {
             Ok(last) => {
                 found.into_iter().for_each(|batch| self.hand_to_tables(batch));
                 self.sent = last;
+                // A record kept whole after its failed append published no
+                // events: streams behind it are told they missed some.
+                self.links.events.restart(last);
                 self.journal_unsure = false;
                 true
             }
@@ -168,6 +172,7 @@ impl<S: Store> Writer<S> {
         self.links.progress.set_healthy(false);
         let last = catch_up(materializer, &mut *self.journal)?;
         self.sent = last;
+        self.links.events.restart(last);
         self.to_tables.clear();
         self.journal_unsure = false;
         self.trimmed = 0;

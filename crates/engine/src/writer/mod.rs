@@ -12,6 +12,7 @@
 mod commit;
 mod credits;
 mod live;
+mod notify;
 mod overload;
 mod rules;
 mod state;
@@ -86,6 +87,8 @@ pub(crate) struct Links {
     pub(crate) queue_delay_us: Arc<AtomicU64>,
     /// Trim holds in force (`pause.rs`): while any, the journal is not trimmed.
     pub(crate) trim_holds: Arc<AtomicUsize>,
+    /// Where the set's durable batches' events go (`events.rs`).
+    pub(crate) events: Arc<crate::events::SetEvents>,
 }
 
 pub(crate) struct Writer<S: Store> {

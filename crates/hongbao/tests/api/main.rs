@@ -13,6 +13,7 @@ mod cluster;
 mod concurrency;
 mod console;
 mod days;
+mod events;
 mod expiry;
 mod helpers;
 mod idempotency;

@@ -69,6 +69,14 @@ async fn every_route_in_the_spec_answers_its_methods_and_every_other_method_is_4
             _ => None,
         };
         let success = &operation["responses"]["200"]["content"];
+        if success.as_object().is_some_and(|content| content.contains_key("text/event-stream")) {
+            // An event stream: it opens with `ready`, and goes on.
+            let (status, stream, body) =
+                crate::events::connect(api, &placeholder(path), token.expect("a stream is a caller's"), None).await?;
+            assert_eq!(status, 200, "GET {path}: {body}");
+            assert_eq!(stream.expect("a stream").next().await.event, "ready", "GET {path}");
+            continue;
+        }
         if success.as_object().is_some_and(|content| !content.contains_key("application/json")) {
             // A text answer (`/metrics`, the console's pages): routed where the spec says.
             assert_eq!(*method, "GET", "{path}: a text answer to a {method}");

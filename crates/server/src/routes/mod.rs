@@ -2,6 +2,7 @@
 
 pub mod account;
 pub mod admin;
+pub mod events;
 pub mod health;
 pub mod lists;
 pub mod packets;
