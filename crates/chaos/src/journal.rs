@@ -15,9 +15,31 @@ use crate::ChaosReport;
 /// An operation the client saw acknowledged.
 #[derive(Debug, Clone)]
 pub enum Acked {
-    Deposit { user: String, key: String, amount: i64 },
-    Send { id: String, sender: String, total: i64 },
-    Open { packet: String, user: String, amount: i64 },
+    Deposit {
+        user: String,
+        key: String,
+        amount: i64,
+    },
+    Send {
+        id: String,
+        sender: String,
+        total: i64,
+    },
+    Open {
+        packet: String,
+        user: String,
+        amount: i64,
+    },
+    Withdraw {
+        id: String,
+        user: String,
+        amount: i64,
+    },
+    /// An admin's settling answered 200 with this status.
+    Settle {
+        id: String,
+        status: String,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -27,12 +49,18 @@ pub struct Journal {
     send_keys: Mutex<HashMap<String, HashSet<String>>>,
     /// Packets known to exist (acknowledged sends), for opens and grabs.
     packets: Mutex<Vec<String>>,
+    /// Every withdrawal key tried, acknowledged or not, per user.
+    withdrawal_keys: Mutex<HashMap<String, HashSet<String>>>,
+    /// Withdrawals known to exist (acknowledged), for the admin to settle.
+    withdrawals: Mutex<Vec<String>>,
 }
 
 impl Journal {
     pub fn ack(&self, acked: Acked) {
-        if let Acked::Send { id, .. } = &acked {
-            self.packets.lock().expect("journal lock").push(id.clone());
+        match &acked {
+            Acked::Send { id, .. } => self.packets.lock().expect("journal lock").push(id.clone()),
+            Acked::Withdraw { id, .. } => self.withdrawals.lock().expect("journal lock").push(id.clone()),
+            _ => {}
         }
         self.acked.lock().expect("journal lock").push(acked);
     }
@@ -41,10 +69,22 @@ impl Journal {
         self.send_keys.lock().expect("journal lock").entry(sender.to_owned()).or_default().insert(key.to_owned());
     }
 
-    pub fn packet(&self, draw: u64) -> Option<String> {
-        let packets = self.packets.lock().expect("journal lock");
-        (!packets.is_empty()).then(|| packets[(draw % packets.len() as u64) as usize].clone())
+    pub fn tried_withdrawal(&self, user: &str, key: &str) {
+        let mut keys = self.withdrawal_keys.lock().expect("journal lock");
+        keys.entry(user.to_owned()).or_default().insert(key.to_owned());
     }
+
+    pub fn packet(&self, draw: u64) -> Option<String> {
+        pick(&self.packets.lock().expect("journal lock"), draw)
+    }
+
+    pub fn withdrawal(&self, draw: u64) -> Option<String> {
+        pick(&self.withdrawals.lock().expect("journal lock"), draw)
+    }
+}
+
+fn pick(items: &[String], draw: u64) -> Option<String> {
+    (!items.is_empty()).then(|| items[(draw % items.len() as u64) as usize].clone())
 }
 
 /// Checks a stopped data set against the journal (off the async runtime:
@@ -55,8 +95,14 @@ pub fn check(journal: &Journal, data: &Path, store: &StoreChoice) -> Result<Chao
     let mut ledger = HashMap::new();
     let mut packets = HashMap::new();
     let mut packets_by_sender: HashMap<String, usize> = HashMap::new();
+    let mut withdrawals = HashMap::new();
+    let mut withdrawals_by_user: HashMap<String, usize> = HashMap::new();
     let claims = StoredClaims::of(&snapshots);
     for snapshot in snapshots {
+        for row in snapshot.withdrawals {
+            *withdrawals_by_user.entry(row.user.clone()).or_default() += 1;
+            withdrawals.insert(row.id, (row.user, row.amount, row.status));
+        }
         for row in snapshot.ledger {
             ledger.insert(row.reference, (row.user, row.amount));
         }
@@ -74,21 +120,19 @@ pub fn check(journal: &Journal, data: &Path, store: &StoreChoice) -> Result<Chao
             }
             Acked::Send { id, sender, total } => packets.get(id) == Some(&(*total, sender.clone())),
             Acked::Open { packet, user, amount } => claims.holds(packet, user, *amount),
+            Acked::Withdraw { id, user, amount } => {
+                withdrawals.get(id).is_some_and(|(held, fen, _)| held == user && fen == amount)
+            }
+            Acked::Settle { id, status } => withdrawals.get(id).is_some_and(|(.., held)| held == status),
         };
         if !found {
             problems.push(format!("lost: {entry:?}"));
         }
     }
     let lost = problems.len();
-    // Each send key makes at most one packet, however often it was retried.
-    let mut duplicated = 0;
-    for (sender, keys) in journal.send_keys.lock().expect("journal lock").iter() {
-        let made = packets_by_sender.get(sender).copied().unwrap_or(0);
-        if made > keys.len() {
-            duplicated += made - keys.len();
-            problems.push(format!("duplicated: {sender} has {made} packets from {} send keys", keys.len()));
-        }
-    }
+    // Each key makes at most one packet or withdrawal, however retried.
+    let duplicated = duplicates(&journal.send_keys, &packets_by_sender, "packets", &mut problems)
+        + duplicates(&journal.withdrawal_keys, &withdrawals_by_user, "withdrawals", &mut problems);
     Ok(ChaosReport {
         kills: 0,
         acked: acked.len(),
@@ -105,6 +149,24 @@ pub fn check(journal: &Journal, data: &Path, store: &StoreChoice) -> Result<Chao
         audit: audit.to_string(),
         kept: None,
     })
+}
+
+/// How many more `what` a user has than keys tried for them.
+fn duplicates(
+    tried: &Mutex<HashMap<String, HashSet<String>>>,
+    made: &HashMap<String, usize>,
+    what: &str,
+    problems: &mut Vec<String>,
+) -> usize {
+    let mut duplicated = 0;
+    for (user, keys) in tried.lock().expect("journal lock").iter() {
+        let made = made.get(user).copied().unwrap_or(0);
+        if made > keys.len() {
+            duplicated += made - keys.len();
+            problems.push(format!("duplicated: {user} has {made} {what} from {} keys", keys.len()));
+        }
+    }
+    duplicated
 }
 
 #[cfg(test)]

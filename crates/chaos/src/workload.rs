@@ -1,5 +1,5 @@
 //! One chaos client: a seeded stream of deposits, sends (some expiring in
-//! seconds), grabs and opens. Every request is retried across server deaths
+//! seconds), grabs, opens, withdrawals and their settling by the admin. Every request is retried across server deaths
 //! with the same idempotency key until it is answered, so a retry can only
 //! be replayed, never applied twice. With several nodes each attempt goes to
 //! the next live node in turn: any node takes any request.
@@ -138,7 +138,9 @@ pub async fn run(mut context: Context, deadline: Instant) -> Result<()> {
         match draw % 100 {
             0..10 => deposit(&mut context, draw, n, give_up).await,
             10..25 => send(&mut context, draw, n, give_up).await,
-            25..40 => grab(&mut context, draw, give_up).await,
+            25..37 => grab(&mut context, draw, give_up).await,
+            37..41 => withdraw(&mut context, draw, n, give_up).await,
+            41..44 => settle(&mut context, draw, give_up).await,
             _ => open(&mut context, draw, give_up).await,
         }
     }
@@ -171,6 +173,35 @@ async fn send(context: &mut Context, draw: u64, n: u64, give_up: Instant) {
         && let Some(id) = packet["id"].as_str()
     {
         context.journal.ack(Acked::Send { id: id.to_owned(), sender, total: total as i64 });
+    }
+}
+
+/// A sender cashes some money out (retried under one key: once at most).
+async fn withdraw(context: &mut Context, draw: u64, n: u64, give_up: Instant) {
+    let user = format!("u{}", (draw >> 8) % SENDERS);
+    let amount = 50 + (draw >> 16) % 500;
+    let key = format!("w{}-{n}", context.client);
+    context.journal.tried_withdrawal(&user, &key);
+    let token = context.token(&user);
+    let body = json!({ "amount": amount });
+    if let Some((201, withdrawal)) = context.request("/v1/withdrawals", &token, Some(&key), Some(body), give_up).await
+        && let Some(id) = withdrawal["id"].as_str()
+    {
+        context.journal.ack(Acked::Withdraw { id: id.to_owned(), user, amount: amount as i64 });
+    }
+}
+
+/// The admin settles a withdrawal one way or the other; settling it again
+/// either way is as likely as settling it first.
+async fn settle(context: &mut Context, draw: u64, give_up: Instant) {
+    let Some(id) = context.journal.withdrawal(draw) else { return };
+    let how = if (draw >> 20).is_multiple_of(2) { "complete" } else { "fail" };
+    let admin = context.admin.clone();
+    let path = format!("/v1/admin/withdrawals/{id}/{how}");
+    if let Some((200, settled)) = context.request(&path, &admin, None, Some(json!({})), give_up).await
+        && let Some(status) = settled["status"].as_str()
+    {
+        context.journal.ack(Acked::Settle { id, status: status.to_owned() });
     }
 }
 

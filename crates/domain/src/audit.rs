@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use crate::id::{PacketId, SetId};
-use crate::ledger::{claim_ref, refund_ref, send_ref};
+use crate::ledger::{EntryKind, claim_ref, refund_ref, send_ref};
 use crate::money::Amount;
 use crate::packet::{PacketKind, ShareDraw};
 use crate::user::UserId;
@@ -39,6 +39,8 @@ pub struct PacketRow {
     pub seed: u64,
     pub recipient: Option<String>,
     pub expires_at: i64,
+    /// A group packet's members, as stored (sorted names joined by commas).
+    pub members: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,6 +56,16 @@ pub struct OutboxRow {
     pub reference: String,
     pub user: String,
     pub amount: i64,
+}
+
+/// A withdrawal as stored: its money left the balance by its
+/// `withdrawal:<id>` entry, and, failed, came back by `withdrawal_return:<id>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WithdrawalRow {
+    pub id: String,
+    pub user: String,
+    pub amount: i64,
+    pub status: String,
 }
 
 /// What one user's entries of one kind summed to on a cold day: the day's
@@ -77,6 +89,7 @@ pub struct SetSnapshot {
     pub packets: Vec<PacketRow>,
     pub claims: Vec<ClaimRow>,
     pub outbox: Vec<OutboxRow>,
+    pub withdrawals: Vec<WithdrawalRow>,
     /// The cold days' ledger totals of this set's users (none when the
     /// cold days' rows are read whole, into the lists above).
     pub cold: Vec<ColdTotalRow>,
@@ -100,6 +113,12 @@ pub struct AuditReport {
     /// `ledger_entries`).
     pub cold_entries: usize,
     pub deposits: i128,
+    /// Money that left for banks (withdrawals, less those failed and
+    /// returned) and deposits taken back: out of the wallets for good, or
+    /// pending.
+    pub withdrawn: i128,
+    pub withdrawals: usize,
+    pub withdrawals_pending: usize,
     pub balances: i128,
     pub locked: i128,
     pub in_flight: i128,
@@ -117,7 +136,8 @@ impl fmt::Display for AuditReport {
         write!(
             f,
             "{}: {} sets, {} accounts, {} ledger entries ({} in cold days' totals), {} packets, {} claims, \
-             {} credits pending, {} refunds done, {} pending; deposits {} fen = balances {} + locked {} + in flight {}",
+             {} credits pending, {} refunds done, {} pending, {} withdrawals ({} pending); \
+             deposits {} fen - withdrawn {} = balances {} + locked {} + in flight {}",
             if self.ok() { "audit ok" } else { "audit FAILED" },
             self.sets,
             self.accounts,
@@ -128,7 +148,10 @@ impl fmt::Display for AuditReport {
             self.credits_pending,
             self.refunds,
             self.refunds_pending,
+            self.withdrawals,
+            self.withdrawals_pending,
             self.deposits,
+            self.withdrawn,
             self.balances,
             self.locked,
             self.in_flight,
@@ -200,6 +223,9 @@ pub fn audit(sets: &[SetSnapshot], share_min: Amount, now_ms: i64) -> AuditRepor
     for (packet_id, _) in claims_by_packet {
         report.violations.push(format!("claims on packet {packet_id}, which does not exist"));
     }
+    for snapshot in sets {
+        check_withdrawals(snapshot, &ledger, &mut explained, &mut report);
+    }
     check_ledger_explained(&ledger, &outbox, &explained, &mut report);
     let cold = sets.iter().flat_map(|snapshot| &snapshot.cold);
     report.cold_entries = cold.clone().map(|row| usize::try_from(row.entries).unwrap_or(0)).sum();
@@ -210,12 +236,21 @@ pub fn audit(sets: &[SetSnapshot], share_min: Amount, now_ms: i64) -> AuditRepor
         .filter(|row| !ledger.contains_key(row.reference.as_str()))
         .map(|row| i128::from(row.amount))
         .sum();
-    report.deposits = ledger.values().filter(|row| row.kind == "deposit").map(|row| i128::from(row.amount)).sum();
-    report.deposits += cold.filter(|row| row.kind == "deposit").map(|row| i128::from(row.amount)).sum::<i128>();
-    if report.deposits != report.balances + report.locked + report.in_flight {
+    let sum_of = |kinds: &[&str]| {
+        let hot: i128 =
+            ledger.values().filter(|row| kinds.contains(&row.kind.as_str())).map(|r| i128::from(r.amount)).sum();
+        let cold: i128 =
+            cold.clone().filter(|row| kinds.contains(&row.kind.as_str())).map(|r| i128::from(r.amount)).sum();
+        hot + cold
+    };
+    report.deposits = sum_of(&["deposit"]);
+    // Out for good or pending at the bank: withdrawals less returns (and
+    // reversed deposits), as a positive amount.
+    report.withdrawn = -sum_of(&["withdrawal", "withdrawal_return", "reversal"]);
+    if report.deposits - report.withdrawn != report.balances + report.locked + report.in_flight {
         report.violations.push(format!(
-            "money is not conserved: deposits {} != balances {} + locked {} + in flight {}",
-            report.deposits, report.balances, report.locked, report.in_flight
+            "money is not conserved: deposits {} - withdrawn {} != balances {} + locked {} + in flight {}",
+            report.deposits, report.withdrawn, report.balances, report.locked, report.in_flight
         ));
     }
     report
@@ -309,6 +344,9 @@ fn check_packet(
         }
         if packet.recipient.as_deref().is_some_and(|recipient| recipient != claim.user) {
             violations.push(format!("packet {id}: opened by {}, who is not its recipient", claim.user));
+        }
+        if packet.members.as_deref().is_some_and(|members| !members.split(',').any(|member| member == claim.user)) {
+            violations.push(format!("packet {id}: opened by {}, who is not in its group", claim.user));
         }
         if claim.amount < 1 {
             violations.push(format!("packet {id}: the share of {} is {} fen", claim.user, claim.amount));
@@ -423,6 +461,61 @@ fn check_packet_money(
     }
 }
 
+/// Each withdrawal's money left by its entry, for its amount and user, and
+/// came back (once, for the same) only if it failed; a pending or completed
+/// one has no return. Its entries may have gone cold with their day, when
+/// the cold days are counted by their totals: then they are not looked for.
+fn check_withdrawals(
+    snapshot: &SetSnapshot,
+    ledger: &HashMap<&str, &LedgerRow>,
+    explained: &mut HashSet<String>,
+    report: &mut AuditReport,
+) {
+    let cold_days: HashSet<u32> = snapshot.cold.iter().map(|row| row.day).collect();
+    for withdrawal in &snapshot.withdrawals {
+        report.withdrawals += 1;
+        let id = &withdrawal.id;
+        let day = id.strip_prefix("wd-").and_then(|rest| rest.get(..8)).and_then(|day| day.parse::<u32>().ok());
+        let debit = crate::ledger::withdrawal_ref(id);
+        let back = crate::ledger::withdrawal_return_ref(id);
+        let failed = match withdrawal.status.as_str() {
+            "pending" => {
+                report.withdrawals_pending += 1;
+                false
+            }
+            "completed" => false,
+            "failed" => true,
+            other => {
+                report.violations.push(format!("withdrawal {id} has unknown status {other}"));
+                continue;
+            }
+        };
+        if withdrawal.amount <= 0 {
+            report.violations.push(format!("withdrawal {id} is of {} fen", withdrawal.amount));
+        }
+        match ledger.get(debit.as_str()) {
+            Some(row) if row.user == withdrawal.user && row.amount == -withdrawal.amount => {
+                explained.insert(debit);
+            }
+            Some(row) => report.violations.push(format!(
+                "withdrawal {id} of {} fen by {} has the entry {} fen by {}",
+                withdrawal.amount, withdrawal.user, row.amount, row.user
+            )),
+            None if day.is_some_and(|day| cold_days.contains(&day)) => {}
+            None => report.violations.push(format!("withdrawal {id} has no {debit} entry")),
+        }
+        match (failed, ledger.get(back.as_str())) {
+            (true, Some(row)) if row.user == withdrawal.user && row.amount == withdrawal.amount => {
+                explained.insert(back);
+            }
+            (false, None) => {}
+            (true, None) if !cold_days.is_empty() => {}
+            (true, _) => report.violations.push(format!("failed withdrawal {id} did not come back once, whole")),
+            (false, Some(_)) => report.violations.push(format!("withdrawal {id} came back, but it did not fail")),
+        }
+    }
+}
+
 /// Every entry other than a deposit must be explained by a packet, and every
 /// outbox row by a claim.
 fn check_ledger_explained(
@@ -432,7 +525,7 @@ fn check_ledger_explained(
     report: &mut AuditReport,
 ) {
     for (reference, row) in ledger {
-        let known_kind = matches!(row.kind.as_str(), "deposit" | "send" | "credit" | "refund");
+        let known_kind = EntryKind::parse(&row.kind).is_some();
         if !known_kind {
             report.violations.push(format!("ledger entry {reference} has unknown kind {}", row.kind));
         } else if row.kind == "deposit" {
@@ -440,7 +533,7 @@ fn check_ledger_explained(
                 report.violations.push(format!("deposit {reference} is not positive"));
             }
         } else if !explained.contains(*reference) {
-            report.violations.push(format!("ledger entry {reference} matches no packet or claim"));
+            report.violations.push(format!("ledger entry {reference} matches no packet, claim or withdrawal"));
         }
     }
     for reference in outbox.keys() {
@@ -493,12 +586,74 @@ mod tests {
                 seed: 1,
                 recipient: None,
                 expires_at: FAR,
+                members: None,
             }],
             claims: vec![ClaimRow { packet_id: packet, user: "bob".to_owned(), index: 0, amount: 100 }],
             outbox: vec![],
+            withdrawals: vec![],
             cold: vec![],
             problems: vec![],
         }
+    }
+
+    /// `books()` where alice then withdrew 100 (pending) and 50 (failed,
+    /// returned), and bob withdrew 30 (completed).
+    fn books_with_withdrawals() -> SetSnapshot {
+        let mut books = books();
+        let withdrawal = |seq: u64, user: &str, amount: i64, status: &str| WithdrawalRow {
+            id: format!("wd-{}", id(seq)),
+            user: user.to_owned(),
+            amount,
+            status: status.to_owned(),
+        };
+        books.withdrawals = vec![
+            withdrawal(2, "alice", 100, "pending"),
+            withdrawal(3, "alice", 50, "failed"),
+            withdrawal(4, "bob", 30, "completed"),
+        ];
+        for row in books.withdrawals.clone() {
+            books.ledger.push(entry(crate::ledger::withdrawal_ref(&row.id), &row.user, -row.amount, "withdrawal"));
+            if row.status == "failed" {
+                let back = crate::ledger::withdrawal_return_ref(&row.id);
+                books.ledger.push(entry(back, &row.user, row.amount, "withdrawal_return"));
+            }
+        }
+        books.accounts[0].balance -= 100;
+        books.accounts[1].balance -= 30;
+        books
+    }
+
+    #[test]
+    fn withdrawals_are_money_out_and_each_moves_as_its_status_says() {
+        let report = audit(&[books_with_withdrawals()], Amount::from_fen(1).expect("1 fen"), 0);
+        assert_eq!(report.violations, Vec::<String>::new());
+        assert_eq!((report.withdrawals, report.withdrawals_pending, report.withdrawn), (3, 1, 130));
+        type Break = fn(&mut SetSnapshot);
+        let table: [(&str, Break, &str); 5] = [
+            (
+                "a failure not returned",
+                |b| b.withdrawals[1].status = "completed".to_owned(),
+                "came back, but it did not fail",
+            ),
+            ("a return missing", |b| b.withdrawals[0].status = "failed".to_owned(), "did not come back once"),
+            ("another amount", |b| b.withdrawals[2].amount = 31, "has the entry -30 fen"),
+            (
+                "an entry without its withdrawal",
+                |b| drop(b.withdrawals.remove(0)),
+                "matches no packet, claim or withdrawal",
+            ),
+            ("an unknown status", |b| b.withdrawals[0].status = "lost".to_owned(), "unknown status lost"),
+        ];
+        for (name, break_it, expected) in table {
+            let mut broken = books_with_withdrawals();
+            break_it(&mut broken);
+            let found = violations(broken);
+            assert!(found.iter().any(|v| v.contains(expected)), "{name}: {found:?}");
+        }
+        let mut leaked = books_with_withdrawals();
+        leaked.accounts[0].balance += 1;
+        leaked.ledger.push(entry("withdrawal_return:x".to_owned(), "alice", 1, "withdrawal_return"));
+        assert!(violations(leaked).iter().any(|v| v.contains("withdrawal_return:x matches no packet")));
     }
 
     fn cold(day: u32, user: &str, kind: &str, entries: i64, amount: i64) -> ColdTotalRow {
@@ -547,7 +702,7 @@ mod tests {
     #[test]
     fn each_broken_invariant_is_caught_by_name() {
         type Break = fn(&mut SetSnapshot);
-        let table: [(&str, Break, &str); 10] = [
+        let table: [(&str, Break, &str); 11] = [
             ("1: money leaves a packet", |b| b.packets[0].remaining_amount = 199, "claims 100 + remaining 199"),
             ("1: more shares than count", |b| b.packets[0].remaining_count = 3, "1 claims and 3 shares left"),
             (
@@ -562,6 +717,7 @@ mod tests {
                 "bob holds two claims",
             ),
             ("2: not the recipient", |b| b.packets[0].recipient = Some("carol".to_owned()), "not its recipient"),
+            ("2: not in the group", |b| b.packets[0].members = Some("alice,carol".to_owned()), "not in its group"),
             (
                 "3: a share off its rule",
                 |b| {

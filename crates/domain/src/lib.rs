@@ -7,6 +7,7 @@
 //! tested in isolation (DESIGN.md §5).
 
 pub mod audit;
+pub mod group;
 pub mod hash;
 pub mod id;
 pub mod ledger;
@@ -17,6 +18,7 @@ pub mod packet;
 pub mod split;
 pub mod time;
 pub mod user;
+pub mod withdrawal;
 
 pub use id::{NonceWidth, PacketId, SetId};
 pub use limits::Limits;

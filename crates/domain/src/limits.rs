@@ -32,6 +32,9 @@ pub struct Limits {
     /// The most any balance may hold after a deposit; credits and refunds
     /// are never refused (the money is already in flight).
     pub balance_max: Amount,
+    /// The most members a group packet's list may name (at most
+    /// `group::GROUP_MEMBERS_CEILING`).
+    pub group_members_max: usize,
 }
 
 impl Default for Limits {
@@ -49,6 +52,8 @@ impl Default for Limits {
             // red-packet wallet, far below any overflow.
             deposit_max: Amount::from_fen(1_000_000_000).expect("a constant within range"),
             balance_max: Amount::from_fen(100_000_000_000).expect("a constant within range"),
+            // WeChat's groups hold up to 500.
+            group_members_max: 500,
         }
     }
 }

@@ -3,6 +3,10 @@
 
 use crate::money::Amount;
 use crate::packet::{Claim, PacketInfo};
+use crate::withdrawal::Withdrawal;
+
+/// The code of every refusal of a group packet to someone outside it.
+pub const NOT_IN_GROUP: &str = "not_in_group";
 
 /// The answer to an open (拆), after the checks of `Packet::open`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -16,6 +20,8 @@ pub enum OpenOutcome {
     Empty,
     Expired,
     NotRecipient,
+    /// The packet was sent to a group this user is not in.
+    NotInGroup,
     WrongPassword,
     NotFound,
 }
@@ -36,6 +42,7 @@ impl OpenOutcome {
             OpenOutcome::Empty => "packet_empty",
             OpenOutcome::Expired => "packet_expired",
             OpenOutcome::NotRecipient => "not_recipient",
+            OpenOutcome::NotInGroup => NOT_IN_GROUP,
             OpenOutcome::WrongPassword => "wrong_password",
             OpenOutcome::NotFound => "packet_not_found",
         }
@@ -51,6 +58,7 @@ pub enum GrabOutcome {
     Empty,
     Expired,
     NotRecipient,
+    NotInGroup,
     NotFound,
 }
 
@@ -62,6 +70,7 @@ impl GrabOutcome {
             GrabOutcome::Empty => "empty",
             GrabOutcome::Expired => "expired",
             GrabOutcome::NotRecipient => "not_recipient",
+            GrabOutcome::NotInGroup => NOT_IN_GROUP,
             GrabOutcome::NotFound => "packet_not_found",
         }
     }
@@ -83,4 +92,40 @@ pub enum SendOutcome {
     Sent { packet: Box<PacketInfo>, replayed: bool },
     InsufficientBalance,
     KeyReused,
+}
+
+/// The answer to a withdrawal's request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WithdrawOutcome {
+    /// Pending, its money out of the balance (or, with `replayed`, asked
+    /// for before under the same key).
+    Requested {
+        withdrawal: Withdrawal,
+        replayed: bool,
+    },
+    InsufficientBalance,
+    KeyReused,
+}
+
+/// The answer to an admin's settling of a withdrawal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SettleOutcome {
+    /// Settled as asked, now or before (settling twice the same way
+    /// answers the same).
+    Settled(Withdrawal),
+    /// Settled the other way before: nothing changed.
+    SettledOtherwise(Withdrawal),
+    NotFound,
+}
+
+/// The answer to an admin's reversal of a deposit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReverseOutcome {
+    /// Reversed, now or before: the deposit's amount, and the balance
+    /// right after the reversal.
+    Reversed { amount: Amount, balance: Amount, replayed: bool },
+    /// No deposit has this reference.
+    NotFound,
+    /// The balance no longer holds the deposit's amount: nothing changed.
+    InsufficientBalance,
 }

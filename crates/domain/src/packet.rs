@@ -3,10 +3,12 @@
 //! (`Packet`). The outcome of every open and grab is decided here.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::group::{GROUP_ID_LEN_MAX, Group, GroupId, Members};
 use crate::id::PacketId;
 use crate::limits::Limits;
 use crate::money::Amount;
@@ -82,6 +84,7 @@ pub enum SpecError {
     InvalidPassword,
     InvalidRecipient,
     InvalidExpiry,
+    InvalidGroup,
 }
 
 impl SpecError {
@@ -96,6 +99,7 @@ impl SpecError {
             SpecError::InvalidPassword => "invalid_password",
             SpecError::InvalidRecipient => "invalid_recipient",
             SpecError::InvalidExpiry => "invalid_expiry",
+            SpecError::InvalidGroup => "invalid_group",
         }
     }
 
@@ -124,6 +128,11 @@ impl SpecError {
             SpecError::InvalidExpiry => {
                 format!("expires_in_s must be from {} to {}", limits.expires_in_s_min, limits.expires_in_s_max)
             }
+            SpecError::InvalidGroup => format!(
+                "group must be {{\"id\", \"members\"}}: an id of 1 to {GROUP_ID_LEN_MAX} of A-Z a-z 0-9 _ . : @ -, \
+                 and 1 to {} member names (an exclusive packet's recipient among them)",
+                limits.group_members_max
+            ),
         }
     }
 }
@@ -138,6 +147,14 @@ pub struct SpecInput {
     pub password: Option<String>,
     pub recipient: Option<String>,
     pub expires_in_s: Option<i64>,
+    pub group: Option<GroupInput>,
+}
+
+/// A send request's group, before validation.
+#[derive(Clone, Debug, Default)]
+pub struct GroupInput {
+    pub id: String,
+    pub members: Vec<String>,
 }
 
 /// A valid send request.
@@ -150,6 +167,8 @@ pub struct PacketSpec {
     pub password: Option<String>,
     pub recipient: Option<UserId>,
     pub expires_in_s: u32,
+    /// Who may open it; none: anyone with its id.
+    pub group: Option<Arc<Group>>,
 }
 
 impl PacketSpec {
@@ -202,8 +221,24 @@ impl PacketSpec {
                 .filter(|s| (limits.expires_in_s_min..=limits.expires_in_s_max).contains(s))
                 .ok_or(SpecError::InvalidExpiry)?,
         };
-        Ok(PacketSpec { kind, total_amount, count, greeting, password, recipient, expires_in_s })
+        let group = input.group.as_ref().map(|group| parse_group(group, limits)).transpose()?;
+        if let (Some(group), Some(recipient)) = (&group, &recipient)
+            && !group.members.contains(recipient)
+        {
+            return Err(SpecError::InvalidGroup);
+        }
+        Ok(PacketSpec { kind, total_amount, count, greeting, password, recipient, expires_in_s, group })
     }
+}
+
+fn parse_group(input: &GroupInput, limits: &Limits) -> Result<Arc<Group>, SpecError> {
+    let id = GroupId::parse(&input.id).ok_or(SpecError::InvalidGroup)?;
+    if input.members.is_empty() || input.members.len() > limits.group_members_max {
+        return Err(SpecError::InvalidGroup);
+    }
+    let names = input.members.iter().map(|name| UserId::parse(name).map_err(|_| SpecError::InvalidGroup));
+    let members = Members::new(names.collect::<Result<_, _>>()?).ok_or(SpecError::InvalidGroup)?;
+    Ok(Arc::new(Group { id, members }))
 }
 
 impl PacketSpec {
@@ -223,6 +258,11 @@ impl PacketSpec {
             self.expires_in_s
         );
         hasher.update(text.as_bytes());
+        // Only a group packet adds to it: a plain one's fingerprint is as
+        // it was, so keys remembered before groups still match.
+        if let Some(group) = &self.group {
+            hasher.update(format!("|group:{}|{}", group.id, group.members.joined()).as_bytes());
+        }
         hasher.finalize().iter().map(|byte| format!("{byte:02x}")).collect()
     }
 }
@@ -264,6 +304,27 @@ pub struct PacketInfo {
     pub recipient: Option<UserId>,
     pub created_at: Millis,
     pub expires_at: Millis,
+    /// The group it was sent to (shared, not copied, with every clone).
+    pub group: Option<Arc<Group>>,
+}
+
+impl PacketInfo {
+    /// Whether `user` is among those it was sent to: anyone, without a group.
+    pub fn in_audience(&self, user: &UserId) -> bool {
+        self.group.as_ref().is_none_or(|group| group.members.contains(user))
+    }
+
+    /// Whether `user` may read its detail (who got what): its sender, or
+    /// anyone in its audience.
+    pub fn readable_by(&self, user: &UserId) -> bool {
+        self.sender == *user || self.in_audience(user)
+    }
+}
+
+/// Why `Packet::admits` refuses a user.
+enum Refused {
+    NotInGroup,
+    NotRecipient,
 }
 
 /// One opened share.
@@ -350,6 +411,7 @@ impl Packet {
             recipient: spec.recipient.clone(),
             created_at: now,
             expires_at: now.plus_seconds(spec.expires_in_s),
+            group: spec.group.clone(),
         };
         let password = spec.password.as_deref().map(|text| PasswordDigest::of(seed, text));
         Packet::restore(info, seed, password, Amount::ZERO, Vec::new())
@@ -420,14 +482,25 @@ impl Packet {
         PacketStatus::of(self.remaining_count, self.refunded_amount, self.info.expires_at, now)
     }
 
-    fn admits(&self, user: &UserId) -> bool {
-        self.info.recipient.as_ref().is_none_or(|recipient| recipient == user)
+    /// Whether `user` may open it at all: a group's member, then the
+    /// recipient of an exclusive packet.
+    fn admits(&self, user: &UserId) -> Result<(), Refused> {
+        if !self.info.in_audience(user) {
+            return Err(Refused::NotInGroup);
+        }
+        match &self.info.recipient {
+            Some(recipient) if recipient != user => Err(Refused::NotRecipient),
+            _ => Ok(()),
+        }
     }
 
     /// The non-binding check: may `user` still open this packet?
     pub fn grab(&self, user: &UserId, now: Millis) -> GrabOutcome {
-        if !self.admits(user) {
-            GrabOutcome::NotRecipient
+        if let Err(refused) = self.admits(user) {
+            match refused {
+                Refused::NotInGroup => GrabOutcome::NotInGroup,
+                Refused::NotRecipient => GrabOutcome::NotRecipient,
+            }
         } else if self.claim_of(user).is_some() {
             GrabOutcome::Opened
         } else {
@@ -439,12 +512,15 @@ impl Packet {
         }
     }
 
-    /// The binding open. Checks, in this order: recipient, an earlier open by
-    /// the same user (answered with the same share), password, expiry, shares
-    /// left; then draws the next share and records the claim.
+    /// The binding open. Checks, in this order: the group, the recipient,
+    /// an earlier open by the same user (answered with the same share),
+    /// password, expiry, shares left; then draws the next share and records
+    /// the claim.
     pub fn open(&mut self, user: &UserId, password: Option<&str>, now: Millis, limits: &Limits) -> OpenOutcome {
-        if !self.admits(user) {
-            return OpenOutcome::NotRecipient;
+        match self.admits(user) {
+            Err(Refused::NotInGroup) => return OpenOutcome::NotInGroup,
+            Err(Refused::NotRecipient) => return OpenOutcome::NotRecipient,
+            Ok(()) => {}
         }
         if let Some(claim) = self.claim_of(user) {
             return OpenOutcome::AlreadyOpened { amount: claim.amount };
@@ -529,6 +605,42 @@ mod tests {
     fn new_packet(spec: &PacketSpec) -> Packet {
         let id = PacketId::new(20_270_128, SetId(0), 1, 7);
         Packet::new(id, user("alice"), spec, 42, Millis(1_000))
+    }
+
+    #[test]
+    fn a_group_packet_admits_its_members_only_and_says_so_before_anything_else() {
+        let limits = Limits::default();
+        let group = GroupInput { id: "family".into(), members: vec!["bob".into(), "carol".into()] };
+        let with_password = SpecInput { password: Some("pw".into()), group: Some(group), ..input("fixed", 200, 1) };
+        let mut packet = new_packet(&PacketSpec::parse(&with_password, &user("alice"), &limits).unwrap());
+        let now = Millis(2_000);
+        assert_eq!(packet.grab(&user("dave"), now), GrabOutcome::NotInGroup);
+        // Not in the group comes before a wrong password, a spent packet or expiry.
+        assert_eq!(packet.open(&user("dave"), None, now, &limits), OpenOutcome::NotInGroup);
+        assert_eq!(packet.open(&user("bob"), None, now, &limits), OpenOutcome::WrongPassword);
+        assert!(matches!(packet.open(&user("bob"), Some("pw"), now, &limits), OpenOutcome::Opened(_)));
+        assert_eq!(packet.open(&user("dave"), Some("pw"), Millis(i64::MAX), &limits), OpenOutcome::NotInGroup);
+        assert_eq!(packet.open(&user("carol"), Some("pw"), now, &limits), OpenOutcome::Empty);
+        assert!(packet.info.readable_by(&user("alice")), "its sender reads it");
+        assert!(packet.info.readable_by(&user("carol")) && !packet.info.readable_by(&user("dave")));
+    }
+
+    #[test]
+    fn a_group_of_too_many_or_no_members_is_refused() {
+        let limits = Limits { group_members_max: 2, ..Limits::default() };
+        let spec = |members: &[&str]| SpecInput {
+            group: Some(GroupInput { id: "g".into(), members: members.iter().map(|m| (*m).into()).collect() }),
+            ..input("lucky", 100, 1)
+        };
+        assert!(PacketSpec::parse(&spec(&["bob", "carol"]), &user("alice"), &limits).is_ok());
+        assert!(
+            PacketSpec::parse(&spec(&["bob", "bob", "carol"]), &user("alice"), &limits).is_err(),
+            "counted as sent"
+        );
+        for members in [&[][..], &["a", "b", "c"][..], &["b c"][..]] {
+            let refused = PacketSpec::parse(&spec(members), &user("alice"), &limits);
+            assert_eq!(refused, Err(SpecError::InvalidGroup), "{members:?}");
+        }
     }
 
     #[test]

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use hongbao_domain::outcome::{SettleOutcome, WithdrawOutcome};
+use hongbao_domain::withdrawal::{Settlement, WithdrawalId};
 use hongbao_domain::{
     Amount, DepositOutcome, GrabOutcome, OpenOutcome, PacketId, PacketSpec, SendOutcome, SetId, UserId,
 };
@@ -45,6 +47,17 @@ pub(crate) enum Command {
         user: UserId,
         reply: Reply<GrabOutcome>,
     },
+    Withdraw {
+        user: UserId,
+        amount: Amount,
+        key: Option<String>,
+        reply: Reply<WithdrawOutcome>,
+    },
+    Settle {
+        id: WithdrawalId,
+        how: Settlement,
+        reply: Reply<SettleOutcome>,
+    },
     /// Finish what is queued before this, commit, and stop.
     Shutdown,
     /// Finish what is queued before this, commit, say so on `paused`, and
@@ -74,19 +87,23 @@ pub(crate) enum Pending {
     Deposit(Reply<DepositOutcome>, DepositOutcome),
     Send(Reply<SendOutcome>, SendOutcome),
     Open(Reply<OpenOutcome>, OpenOutcome),
+    Withdraw(Reply<WithdrawOutcome>, WithdrawOutcome),
+    Settle(Reply<SettleOutcome>, SettleOutcome),
 }
 
 impl Pending {
     /// Answers with the outcome once the batch committed, or with `error`.
     pub(crate) fn deliver(self, error: Option<EngineError>) {
         // A client that gave up waiting dropped its receiver; nothing to do.
-        match (self, error) {
-            (Pending::Deposit(reply, outcome), None) => drop(reply.send(Ok(outcome))),
-            (Pending::Send(reply, outcome), None) => drop(reply.send(Ok(outcome))),
-            (Pending::Open(reply, outcome), None) => drop(reply.send(Ok(outcome))),
-            (Pending::Deposit(reply, _), Some(error)) => drop(reply.send(Err(error))),
-            (Pending::Send(reply, _), Some(error)) => drop(reply.send(Err(error))),
-            (Pending::Open(reply, _), Some(error)) => drop(reply.send(Err(error))),
+        fn answer<T>(reply: Reply<T>, outcome: T, error: Option<EngineError>) {
+            drop(reply.send(error.map_or(Ok(outcome), Err)));
+        }
+        match self {
+            Pending::Deposit(reply, outcome) => answer(reply, outcome, error),
+            Pending::Send(reply, outcome) => answer(reply, outcome, error),
+            Pending::Open(reply, outcome) => answer(reply, outcome, error),
+            Pending::Withdraw(reply, outcome) => answer(reply, outcome, error),
+            Pending::Settle(reply, outcome) => answer(reply, outcome, error),
         }
     }
 }
@@ -99,6 +116,8 @@ impl Command {
             Command::Send { reply, .. } => drop(reply.send(Err(error))),
             Command::Open { reply, .. } => drop(reply.send(Err(error))),
             Command::Grab { reply, .. } => drop(reply.send(Err(error))),
+            Command::Withdraw { reply, .. } => drop(reply.send(Err(error))),
+            Command::Settle { reply, .. } => drop(reply.send(Err(error))),
             // Its `paused` dropped unanswered: the pause fails.
             Command::Shutdown | Command::Pause { .. } => {}
         }

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 use hongbao_domain::id::SETS_MAX;
+use hongbao_domain::outcome::{SettleOutcome, WithdrawOutcome};
+use hongbao_domain::withdrawal::{Settlement, Withdrawal, WithdrawalId};
 use hongbao_domain::{
     Amount, DepositOutcome, GrabOutcome, Limits, Millis, OpenOutcome, Packet, PacketId, PacketSpec, SendOutcome, SetId,
     UserId,
@@ -402,6 +404,34 @@ impl Engine {
             return Ok(GrabOutcome::NotFound);
         }
         self.call(id.set, |reply| Command::Grab { id, user, reply }).await
+    }
+
+    /// Asks for a withdrawal of `amount` from `user`'s balance.
+    pub async fn withdraw(
+        &self,
+        user: UserId,
+        amount: Amount,
+        key: Option<String>,
+    ) -> Result<WithdrawOutcome, EngineError> {
+        let set = self.set_of(&user);
+        self.call(set, |reply| Command::Withdraw { user, amount, key, reply }).await
+    }
+
+    /// Settles a withdrawal (an admin's answer from the bank).
+    pub async fn settle_withdrawal(&self, id: WithdrawalId, how: Settlement) -> Result<SettleOutcome, EngineError> {
+        if id.set().0 >= self.sets() {
+            return Ok(SettleOutcome::NotFound);
+        }
+        self.call(id.set(), |reply| Command::Settle { id, how, reply }).await
+    }
+
+    /// A withdrawal, after every acknowledged write.
+    pub async fn withdrawal(&self, id: WithdrawalId) -> Result<Option<Withdrawal>, EngineError> {
+        let set = id.set().index();
+        if set >= usize::from(self.sets()) {
+            return Ok(None);
+        }
+        self.read([set], move |readers| readers[set].withdrawal(&id)).await
     }
 
     /// Runs a blocking read on the runtime's blocking pool, once the tables

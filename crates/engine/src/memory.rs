@@ -6,7 +6,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use hongbao_domain::audit::{AccountRow, ClaimRow, LedgerRow, OutboxRow, PacketRow, SetSnapshot};
+use hongbao_domain::audit::{AccountRow, ClaimRow, LedgerRow, OutboxRow, PacketRow, SetSnapshot, WithdrawalRow};
+use hongbao_domain::ledger::{EntryKind, withdrawal_ref, withdrawal_return_ref};
+use hongbao_domain::withdrawal::{Withdrawal, WithdrawalId, WithdrawalStatus};
 use hongbao_domain::{Amount, Claim, Millis, Packet, PacketId, UserId};
 
 use crate::journal::Position;
@@ -22,6 +24,7 @@ pub struct MemData {
     packets: BTreeMap<PacketId, Packet>,
     outbox: BTreeMap<String, Credit>,
     idempotency: HashMap<(UserId, IdempotencyOp, String), IdempotencyRecord>,
+    withdrawals: BTreeMap<WithdrawalId, Withdrawal>,
     next_seq: u64,
     position: Position,
 }
@@ -69,6 +72,7 @@ impl MemStore {
                 seed: packet.seed,
                 recipient: info.recipient.as_ref().map(ToString::to_string),
                 expires_at: info.expires_at.0,
+                members: info.group.as_ref().map(|group| group.members.joined().to_owned()),
             });
             for claim in packet.claims() {
                 snapshot.claims.push(ClaimRow {
@@ -88,6 +92,16 @@ impl MemStore {
                 amount: credit.amount.signed(),
             })
             .collect();
+        snapshot.withdrawals = data
+            .withdrawals
+            .values()
+            .map(|withdrawal| WithdrawalRow {
+                id: withdrawal.id.to_string(),
+                user: withdrawal.user.to_string(),
+                amount: withdrawal.amount.signed(),
+                status: withdrawal.status.as_str().to_owned(),
+            })
+            .collect();
         snapshot
     }
 
@@ -96,6 +110,45 @@ impl MemStore {
     pub fn fork(&self) -> MemStore {
         MemStore { data: Arc::new(Mutex::new(self.data.lock().expect("store lock").clone())) }
     }
+}
+
+/// What the SQL stores' withdrawal triggers check: a new one is pending with
+/// its debit; a settling moves a pending one once, a failure with its
+/// return.
+fn apply_withdrawals(data: &mut MemData, effects: &Effects) -> Result<(), StoreError> {
+    for withdrawal in &effects.withdrawals {
+        let debit = data.ledger.get(&withdrawal_ref(withdrawal.id));
+        if withdrawal.status != WithdrawalStatus::Pending
+            || debit != Some(&(withdrawal.user.clone(), -withdrawal.amount.signed(), EntryKind::Withdrawal.as_str()))
+            || data.withdrawals.insert(withdrawal.id, withdrawal.clone()).is_some()
+        {
+            return Err(refuse(format!("withdrawal {} refused", withdrawal.id)));
+        }
+    }
+    for (id, status, at) in &effects.withdrawals_settled {
+        let withdrawal = data.withdrawals.get_mut(id).ok_or_else(|| refuse(format!("settling unknown {id}")))?;
+        let back = data.ledger.get(&withdrawal_return_ref(id));
+        let returned = back == Some(&(withdrawal.user.clone(), withdrawal.amount.signed(), "withdrawal_return"));
+        if withdrawal.status != WithdrawalStatus::Pending
+            || *status == WithdrawalStatus::Pending
+            || returned != (*status == WithdrawalStatus::Failed)
+        {
+            return Err(refuse(format!("settling {id} refused")));
+        }
+        withdrawal.status = *status;
+        withdrawal.settled_at = Some(*at);
+    }
+    Ok(())
+}
+
+/// What the SQL stores' claim triggers check.
+fn claim_allowed(packet: &Packet, claim: &Claim) -> bool {
+    packet.claim_of(&claim.user).is_none()
+        && claim.index == packet.info.count - packet.remaining_count
+        && claim.at < packet.info.expires_at
+        && claim.amount <= packet.remaining_amount
+        && packet.info.recipient.as_ref().is_none_or(|recipient| *recipient == claim.user)
+        && packet.info.in_audience(&claim.user)
 }
 
 fn apply(data: &mut MemData, effects: &Effects) -> Result<(), StoreError> {
@@ -121,12 +174,7 @@ fn apply(data: &mut MemData, effects: &Effects) -> Result<(), StoreError> {
     }
     for (id, claim) in &effects.claims {
         let packet = data.packets.get(id).ok_or_else(|| refuse("claim on an unknown packet"))?;
-        if packet.claim_of(&claim.user).is_some()
-            || claim.index != packet.info.count - packet.remaining_count
-            || claim.at >= packet.info.expires_at
-            || claim.amount > packet.remaining_amount
-            || packet.info.recipient.as_ref().is_some_and(|recipient| *recipient != claim.user)
-        {
+        if !claim_allowed(packet, claim) {
             return Err(refuse(format!("claim refused on {id}")));
         }
         let mut claims: Vec<Claim> = packet.claims().to_vec();
@@ -161,6 +209,7 @@ fn apply(data: &mut MemData, effects: &Effects) -> Result<(), StoreError> {
     for reference in &effects.outbox_removed {
         data.outbox.remove(reference);
     }
+    apply_withdrawals(data, effects)?;
     for record in &effects.idempotency {
         let key = (record.user.clone(), record.op(), record.key.clone());
         if data.idempotency.insert(key, record.clone()).is_some() {
@@ -185,6 +234,12 @@ impl Store for MemStore {
             next_seq: data.next_seq.max(1),
             packets,
             outbox: data.outbox.values().cloned().collect(),
+            withdrawals: data
+                .withdrawals
+                .values()
+                .filter(|withdrawal| withdrawal.status == WithdrawalStatus::Pending)
+                .cloned()
+                .collect(),
         })
     }
 
@@ -197,14 +252,19 @@ impl Store for MemStore {
         }
         for (user, op, key) in &wants.idempotency {
             if let Some(record) = data.idempotency.get(&(user.clone(), *op, key.clone())) {
-                if let IdempotencyResult::Sent(id) = record.result {
-                    fetched.packets.extend(data.packets.get(&id).cloned());
+                match record.result {
+                    IdempotencyResult::Sent(id) => fetched.packets.extend(data.packets.get(&id).cloned()),
+                    IdempotencyResult::Withdrew(id) => fetched.withdrawals.extend(data.withdrawals.get(&id).cloned()),
+                    IdempotencyResult::Deposited(_) => {}
                 }
                 fetched.idempotency.push(record.clone());
             }
         }
         for id in &wants.packets {
             fetched.packets.extend(data.packets.get(id).cloned());
+        }
+        for id in &wants.withdrawals {
+            fetched.withdrawals.extend(data.withdrawals.get(id).cloned());
         }
         fetched.references_present = wants
             .credits

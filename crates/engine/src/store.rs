@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use hongbao_domain::ledger::EntryKind;
 use hongbao_domain::packet::PacketInfo;
+use hongbao_domain::withdrawal::{Withdrawal, WithdrawalId, WithdrawalStatus};
 use hongbao_domain::{Amount, Claim, Millis, Packet, PacketId, UserId};
 use thiserror::Error;
 
@@ -88,6 +89,7 @@ pub struct Credit {
 pub enum IdempotencyOp {
     Deposit,
     Send,
+    Withdraw,
 }
 
 impl IdempotencyOp {
@@ -95,11 +97,14 @@ impl IdempotencyOp {
         match self {
             IdempotencyOp::Deposit => "deposit",
             IdempotencyOp::Send => "send",
+            IdempotencyOp::Withdraw => "withdraw",
         }
     }
 
     pub fn parse(text: &str) -> Option<IdempotencyOp> {
-        [IdempotencyOp::Deposit, IdempotencyOp::Send].into_iter().find(|op| op.as_str() == text)
+        [IdempotencyOp::Deposit, IdempotencyOp::Send, IdempotencyOp::Withdraw]
+            .into_iter()
+            .find(|op| op.as_str() == text)
     }
 }
 
@@ -110,6 +115,8 @@ pub enum IdempotencyResult {
     Deposited(Amount),
     /// A send, and the packet it made.
     Sent(PacketId),
+    /// A withdrawal asked for, and its id.
+    Withdrew(WithdrawalId),
 }
 
 impl IdempotencyResult {
@@ -120,6 +127,7 @@ impl IdempotencyResult {
         match self {
             IdempotencyResult::Deposited(balance) => balance.fen().to_string(),
             IdempotencyResult::Sent(id) => id.to_string(),
+            IdempotencyResult::Withdrew(id) => id.to_string(),
         }
     }
 
@@ -127,6 +135,7 @@ impl IdempotencyResult {
         let result = match op {
             IdempotencyOp::Deposit => text.parse().ok().and_then(Amount::from_fen).map(IdempotencyResult::Deposited),
             IdempotencyOp::Send => text.parse::<PacketId>().ok().map(IdempotencyResult::Sent),
+            IdempotencyOp::Withdraw => text.parse::<WithdrawalId>().ok().map(IdempotencyResult::Withdrew),
         };
         result.ok_or_else(|| StoreError::new(format!("a stored {} result {text:?} is unreadable", op.as_str())))
     }
@@ -135,6 +144,7 @@ impl IdempotencyResult {
         match self {
             IdempotencyResult::Deposited(_) => IdempotencyOp::Deposit,
             IdempotencyResult::Sent(_) => IdempotencyOp::Send,
+            IdempotencyResult::Withdrew(_) => IdempotencyOp::Withdraw,
         }
     }
 }
@@ -166,6 +176,8 @@ pub struct Recovered {
     pub packets: Vec<Packet>,
     /// Credits written to the outbox and not yet acknowledged.
     pub outbox: Vec<Credit>,
+    /// Withdrawals not yet settled.
+    pub withdrawals: Vec<Withdrawal>,
 }
 
 /// What a batch needs that memory may not hold.
@@ -181,11 +193,17 @@ pub struct Wants {
     /// ledger. The whole credit, not its reference alone: a store that keys
     /// the ledger by day and user finds it by its packet's day and its user.
     pub credits: Vec<Credit>,
+    /// Settled withdrawals (no longer in memory) that a batch settles again.
+    pub withdrawals: Vec<WithdrawalId>,
 }
 
 impl Wants {
     pub fn is_empty(&self) -> bool {
-        self.accounts.is_empty() && self.idempotency.is_empty() && self.packets.is_empty() && self.credits.is_empty()
+        self.accounts.is_empty()
+            && self.idempotency.is_empty()
+            && self.packets.is_empty()
+            && self.credits.is_empty()
+            && self.withdrawals.is_empty()
     }
 }
 
@@ -199,6 +217,9 @@ pub struct Fetched {
     pub packets: Vec<Packet>,
     /// The references of the wanted credits that are already in the ledger.
     pub references_present: Vec<String>,
+    /// The wanted withdrawals that exist, plus the withdrawals named by
+    /// fetched idempotency records of withdrawals.
+    pub withdrawals: Vec<Withdrawal>,
 }
 
 /// Everything one batch changes, written in one transaction.
@@ -216,6 +237,12 @@ pub struct Effects {
     /// References of credits the target set acknowledged.
     pub outbox_removed: Vec<String>,
     pub idempotency: Vec<IdempotencyRecord>,
+    /// Withdrawals asked for in this batch (pending; their debits are in
+    /// `ledger`).
+    pub withdrawals: Vec<Withdrawal>,
+    /// Withdrawals settled in this batch: completed, or failed (their
+    /// returns are in `ledger`).
+    pub withdrawals_settled: Vec<(WithdrawalId, WithdrawalStatus, Millis)>,
 }
 
 impl Effects {
@@ -227,6 +254,8 @@ impl Effects {
             && self.outbox_added.is_empty()
             && self.outbox_removed.is_empty()
             && self.idempotency.is_empty()
+            && self.withdrawals.is_empty()
+            && self.withdrawals_settled.is_empty()
     }
 }
 
@@ -304,6 +333,9 @@ pub trait StoreReader: Send + Sync + 'static {
         before: Option<(Millis, PacketId)>,
         limit: usize,
     ) -> Result<Vec<ReceivedItem>, StoreError>;
+
+    /// A withdrawal of this set's users.
+    fn withdrawal(&self, id: &WithdrawalId) -> Result<Option<Withdrawal>, StoreError>;
 
     /// For a set this node does not write (another node holds it): the
     /// journal's last position (what its writer has acknowledged) and the

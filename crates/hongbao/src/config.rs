@@ -102,6 +102,7 @@ pub struct PacketLimits {
     pub expires_in_s_max: u32,
     pub deposit_max: u64,
     pub balance_max: u64,
+    pub group_members_max: usize,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
@@ -196,6 +197,7 @@ impl Default for Config {
                 expires_in_s_max: limits.expires_in_s_max,
                 deposit_max: limits.deposit_max.fen(),
                 balance_max: limits.balance_max.fen(),
+                group_members_max: limits.group_members_max,
             },
             rate_limits: RateLimits {
                 open: rates.open.into(),
@@ -402,6 +404,11 @@ impl Config {
             password_chars_max: l.password_chars_max,
             deposit_max: fen("limits.deposit_max", l.deposit_max)?,
             balance_max: fen("limits.balance_max", l.balance_max)?,
+            group_members_max: self.count(
+                "limits.group_members_max",
+                l.group_members_max,
+                hongbao_domain::group::GROUP_MEMBERS_CEILING,
+            )?,
         };
         if !(1..=hongbao_domain::limits::COUNT_MAX_CEILING).contains(&l.count_max) {
             let reason = format!("must be from 1 to {}", hongbao_domain::limits::COUNT_MAX_CEILING);

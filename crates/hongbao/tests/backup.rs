@@ -324,13 +324,28 @@ fn a_backup_to_a_bad_target_or_from_a_non_data_directory_is_refused_with_a_clear
 }
 
 /// Turns every set of a stopped directory back into the first schema (the
-/// cold days' migration undone), as a build before cold days left it.
+/// withdrawals', the groups' and the cold days' migrations undone), as a
+/// build before cold days left it.
 fn downgrade(data: &Path, sets: u16) {
     for set in 0..sets {
         let connection = rusqlite::Connection::open(data.join(format!("set-{set:03}.db"))).unwrap();
         connection
             .execute_batch(
-                "DROP TRIGGER ledger_no_delete; DROP TRIGGER packets_no_delete; DROP TRIGGER claims_no_delete;
+                "DROP TABLE withdrawals;
+                 DROP TRIGGER claims_allowed;
+                 ALTER TABLE packets DROP COLUMN members; ALTER TABLE packets DROP COLUMN group_id;
+                 CREATE TRIGGER claims_allowed BEFORE INSERT ON claims BEGIN
+                     SELECT CASE
+                         WHEN p.seq IS NULL THEN RAISE(ROLLBACK, 'claim on an unknown packet')
+                         WHEN p.recipient IS NOT NULL AND p.recipient <> NEW.user
+                             THEN RAISE(ROLLBACK, 'claim by someone other than the recipient')
+                         WHEN NEW.at >= p.expires_at OR p.refunded_amount <> 0
+                             THEN RAISE(ROLLBACK, 'claim at or after expiry, or after the refund')
+                         WHEN NEW.idx <> p.count - p.remaining_count THEN RAISE(ROLLBACK, 'claim out of share order')
+                     END
+                     FROM (SELECT NEW.packet_seq AS wanted) LEFT JOIN packets p ON p.seq = wanted;
+                 END;
+                 DROP TRIGGER ledger_no_delete; DROP TRIGGER packets_no_delete; DROP TRIGGER claims_no_delete;
                  DROP TRIGGER ledger_day_not_cold; DROP TRIGGER packets_day_not_cold;
                  DROP INDEX ledger_deposits_by_at;
                  DROP TABLE cold_days; DROP TABLE ledger_day_totals; DROP TABLE cold_lists;
@@ -338,6 +353,23 @@ fn downgrade(data: &Path, sets: u16) {
                      SELECT RAISE(ROLLBACK, 'ledger entries are immutable');
                  END;
                  PRAGMA user_version = 1;",
+            )
+            .unwrap();
+        // The ledger's and the keys' CHECKs as the first schema made them.
+        connection
+            .execute_batch(
+                r#"PRAGMA writable_schema = ON;
+                UPDATE sqlite_schema SET sql = replace(replace(replace(sql,
+                    'CHECK (kind IN (''deposit'', ''send'', ''credit'', ''refund'', ''withdrawal'', ''withdrawal_return'', ''reversal''))',
+                    'CHECK (kind IN (''deposit'', ''send'', ''credit'', ''refund''))'),
+                    'CHECK ((kind IN (''send'', ''withdrawal'', ''reversal'')) = (amount < 0))',
+                    'CHECK ((kind = ''send'') = (amount < 0))'),
+                    'CHECK ((kind IN (''send'', ''credit'', ''refund'')) = (packet_id IS NOT NULL))',
+                    'CHECK ((kind = ''deposit'') = (packet_id IS NULL))')
+                WHERE type = 'table' AND name = 'ledger';
+                UPDATE sqlite_schema SET sql = replace(sql, 'CHECK (op IN (''deposit'', ''send'', ''withdraw''))', 'CHECK (op IN (''deposit'', ''send''))')
+                WHERE type = 'table' AND name = 'idempotency';
+                PRAGMA writable_schema = OFF;"#,
             )
             .unwrap();
     }
@@ -373,7 +405,7 @@ fn serve_refuses_a_directory_of_an_older_schema_until_it_is_migrated() {
     let migrated = hongbao(&["migrate", "--data", path(&data)]).output().unwrap();
     assert!(migrated.status.success(), "{}", text(&migrated));
     assert!(text(&migrated).contains("migrate ok: set 0 (from 1)"), "{}", text(&migrated));
-    assert_eq!(versions(&data, 4), [2, 2, 2, 2]);
+    assert_eq!(versions(&data, 4), [4, 4, 4, 4]);
     let (ok, report) = audit(&data);
     assert!(ok, "{report}");
     let again = hongbao(&["migrate", "--data", path(&data)]).output().unwrap();
@@ -387,7 +419,7 @@ fn serve_refuses_a_directory_of_an_older_schema_until_it_is_migrated() {
     let (server, addr) = serve_with(&data, &["--migrate"]);
     assert_eq!(balance(&addr, &user_token(&data, "carol")), 700);
     stop(server);
-    assert_eq!(versions(&data, 4), [2, 2, 2, 2]);
+    assert_eq!(versions(&data, 4), [4, 4, 4, 4]);
 }
 
 #[test]

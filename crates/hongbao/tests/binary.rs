@@ -85,6 +85,11 @@ fn an_unusable_data_directory_is_a_clear_error_at_start_up() {
     signal(&child, "TERM");
     assert!(wait(&mut child).success());
     std::fs::write(data.join("set-002.db"), vec![0x5a; 8192]).unwrap();
+    // Its write-ahead log too: a log left holding every page (a stop that
+    // did not copy it back) would serve the database whole.
+    for log in ["set-002.db-wal", "set-002.db-shm"] {
+        let _ = std::fs::remove_file(data.join(log));
+    }
     let output = hongbao(&["serve", "--data", data.to_str().unwrap(), "--listen", "127.0.0.1:0"]).output().unwrap();
     assert!(!output.status.success());
     let text = String::from_utf8_lossy(&output.stderr);

@@ -6,7 +6,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, header};
 use serde::de::DeserializeOwned;
 
 use crate::AppState;
@@ -18,24 +18,37 @@ const IDEMPOTENCY_KEY_LEN_MAX: usize = 64;
 /// A JSON body; with `optional`, an empty body reads as `T::default()`.
 pub struct JsonBody<T>(pub T);
 
-/// Whether a request declares a body over the limit: refused 413 from its
-/// header alone, on every route (one that reads no body would otherwise
-/// leave it unread). Called by the one layer every request passes
-/// (`deadline::request_deadline`).
-pub(crate) fn declares_too_large(request: &Request) -> bool {
+/// The most bytes a request's body may hold: `BODY_BYTES_MAX`, but for a
+/// send, which may carry a group's members (`send_body_bytes_max`).
+pub(crate) fn body_limit(request: &Request, send_max: usize) -> usize {
+    match request.method() == Method::POST && request.uri().path() == "/v1/packets" {
+        true => send_max,
+        false => crate::BODY_BYTES_MAX,
+    }
+}
+
+/// The limit of `request`'s route if its body declares more: refused 413
+/// from its header alone, on every route (one that reads no body would
+/// otherwise leave it unread). Called by the one layer every request
+/// passes (`deadline::request_deadline`).
+pub(crate) fn declares_too_large(request: &Request, send_max: usize) -> Option<usize> {
+    let limit = body_limit(request, send_max);
     let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|value| value.to_str().ok());
-    declared.and_then(|text| text.parse::<u64>().ok()).is_some_and(|length| length > crate::BODY_BYTES_MAX as u64)
+    let length = declared.and_then(|text| text.parse::<u64>().ok())?;
+    (length > limit as u64).then_some(limit)
 }
 
 async fn read_bytes(request: Request, state: &AppState) -> Result<Bytes, ApiError> {
     let deadline = state.config.timeouts.body;
-    let read = Bytes::from_request(request, state);
+    let limit = body_limit(&request, state.send_body_max);
+    let read = http_body_util::BodyExt::collect(http_body_util::Limited::new(request.into_body(), limit));
     let bytes =
         tokio::time::timeout(deadline, read).await.map_err(|_| ApiError::request_timeout("the body", deadline))?;
-    bytes.map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::body_too_large(),
-        _ => ApiError::invalid_body(rejection.body_text()),
-    })
+    match bytes {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(ApiError::body_too_large(limit)),
+        Err(error) => Err(ApiError::invalid_body(format!("the body could not be read: {error}"))),
+    }
 }
 
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {

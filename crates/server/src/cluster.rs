@@ -184,9 +184,10 @@ pub(crate) async fn forward(State(state): State<AppState>, request: Request, nex
     }
     let (parts, body) = request.into_parts();
     let deadline = state.config.timeouts.body;
-    let bytes = match tokio::time::timeout(deadline, axum::body::to_bytes(body, crate::BODY_BYTES_MAX)).await {
+    let limit = state.send_body_max;
+    let bytes = match tokio::time::timeout(deadline, axum::body::to_bytes(body, limit)).await {
         Err(_) => return ApiError::request_timeout("the body", deadline).into_response(),
-        Ok(Err(_)) => return ApiError::body_too_large().into_response(),
+        Ok(Err(_)) => return ApiError::body_too_large(limit).into_response(),
         Ok(Ok(bytes)) => bytes,
     };
     let response = next.clone().run(rebuilt(&parts, bytes.clone())).await;

@@ -25,14 +25,24 @@ use axum::response::{IntoResponse, Response};
 
 use crate::error::ApiError;
 
+/// What the layer every request passes checks: the whole request's
+/// deadline, and the largest body a send takes (others take
+/// `BODY_BYTES_MAX`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Bounds {
+    pub(crate) deadline: Duration,
+    pub(crate) send_body_max: usize,
+}
+
 /// The layer every request passes: a body declared too large is refused
 /// 413 at once (see `body`), then the rest runs under the deadline. (One
 /// layer, not two: each `from_fn` layer clones the route's service and
 /// boxes a future per request.)
-pub(crate) async fn request_deadline(deadline: Duration, request: Request, next: Next) -> Response {
-    if crate::body::declares_too_large(&request) {
-        return ApiError::body_too_large().into_response();
+pub(crate) async fn request_deadline(bounds: Bounds, request: Request, next: Next) -> Response {
+    if let Some(limit) = crate::body::declares_too_large(&request, bounds.send_body_max) {
+        return ApiError::body_too_large(limit).into_response();
     }
+    let deadline = bounds.deadline;
     match tokio::time::timeout(deadline, next.run(request)).await {
         Ok(response) => response,
         Err(_) => ApiError::request_timeout("the whole request", deadline).into_response(),

@@ -57,6 +57,10 @@ pub const INVALID_PASSWORD: ErrorCode =
 pub const INVALID_RECIPIENT: ErrorCode =
     spec(&SpecError::InvalidRecipient, "a recipient missing (exclusive), given (others), invalid or the sender");
 pub const INVALID_EXPIRY: ErrorCode = spec(&SpecError::InvalidExpiry, "expires_in_s outside the limits");
+pub const INVALID_GROUP: ErrorCode = spec(
+    &SpecError::InvalidGroup,
+    "a group whose id or members are invalid, too many members, or an exclusive recipient outside it",
+);
 pub const INVALID_IDEMPOTENCY_KEY: ErrorCode = code(
     StatusCode::BAD_REQUEST,
     "invalid_idempotency_key",
@@ -86,8 +90,17 @@ pub const INVALID_PEER: ErrorCode =
 pub const ADMIN_ONLY: ErrorCode = code(StatusCode::FORBIDDEN, "admin_only", "a user's token on an admin route");
 pub const NOT_RECIPIENT: ErrorCode =
     code(StatusCode::FORBIDDEN, OpenOutcome::NotRecipient.code(), "an exclusive packet for someone else");
+pub const NOT_IN_GROUP: ErrorCode =
+    code(StatusCode::FORBIDDEN, OpenOutcome::NotInGroup.code(), "a packet sent to a group the caller is not in");
 pub const WRONG_PASSWORD: ErrorCode =
     code(StatusCode::FORBIDDEN, OpenOutcome::WrongPassword.code(), "the packet has a password and this is not it");
+pub const WITHDRAWAL_NOT_FOUND: ErrorCode =
+    code(StatusCode::NOT_FOUND, "withdrawal_not_found", "no withdrawal of the caller's has this id");
+pub const WITHDRAWAL_SETTLED: ErrorCode = code(
+    StatusCode::CONFLICT,
+    "withdrawal_settled",
+    "the withdrawal was settled the other way before (completed, or failed and returned)",
+);
 pub const PACKET_NOT_FOUND: ErrorCode =
     code(StatusCode::NOT_FOUND, OpenOutcome::NotFound.code(), "no packet has this id (malformed ids too)");
 pub const NOT_FOUND: ErrorCode = code(StatusCode::NOT_FOUND, "not_found", "no such route");
@@ -161,6 +174,7 @@ pub const CODES: &[ErrorCode] = &[
     INVALID_PASSWORD,
     INVALID_RECIPIENT,
     INVALID_EXPIRY,
+    INVALID_GROUP,
     INVALID_IDEMPOTENCY_KEY,
     INVALID_LIMIT,
     INVALID_CURSOR,
@@ -174,8 +188,10 @@ pub const CODES: &[ErrorCode] = &[
     INVALID_PEER,
     ADMIN_ONLY,
     NOT_RECIPIENT,
+    NOT_IN_GROUP,
     WRONG_PASSWORD,
     PACKET_NOT_FOUND,
+    WITHDRAWAL_NOT_FOUND,
     NOT_FOUND,
     METHOD_NOT_ALLOWED,
     REQUEST_TIMEOUT,
@@ -183,6 +199,7 @@ pub const CODES: &[ErrorCode] = &[
     PACKET_EMPTY,
     IDEMPOTENCY_KEY_REUSED,
     BALANCE_LIMIT_EXCEEDED,
+    WITHDRAWAL_SETTLED,
     PACKET_EXPIRED,
     BODY_TOO_LARGE,
     RATE_LIMITED,
@@ -269,9 +286,9 @@ impl ApiError {
         ApiError::of(REQUEST_TIMEOUT, format!("{what} did not arrive within {} ms", deadline.as_millis()))
     }
 
-    /// 413 `body_too_large`.
-    pub fn body_too_large() -> ApiError {
-        ApiError::of(BODY_TOO_LARGE, format!("request bodies are at most {} bytes", crate::BODY_BYTES_MAX))
+    /// 413 `body_too_large`: the route takes at most `limit` bytes.
+    pub fn body_too_large(limit: usize) -> ApiError {
+        ApiError::of(BODY_TOO_LARGE, format!("this route's request bodies are at most {limit} bytes"))
     }
 
     /// 400 `invalid_user`.
@@ -367,6 +384,21 @@ impl ApiError {
         ApiError::of(NOT_RECIPIENT, "this packet is for someone else")
     }
 
+    /// 404 `withdrawal_not_found`.
+    pub fn withdrawal_not_found() -> ApiError {
+        ApiError::of(WITHDRAWAL_NOT_FOUND, "no withdrawal of yours has this id")
+    }
+
+    /// 409 `withdrawal_settled`: settled the other way, as `was`.
+    pub fn withdrawal_settled(was: &str) -> ApiError {
+        ApiError::of(WITHDRAWAL_SETTLED, format!("this withdrawal is {was} already; nothing changed"))
+    }
+
+    /// 403 `not_in_group`.
+    pub fn not_in_group() -> ApiError {
+        ApiError::of(NOT_IN_GROUP, "this packet was sent to a group you are not in")
+    }
+
     /// The refusal of an open, its code the outcome's own. (An open that
     /// succeeded is no refusal: answering one as such is a bug, logged and
     /// answered 500, never a panic.)
@@ -375,6 +407,7 @@ impl ApiError {
             OpenOutcome::Empty => ApiError::of(PACKET_EMPTY, "every share of this packet has been opened"),
             OpenOutcome::Expired => ApiError::of(PACKET_EXPIRED, "this packet has expired"),
             OpenOutcome::NotRecipient => ApiError::not_recipient(),
+            OpenOutcome::NotInGroup => ApiError::not_in_group(),
             OpenOutcome::WrongPassword => {
                 ApiError::of(WRONG_PASSWORD, "this packet needs its password, and that is not it")
             }
@@ -511,11 +544,13 @@ mod tests {
             SpecError::InvalidPassword,
             SpecError::InvalidRecipient,
             SpecError::InvalidExpiry,
+            SpecError::InvalidGroup,
         ];
         let refusals = [
             OpenOutcome::Empty,
             OpenOutcome::Expired,
             OpenOutcome::NotRecipient,
+            OpenOutcome::NotInGroup,
             OpenOutcome::WrongPassword,
             OpenOutcome::NotFound,
             OpenOutcome::AlreadyOpened { amount: hongbao_domain::Amount::ZERO },
@@ -534,7 +569,7 @@ mod tests {
             ApiError::rate_limited("x", second),
             ApiError::too_many_requests(1, InFlight::Writes),
             ApiError::request_timeout("x", second),
-            ApiError::body_too_large(),
+            ApiError::body_too_large(crate::BODY_BYTES_MAX),
             ApiError::invalid_user(),
             ApiError::invalid_ttl(1),
             ApiError::invalid_amount(1),

@@ -42,7 +42,15 @@ use rate_limit::{RateLimits, Rates};
 
 /// The largest request body. Every request hongbao takes is a small JSON
 /// object; anything bigger is refused with 413 before it is buffered.
+/// (A send may be larger: `send_body_bytes_max`.)
 pub const BODY_BYTES_MAX: usize = 16 * 1024;
+
+/// The largest body of a send: room for a group of the most members the
+/// limits allow, each a longest name quoted with its comma, beside the
+/// rest (49,884 bytes for 500 members).
+pub fn send_body_bytes_max(limits: &hongbao_domain::Limits) -> usize {
+    BODY_BYTES_MAX + limits.group_members_max * (hongbao_domain::user::USER_LEN_MAX + 3)
+}
 
 /// The server's settings (each has a `serve` flag).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -87,6 +95,8 @@ pub struct Shared {
     pub writes: Arc<WriteGate>,
     /// The permits of open event streams.
     pub streams: Arc<WriteGate>,
+    /// The largest body a send takes (`send_body_bytes_max`).
+    pub send_body_max: usize,
     /// Set when the server starts to stop: `/readyz` then says so.
     pub draining: AtomicBool,
     /// Woken when the server starts to stop: event streams end.
@@ -115,7 +125,9 @@ impl AppState {
         config: ServerConfig,
         cluster: Option<Arc<cluster::Cluster>>,
     ) -> AppState {
+        let send_body_max = send_body_bytes_max(engine.limits());
         AppState(Arc::new(Shared {
+            send_body_max,
             engine,
             auth,
             config,
@@ -135,17 +147,17 @@ impl AppState {
 
 /// The whole API.
 pub fn router(state: AppState) -> Router {
-    let deadline = state.config.timeouts.request;
+    let bounds = deadline::Bounds { deadline: state.config.timeouts.request, send_body_max: state.send_body_max };
     let router = Router::from(openapi::api())
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
-        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX));
+        .layer(DefaultBodyLimit::max(state.send_body_max));
     // Only a node of several forwards: a node alone pays nothing for it.
     let router = match state.cluster.is_some() {
         true => router.layer(middleware::from_fn_with_state(state.clone(), cluster::forward)),
         false => router,
     };
-    router.layer(middleware::from_fn(move |request, next| observe::around(deadline, request, next))).with_state(state)
+    router.layer(middleware::from_fn(move |request, next| observe::around(bounds, request, next))).with_state(state)
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then stops

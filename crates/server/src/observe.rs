@@ -14,7 +14,7 @@
 //! and boxes a future per request (see `deadline`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, Method};
@@ -67,7 +67,7 @@ pub fn method_label(method: &Method) -> &'static str {
     KNOWN.iter().position(|known| known == method).map_or("other", |at| NAMES[at])
 }
 
-pub(crate) async fn around(deadline: Duration, mut request: Request, next: Next) -> Response {
+pub(crate) async fn around(bounds: crate::deadline::Bounds, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let id = match request.headers().get(&REQUEST_ID) {
         Some(id) if valid_request_id(id.as_bytes()) => id.clone(),
@@ -82,7 +82,7 @@ pub(crate) async fn around(deadline: Duration, mut request: Request, next: Next)
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let span = tracing::info_span!("request", id = %id.to_str().unwrap_or_default(), method = %method, route = %route);
-    let mut response = crate::deadline::request_deadline(deadline, request, next).instrument(span.clone()).await;
+    let mut response = crate::deadline::request_deadline(bounds, request, next).instrument(span.clone()).await;
     let took = started.elapsed();
     let status = response.status();
     let code = match response.extensions().get::<AnsweredCode>() {

@@ -6,6 +6,7 @@
 
 use hongbao_domain::packet::{PacketInfo, PacketKind, PacketStatus};
 use hongbao_domain::user::USER_LEN_MAX;
+use hongbao_domain::withdrawal::{Withdrawal, WithdrawalStatus};
 use hongbao_domain::{Amount, Claim, GrabOutcome, Millis, OpenOutcome, Packet};
 use hongbao_engine::events::{Event, What};
 use hongbao_engine::{ReceivedItem, SentItem};
@@ -57,6 +58,16 @@ pub struct PacketView {
     pub recipient: Option<String>,
     pub created_at: i64,
     pub expires_at: i64,
+    /// The group it was sent to (absent: anyone with its id may open it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<GroupView>,
+}
+
+/// A packet's group: its id and how many members it names.
+#[derive(Serialize, ToSchema)]
+pub struct GroupView {
+    pub id: String,
+    pub member_count: usize,
 }
 
 impl From<&PacketInfo> for PacketView {
@@ -71,6 +82,10 @@ impl From<&PacketInfo> for PacketView {
             recipient: info.recipient.as_ref().map(ToString::to_string),
             created_at: info.created_at.0,
             expires_at: info.expires_at.0,
+            group: info
+                .group
+                .as_ref()
+                .map(|group| GroupView { id: group.id.to_string(), member_count: group.members.len() }),
         }
     }
 }
@@ -262,5 +277,36 @@ impl EventView {
             What::Refunded { amount, .. } | What::Credited { amount, .. } => view.amount = Some(amount.fen()),
         }
         view
+    }
+}
+
+/// A withdrawal (`POST /v1/withdrawals`, `GET /v1/withdrawals/{id}`, the
+/// admin's settling).
+#[derive(Serialize, ToSchema)]
+pub struct WithdrawalView {
+    pub id: String,
+    pub user: String,
+    pub amount: u64,
+    #[schema(schema_with = withdrawal_statuses)]
+    pub status: &'static str,
+    pub created_at: i64,
+    /// When an admin settled it (completed or failed); null while pending.
+    pub settled_at: Option<i64>,
+}
+
+fn withdrawal_statuses() -> ObjectBuilder {
+    one_of(WithdrawalStatus::ALL.map(WithdrawalStatus::as_str))
+}
+
+impl From<&Withdrawal> for WithdrawalView {
+    fn from(withdrawal: &Withdrawal) -> WithdrawalView {
+        WithdrawalView {
+            id: withdrawal.id.to_string(),
+            user: withdrawal.user.to_string(),
+            amount: withdrawal.amount.fen(),
+            status: withdrawal.status.as_str(),
+            created_at: withdrawal.created_at.0,
+            settled_at: withdrawal.settled_at.map(|at| at.0),
+        }
     }
 }

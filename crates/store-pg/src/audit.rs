@@ -15,7 +15,9 @@
 //! the cold days' rows too, checks every invariant on them, and checks that
 //! the totals are their sums.
 
-use hongbao_domain::audit::{AccountRow, ClaimRow, ColdTotalRow, LedgerRow, OutboxRow, PacketRow, SetSnapshot};
+use hongbao_domain::audit::{
+    AccountRow, ClaimRow, ColdTotalRow, LedgerRow, OutboxRow, PacketRow, SetSnapshot, WithdrawalRow,
+};
 use hongbao_domain::{SetId, UserId};
 use hongbao_engine::{BATCHES_PER_TRANSACTION_MAX, Journaled, Position, StoreError};
 use tokio_postgres::Client;
@@ -250,7 +252,7 @@ async fn read_rows(
     }
     let packets = read(format!(
         "SELECT id, sender, kind, total_amount, count, remaining_amount, remaining_count, refunded_amount, seed, \
-         recipient, expires_at, set_id FROM {packet_rows}"
+         recipient, expires_at, set_id, members FROM {packet_rows}"
     ))
     .await?;
     for row in packets {
@@ -266,6 +268,7 @@ async fn read_rows(
             seed: row.get::<_, i64>(8) as u64,
             recipient: row.get(9),
             expires_at: row.get(10),
+            members: row.get(12),
         };
         snapshots[snapshot_of(row.get(11), first)].packets.push(packet);
     }
@@ -282,6 +285,10 @@ async fn read_rows(
             amount: row.get(3),
         };
         snapshots[snapshot_of(row.get(4), first)].claims.push(claim);
+    }
+    for row in read("SELECT id, user_id, amount, status, set_id FROM withdrawals".into()).await? {
+        let withdrawal = WithdrawalRow { id: row.get(0), user: row.get(1), amount: row.get(2), status: row.get(3) };
+        snapshots[snapshot_of(row.get(4), first)].withdrawals.push(withdrawal);
     }
     for row in read("SELECT reference, user_id, amount, set_id FROM outbox".into()).await? {
         let credit = OutboxRow { reference: row.get(0), user: row.get(1), amount: row.get(2) };

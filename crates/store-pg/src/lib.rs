@@ -28,6 +28,7 @@ mod rows;
 mod schema;
 pub mod set_map;
 pub mod testing;
+mod withdrawals;
 mod writer;
 
 pub use audit::{ColdDays, snapshot};

@@ -10,6 +10,7 @@
 
 use std::sync::{Arc, Mutex, Weak};
 
+use hongbao_domain::withdrawal::{Withdrawal, WithdrawalId};
 use hongbao_domain::{Amount, Millis, Packet, PacketId, SetId, UserId};
 use hongbao_engine::stored::assemble;
 use hongbao_engine::{Position, ReceivedBound, ReceivedItem, SentItem, SharedPositions, StoreError, StoreReader};
@@ -134,6 +135,19 @@ impl StoreReader for PgReader {
 
     fn packet(&self, id: &PacketId) -> Result<Option<Packet>, StoreError> {
         self.pool.with(async |client| load_packet(client, id).await)
+    }
+
+    fn withdrawal(&self, id: &WithdrawalId) -> Result<Option<Withdrawal>, StoreError> {
+        self.pool.with(async |client| {
+            let rows = client
+                .query(
+                    &format!("SELECT {} FROM withdrawals WHERE id = $1", crate::withdrawals::COLUMNS),
+                    &[&id.to_string()],
+                )
+                .await
+                .map_err(crate::pg::failed("reading a withdrawal"))?;
+            rows.first().map(crate::withdrawals::from_row).transpose()
+        })
     }
 
     fn sent(&self, user: &UserId, before_seq: Option<u64>, limit: usize) -> Result<Vec<SentItem>, StoreError> {

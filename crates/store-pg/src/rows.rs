@@ -1,6 +1,7 @@
 //! Reading packets and claims back into domain types, refusing rows that do
 //! not parse (a corrupt row is reported, never trusted).
 
+use hongbao_domain::group::Group;
 use hongbao_domain::packet::PacketInfo;
 use hongbao_domain::{Amount, Claim, Millis, PacketId, PacketKind, PasswordDigest, UserId};
 use hongbao_engine::StoreError;
@@ -9,7 +10,7 @@ use tokio_postgres::Row;
 
 /// The columns `packet_from_row` reads, in order.
 pub(crate) const PACKET_COLUMNS: &str = "id, sender, kind, total_amount, count, remaining_amount, remaining_count, \
-     refunded_amount, seed, greeting, password_digest, recipient, created_at, expires_at";
+     refunded_amount, seed, greeting, password_digest, recipient, created_at, expires_at, group_id, members";
 
 /// The columns `claim_from_row` reads, in order, from `claims c`.
 pub(crate) const CLAIM_COLUMNS: &str = "c.packet_id, c.user_id, c.idx, c.amount, c.at";
@@ -57,6 +58,7 @@ pub(crate) fn packet_from_row(row: &Row) -> Result<StoredPacket, StoreError> {
         recipient: recipient.map(|name| UserId::parse(name).map_err(|_| corrupt("recipient", name))).transpose()?,
         created_at: Millis(get(row, 12)?),
         expires_at: Millis(get(row, 13)?),
+        group: Group::from_stored(get(row, 14)?, get(row, 15)?).map_err(|why| corrupt("group", why))?,
     };
     Ok(StoredPacket {
         info,

@@ -15,6 +15,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_tables.sql"),
     include_str!("migrations/0002_cold_days.sql"),
     include_str!("migrations/0003_leases.sql"),
+    include_str!("migrations/0004_groups.sql"),
+    include_str!("migrations/0005_withdrawals.sql"),
 ];
 
 /// The schema version this build reads and writes: the migrations it knows.

@@ -30,6 +30,7 @@ use crate::days::Days;
 use crate::pg::{Connection, WriterConnection, connect_serving, failed};
 use crate::rows::{CLAIM_COLUMNS, PACKET_COLUMNS, amount, claim_from_row, packet_from_row, packet_id, user};
 use crate::schema::set_number;
+use crate::withdrawals;
 
 pub struct PgStore {
     client: Arc<Connection>,
@@ -78,11 +79,12 @@ const LEDGER_SQL: &str = "INSERT INTO ledger (day, user_id, reference, amount, k
                  $7::int8[], $8::int8[], $9::int4[])";
 
 const PACKETS_SQL: &str = "INSERT INTO packets (day, id, set_id, seq, sender, kind, total_amount, count, remaining_amount, \
-                 remaining_count, seed, greeting, password_digest, recipient, created_at, expires_at, position) \
-                 SELECT d, i, s, q, se, k, t, c, t, c, sd, g, pw, r, ca, ea, po FROM unnest($1::int4[], $2::text[], \
-                 $3::int2[], $4::int8[], $5::text[], $6::text[], $7::int8[], $8::int4[], $9::int8[], $10::text[], \
-                 $11::bytea[], $12::text[], $13::int8[], $14::int8[], $15::int8[]) \
-                 AS u(d, i, s, q, se, k, t, c, sd, g, pw, r, ca, ea, po)";
+                 remaining_count, seed, greeting, password_digest, recipient, created_at, expires_at, position, group_id, \
+                 members) \
+                 SELECT d, i, s, q, se, k, t, c, t, c, sd, g, pw, r, ca, ea, po, gi, gm FROM unnest($1::int4[], \
+                 $2::text[], $3::int2[], $4::int8[], $5::text[], $6::text[], $7::int8[], $8::int4[], $9::int8[], \
+                 $10::text[], $11::bytea[], $12::text[], $13::int8[], $14::int8[], $15::int8[], $16::text[], $17::text[]) \
+                 AS u(d, i, s, q, se, k, t, c, sd, g, pw, r, ca, ea, po, gi, gm)";
 
 const CLAIMS_SQL: &str = "INSERT INTO claims (day, packet_id, user_id, idx, amount, at, position) \
                  SELECT * FROM unnest($1::int4[], $2::text[], $3::text[], $4::int4[], $5::int8[], $6::int8[], \
@@ -108,7 +110,7 @@ const KEYS_READ_SQL: &str = "SELECT i.user_id, i.op, i.key, i.fingerprint, i.res
                  ON i.user_id = w.u AND i.op = w.o AND i.key = w.k";
 
 const PACKETS_READ_SQL: &str = "SELECT id, sender, kind, total_amount, count, remaining_amount, remaining_count, refunded_amount, \
-                 seed, greeting, password_digest, recipient, created_at, expires_at FROM packets_all p \
+                 seed, greeting, password_digest, recipient, created_at, expires_at, group_id, members FROM packets_all p \
                  JOIN unnest($1::int4[], $2::text[]) AS w(d, i) ON p.day = w.d AND p.id = w.i";
 
 const CLAIMS_READ_SQL: &str = "SELECT c.packet_id, c.user_id, c.idx, c.amount, c.at FROM claims_all c \
@@ -137,6 +139,9 @@ pub(crate) struct Statements {
     packets_read: Statement,
     claims_read: Statement,
     credits_read: Statement,
+    withdrawals_add: Statement,
+    withdrawals_settle: Statement,
+    withdrawals_read: Statement,
 }
 
 impl Statements {
@@ -156,6 +161,9 @@ impl Statements {
             packets_read: prepare(PACKETS_READ_SQL).await?,
             claims_read: prepare(CLAIMS_READ_SQL).await?,
             credits_read: prepare(CREDITS_READ_SQL).await?,
+            withdrawals_add: prepare(withdrawals::ADD_SQL).await?,
+            withdrawals_settle: prepare(withdrawals::SETTLE_SQL).await?,
+            withdrawals_read: prepare(withdrawals::READ_SQL).await?,
         })
     }
 }
@@ -275,6 +283,7 @@ impl PgStore {
             next_seq: next_seq as u64,
             packets: assemble(packets, claims)?,
             outbox,
+            withdrawals: withdrawals::pending(&self.client, self.set).await?,
         })
     }
 
@@ -307,12 +316,15 @@ impl PgStore {
         let missing: Vec<UserId> = wants.accounts.iter().filter(|wanted| !found.contains(wanted)).cloned().collect();
         fetched.accounts.extend(missing.into_iter().map(|user| (user, zero)));
         let mut packets = wants.packets.clone();
+        let mut wanted_withdrawals = wants.withdrawals.clone();
         for row in &records {
             let op: &str = row.get(1);
             let op = IdempotencyOp::parse(op).ok_or_else(|| StoreError::new(format!("unknown idempotency op {op}")))?;
             let result = IdempotencyResult::parse(op, row.get(4))?;
-            if let IdempotencyResult::Sent(id) = result {
-                packets.push(id);
+            match result {
+                IdempotencyResult::Sent(id) => packets.push(id),
+                IdempotencyResult::Withdrew(id) => wanted_withdrawals.push(id),
+                IdempotencyResult::Deposited(_) => {}
             }
             fetched.idempotency.push(IdempotencyRecord {
                 user: user(row, 0)?,
@@ -323,6 +335,7 @@ impl PgStore {
         }
         fetched.references_present = present.iter().map(|row| row.get(0)).collect();
         fetched.packets = self.packets(&packets).await?;
+        fetched.withdrawals = withdrawals::read(&self.client, &s.withdrawals_read, &wanted_withdrawals).await?;
         Ok(fetched)
     }
 
@@ -452,6 +465,8 @@ pub(crate) async fn write_batches(
         steps.push(Box::pin(write_packets(client, s, run)));
         steps.push(Box::pin(write_claims(client, s, run)));
         steps.push(Box::pin(write_refunds(client, s, run)));
+        steps.push(Box::pin(withdrawals::write_new(client, &s.withdrawals_add, set, run)));
+        steps.push(Box::pin(withdrawals::write_settled(client, &s.withdrawals_settle, run)));
     }
     steps.push(Box::pin(write_outbox(client, s, set_key, batches)));
     steps.push(Box::pin(write_keys(client, s, batches)));
@@ -544,7 +559,9 @@ async fn write_packets(client: &Client, s: &Statements, batches: &[Journaled]) -
     let recipients: Vec<Option<&str>> = infos.iter().map(|info| info.recipient.as_ref().map(UserId::as_str)).collect();
     let created: Vec<i64> = infos.iter().map(|info| info.created_at.0).collect();
     let expires: Vec<i64> = infos.iter().map(|info| info.expires_at.0).collect();
-    let params: [&(dyn ToSql + Sync); 15] = [
+    let group_ids: Vec<Option<&str>> = infos.iter().map(|info| info.group.as_ref().map(|g| g.id.as_str())).collect();
+    let members: Vec<Option<&str>> = infos.iter().map(|info| info.group.as_ref().map(|g| g.members.joined())).collect();
+    let params: [&(dyn ToSql + Sync); 17] = [
         &days,
         &ids,
         &sets,
@@ -560,6 +577,8 @@ async fn write_packets(client: &Client, s: &Statements, batches: &[Journaled]) -
         &created,
         &expires,
         &positions,
+        &group_ids,
+        &members,
     ];
     run(client, &s.packets, &params, "writing packets").await.map(drop)
 }

@@ -27,7 +27,7 @@ use rusqlite::{Connection, OpenFlags, Row, params};
 
 use crate::cold::open_cold_file;
 use crate::layout::{cold_day_path, journal_path, set_path};
-use crate::schema::{COLD_DAYS_VERSION, entry_day_sql, packet_day_sql};
+use crate::schema::{COLD_DAYS_VERSION, GROUPS_VERSION, WITHDRAWALS_VERSION, entry_day_sql, packet_day_sql};
 use crate::writer::{SqliteStore, journal_position};
 use crate::{failed, open_immutable};
 
@@ -78,12 +78,17 @@ pub fn snapshot(dir: &Path, set: SetId, cold: ColdDays) -> Result<SetSnapshot, S
     let copy = replayed_copy(dir, set, &connection)?;
     let tables = copy.as_ref().map_or(&connection, SqliteStore::connection);
     let mut snapshot = SetSnapshot { set: set.0, ..SetSnapshot::default() };
-    read_hot_rows(tables, &mut snapshot)?;
-    read_day_rows(tables, &mut snapshot)?;
-    // A database of the first schema (never served by this build) has no
-    // cold days.
     let version: i64 =
         tables.query_row("PRAGMA user_version", [], |row| row.get(0)).map_err(failed("reading the schema version"))?;
+    read_hot_rows(tables, &mut snapshot)?;
+    // A database from before groups (never served by this build) has no
+    // packet in one.
+    let members = if version < GROUPS_VERSION { "NULL" } else { "members" };
+    read_day_rows(tables, members, &mut snapshot)?;
+    if version >= WITHDRAWALS_VERSION {
+        snapshot.withdrawals = crate::withdrawals::audit_rows(tables)?;
+    }
+    // A database of the first schema has no cold days.
     if version < COLD_DAYS_VERSION {
         return Ok(snapshot);
     }
@@ -135,30 +140,30 @@ fn read_hot_rows(connection: &Connection, snapshot: &mut SetSnapshot) -> Result<
 
 /// The ledger entries, packets and claims of `connection`: the hot tables or
 /// a cold day's file (the same tables and columns).
-fn read_day_rows(connection: &Connection, snapshot: &mut SetSnapshot) -> Result<(), StoreError> {
+fn read_day_rows(connection: &Connection, members: &str, snapshot: &mut SetSnapshot) -> Result<(), StoreError> {
     snapshot.ledger.extend(rows(connection, "SELECT reference, user, amount, kind FROM ledger", |row| {
         Ok(LedgerRow { reference: row.get(0)?, user: row.get(1)?, amount: row.get(2)?, kind: row.get(3)? })
     })?);
-    snapshot.packets.extend(rows(
-        connection,
+    let packets = format!(
         "SELECT id, sender, kind, total_amount, count, remaining_amount, remaining_count, refunded_amount, \
-         seed, recipient, expires_at FROM packets",
-        |row| {
-            Ok(PacketRow {
-                id: row.get(0)?,
-                sender: row.get(1)?,
-                kind: row.get(2)?,
-                total_amount: row.get(3)?,
-                count: row.get(4)?,
-                remaining_amount: row.get(5)?,
-                remaining_count: row.get(6)?,
-                refunded_amount: row.get(7)?,
-                seed: row.get::<_, i64>(8)? as u64,
-                recipient: row.get(9)?,
-                expires_at: row.get(10)?,
-            })
-        },
-    )?);
+         seed, recipient, expires_at, {members} FROM packets"
+    );
+    snapshot.packets.extend(rows(connection, &packets, |row| {
+        Ok(PacketRow {
+            id: row.get(0)?,
+            sender: row.get(1)?,
+            kind: row.get(2)?,
+            total_amount: row.get(3)?,
+            count: row.get(4)?,
+            remaining_amount: row.get(5)?,
+            remaining_count: row.get(6)?,
+            refunded_amount: row.get(7)?,
+            seed: row.get::<_, i64>(8)? as u64,
+            recipient: row.get(9)?,
+            expires_at: row.get(10)?,
+            members: row.get(11)?,
+        })
+    })?);
     snapshot.claims.extend(rows(
         connection,
         "SELECT COALESCE(p.id, 'missing packet seq ' || c.packet_seq), c.user, c.idx, c.amount \
@@ -212,7 +217,7 @@ fn read_cold_days(dir: &Path, set: SetId, tables: &Connection, snapshot: &mut Se
                 continue;
             }
         };
-        read_day_rows(&file, snapshot)?;
+        read_day_rows(&file, "members", snapshot)?;
         check_cold_day(&file, day, &totals, &lists, &mut snapshot.problems)?;
     }
     Ok(())

@@ -35,7 +35,9 @@ CREATE TABLE packets (
     password_digest  BLOB,
     recipient        TEXT,
     created_at       INTEGER NOT NULL,
-    expires_at       INTEGER NOT NULL
+    expires_at       INTEGER NOT NULL,
+    group_id         TEXT,
+    members          TEXT
 );
 CREATE INDEX packets_by_sender ON packets (sender, seq);
 CREATE TABLE claims (
@@ -55,12 +57,16 @@ CREATE TABLE ledger (
     packet_id TEXT,
     at        INTEGER NOT NULL
 ) WITHOUT ROWID;
-PRAGMA user_version = 1;
+PRAGMA user_version = 2;
 ";
+
+/// The version `COLD_FILE_SCHEMA` writes (1: before group packets).
+const COLD_FILE_VERSION: i64 = 2;
 
 /// The columns a day's packets are copied with, in the hot tables' order.
 pub(crate) const PACKET_ROW_COLUMNS: &str = "seq, id, sender, kind, total_amount, count, remaining_amount, \
-     remaining_count, refunded_amount, seed, greeting, password_digest, recipient, created_at, expires_at";
+     remaining_count, refunded_amount, seed, greeting, password_digest, recipient, created_at, expires_at, \
+     group_id, members";
 
 /// The columns a day's claims and entries are copied with.
 pub(crate) const CLAIM_ROW_COLUMNS: &str = "packet_seq, user, idx, amount, at";
@@ -120,8 +126,47 @@ pub(crate) fn open_cold_file(path: &Path) -> Result<Connection, StoreError> {
     let version: i64 = connection
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .map_err(failed("reading a cold day file's version"))?;
-    if version != 1 {
-        return Err(StoreError::new(format!("{} is a cold day file of unknown version {version}", path.display())));
+    match version {
+        COLD_FILE_VERSION => {}
+        // Written before group packets: no day of it holds one. A view in
+        // the connection's own temporary schema (the file stays untouched)
+        // gives its packets the group's columns, empty.
+        1 => connection
+            .execute_batch("CREATE TEMP VIEW packets AS SELECT *, NULL AS group_id, NULL AS members FROM main.packets")
+            .map_err(failed("reading a cold day file of version 1"))?,
+        _ => {
+            return Err(StoreError::new(format!("{} is a cold day file of unknown version {version}", path.display())));
+        }
     }
     Ok(connection)
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+
+    use super::{COLD_FILE_SCHEMA, open_cold_file};
+    use crate::rows::{PACKET_COLUMNS, packet_from_row};
+
+    /// A cold file written before group packets (version 1, without the
+    /// group's columns) still reads, its packets in no group.
+    #[test]
+    fn a_cold_file_from_before_groups_reads_its_packets_without_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d20270128.db");
+        let file = Connection::open(&path).unwrap();
+        file.execute_batch(COLD_FILE_SCHEMA).unwrap();
+        file.execute_batch(
+            "ALTER TABLE packets DROP COLUMN members; ALTER TABLE packets DROP COLUMN group_id; \
+             PRAGMA user_version = 1; \
+             INSERT INTO packets (seq, id, sender, kind, total_amount, count, remaining_amount, remaining_count, \
+             refunded_amount, seed, created_at, expires_at) \
+             VALUES (1, '20270128-0-1-9f3a1c2e77b04d15', 'alice', 'fixed', 200, 2, 0, 2, 200, 7, 1000, 2000)",
+        )
+        .unwrap();
+        drop(file);
+        let cold = open_cold_file(&path).unwrap();
+        let packet = cold.query_row(&format!("SELECT {PACKET_COLUMNS} FROM packets"), [], packet_from_row).unwrap();
+        assert_eq!((packet.info.sender.as_str(), packet.info.group), ("alice", None));
+    }
 }

@@ -17,6 +17,7 @@ mod layout;
 mod reader;
 mod rows;
 mod schema;
+mod withdrawals;
 mod writer;
 
 pub use audit::snapshot;

@@ -13,6 +13,7 @@ use std::cmp::Reverse;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use hongbao_domain::withdrawal::{Withdrawal, WithdrawalId};
 use hongbao_domain::{Amount, Millis, Packet, PacketId, SetId, UserId};
 use hongbao_engine::{ReceivedBound, ReceivedItem, SentItem, StoreError, StoreReader};
 use rusqlite::{Connection, OpenFlags, params};
@@ -82,6 +83,10 @@ impl StoreReader for SqliteReader {
 
     fn packet(&self, id: &PacketId) -> Result<Option<Packet>, StoreError> {
         self.with(|connection| load_packet(connection, &self.cold, id))
+    }
+
+    fn withdrawal(&self, id: &WithdrawalId) -> Result<Option<Withdrawal>, StoreError> {
+        self.with(|connection| crate::withdrawals::load(connection, id))
     }
 
     fn sent(&self, user: &UserId, before_seq: Option<u64>, limit: usize) -> Result<Vec<SentItem>, StoreError> {

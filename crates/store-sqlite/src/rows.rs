@@ -1,6 +1,7 @@
 //! Reading packets and claims back into domain types, checking on the way
 //! that what the store holds is consistent with what the domain derives.
 
+use hongbao_domain::group::Group;
 use hongbao_domain::packet::PacketInfo;
 use hongbao_domain::{Amount, Claim, Millis, Packet, PacketId, PacketKind, PasswordDigest, UserId};
 use hongbao_engine::StoreError;
@@ -12,7 +13,7 @@ use crate::failed;
 
 /// The columns `packet_from_row` reads, in order.
 pub(crate) const PACKET_COLUMNS: &str = "id, sender, kind, total_amount, count, remaining_amount, remaining_count, \
-     refunded_amount, seed, greeting, password_digest, recipient, created_at, expires_at";
+     refunded_amount, seed, greeting, password_digest, recipient, created_at, expires_at, group_id, members";
 
 /// The columns `claim_from_row` reads, in order, from `claims c` joined
 /// with `packets p`.
@@ -57,6 +58,8 @@ pub(crate) fn packet_from_row(row: &Row<'_>) -> rusqlite::Result<StoredPacket> {
         recipient: recipient.map(|name| UserId::parse(&name).map_err(|_| corrupt("recipient", name))).transpose()?,
         created_at: Millis(row.get(12)?),
         expires_at: Millis(row.get(13)?),
+        group: Group::from_stored(row.get_ref(14)?.as_str_or_null()?, row.get_ref(15)?.as_str_or_null()?)
+            .map_err(|why| corrupt("group", why))?,
     };
     Ok(StoredPacket {
         info,

@@ -232,10 +232,134 @@ CREATE TRIGGER packets_day_not_cold BEFORE INSERT ON packets BEGIN
     FROM cold_days d WHERE d.day = CAST(substr(NEW.id, 1, 8) AS INTEGER);
 END;
 "#,
+    r#"
+-- Group packets (`hongbao_domain::group`): the group's id and its members,
+-- the sorted names joined by commas, once per packet. Only a member may
+-- claim a share of one (a name never holds a comma, so the search is exact).
+ALTER TABLE packets ADD COLUMN group_id TEXT;
+ALTER TABLE packets ADD COLUMN members TEXT CHECK ((members IS NULL) = (group_id IS NULL) AND members <> '');
+
+DROP TRIGGER claims_allowed;
+CREATE TRIGGER claims_allowed BEFORE INSERT ON claims BEGIN
+    SELECT CASE
+        WHEN p.seq IS NULL THEN RAISE(ROLLBACK, 'claim on an unknown packet')
+        WHEN p.recipient IS NOT NULL AND p.recipient <> NEW.user
+            THEN RAISE(ROLLBACK, 'claim by someone other than the recipient')
+        WHEN p.members IS NOT NULL
+             AND (instr(NEW.user, ',') > 0 OR instr(',' || p.members || ',', ',' || NEW.user || ',') = 0)
+            THEN RAISE(ROLLBACK, 'claim by someone outside the packet''s group')
+        WHEN NEW.at >= p.expires_at OR p.refunded_amount <> 0
+            THEN RAISE(ROLLBACK, 'claim at or after expiry, or after the refund')
+        WHEN NEW.idx <> p.count - p.remaining_count THEN RAISE(ROLLBACK, 'claim out of share order')
+    END
+    FROM (SELECT NEW.packet_seq AS wanted) LEFT JOIN packets p ON p.seq = wanted;
+END;
+"#,
+    r#"
+-- Withdrawals (`hongbao_domain::withdrawal`): asked for pending, with the
+-- debit of their money (`withdrawal:<id>`); settled once, completed, or
+-- failed with their money's return (`withdrawal_return:<id>`). Kept for
+-- good (their entries go cold with their day; the rows stay). The ledger's
+-- new kinds are let in by `widen_checks` (below), in the same transaction.
+CREATE TABLE withdrawals (
+    id         TEXT PRIMARY KEY,
+    user       TEXT NOT NULL,
+    amount     INTEGER NOT NULL CHECK (amount > 0),
+    status     TEXT NOT NULL CHECK (status IN ('pending', 'completed', 'failed')),
+    created_at INTEGER NOT NULL,
+    settled_at INTEGER,
+    CHECK ((status = 'pending') = (settled_at IS NULL))
+) WITHOUT ROWID;
+CREATE INDEX withdrawals_pending ON withdrawals (id) WHERE status = 'pending';
+
+CREATE TRIGGER withdrawals_start BEFORE INSERT ON withdrawals BEGIN
+    SELECT RAISE(ROLLBACK, 'a withdrawal starts pending, after its debit')
+    WHERE NEW.status <> 'pending'
+       OR NOT EXISTS (SELECT 1 FROM ledger WHERE reference = 'withdrawal:' || NEW.id
+                      AND user = NEW.user AND amount = -NEW.amount AND kind = 'withdrawal');
+END;
+CREATE TRIGGER withdrawals_settle BEFORE UPDATE ON withdrawals BEGIN
+    SELECT RAISE(ROLLBACK, 'a withdrawal is settled once, and a failed one with its return')
+    WHERE OLD.status <> 'pending' OR NEW.status = 'pending'
+       OR NEW.id <> OLD.id OR NEW.user <> OLD.user OR NEW.amount <> OLD.amount OR NEW.created_at <> OLD.created_at
+       OR (NEW.status = 'failed') <> EXISTS (SELECT 1 FROM ledger WHERE reference = 'withdrawal_return:' || NEW.id
+                                              AND user = NEW.user AND amount = NEW.amount
+                                              AND kind = 'withdrawal_return');
+END;
+CREATE TRIGGER withdrawals_kept BEFORE DELETE ON withdrawals BEGIN
+    SELECT RAISE(ROLLBACK, 'withdrawals are kept');
+END;
+"#,
 ];
+
+/// The migration (`MIGRATIONS[WITHDRAWALS_VERSION - 1]`) whose ledger kinds
+/// need wider CHECKs than the tables were made with.
+pub(crate) const WITHDRAWALS_VERSION: i64 = 4;
+
+/// The CHECKs the withdrawals' migration widens: (table, as made, as
+/// widened). Each new CHECK holds for every row the old one let in.
+const WIDENED: &[(&str, &str, &str)] = &[
+    (
+        "ledger",
+        "CHECK (kind IN ('deposit', 'send', 'credit', 'refund'))",
+        "CHECK (kind IN ('deposit', 'send', 'credit', 'refund', 'withdrawal', 'withdrawal_return', 'reversal'))",
+    ),
+    (
+        "ledger",
+        "CHECK ((kind = 'send') = (amount < 0))",
+        "CHECK ((kind IN ('send', 'withdrawal', 'reversal')) = (amount < 0))",
+    ),
+    (
+        "ledger",
+        "CHECK ((kind = 'deposit') = (packet_id IS NULL))",
+        "CHECK ((kind IN ('send', 'credit', 'refund')) = (packet_id IS NOT NULL))",
+    ),
+    (
+        "ledger_day_totals",
+        "CHECK (kind IN ('deposit', 'send', 'credit', 'refund'))",
+        "CHECK (kind IN ('deposit', 'send', 'credit', 'refund', 'withdrawal', 'withdrawal_return', 'reversal'))",
+    ),
+    ("idempotency", "CHECK (op IN ('deposit', 'send'))", "CHECK (op IN ('deposit', 'send', 'withdraw'))"),
+];
+
+/// Widens CHECK constraints in place, as SQLite documents for a change that
+/// leaves every stored row valid ("Making Other Kinds Of Table Schema
+/// Changes"): the tables' SQL is rewritten under `writable_schema` and the
+/// schema version moved on, so every connection reads the new SQL. No row
+/// is copied: rebuilding the ledger would rewrite every entry. Each rewrite
+/// must find its CHECK exactly once, or the migration fails whole.
+fn widen_checks(transaction: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+    let schema_version: i64 =
+        transaction.query_row("PRAGMA schema_version", [], |row| row.get(0)).map_err(failed("reading the schema"))?;
+    transaction.pragma_update(None, "writable_schema", true).map_err(failed("opening the schema"))?;
+    let rewritten = (|| {
+        for (table, old, new) in WIDENED {
+            let sql: String = transaction
+                .query_row("SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?1", [table], |row| {
+                    row.get(0)
+                })
+                .map_err(failed("reading a table's SQL"))?;
+            if sql.matches(old).count() != 1 {
+                return Err(StoreError::new(format!("table {table} does not have the CHECK {old} once")));
+            }
+            transaction
+                .execute(
+                    "UPDATE sqlite_schema SET sql = ?2 WHERE type = 'table' AND name = ?1",
+                    rusqlite::params![table, sql.replace(old, new)],
+                )
+                .map_err(failed("rewriting a table's SQL"))?;
+        }
+        Ok(())
+    })();
+    transaction.pragma_update(None, "writable_schema", false).map_err(failed("closing the schema"))?;
+    rewritten?;
+    transaction.pragma_update(None, "schema_version", schema_version + 1).map_err(failed("moving the schema on"))
+}
 
 /// The schema version that has cold days (`MIGRATIONS[1]`).
 pub(crate) const COLD_DAYS_VERSION: i64 = 2;
+/// The schema version that has group packets (`MIGRATIONS[2]`).
+pub(crate) const GROUPS_VERSION: i64 = 3;
 
 /// The day (`yyyymmdd`) of the ledger entry `row` in SQL: its packet's, or a
 /// deposit's UTC day (`LedgerEntry::business_day`, pinned by a test below;
@@ -345,8 +469,11 @@ pub(crate) fn migrate(connection: &mut Connection) -> Result<i64, StoreError> {
     if from > SCHEMA_VERSION {
         return Err(StoreError::new(unusable(from)));
     }
-    for migration in MIGRATIONS.iter().skip(skip) {
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(skip) {
         transaction.execute_batch(migration).map_err(failed("migrating"))?;
+        if index + 1 == WITHDRAWALS_VERSION as usize {
+            widen_checks(&transaction)?;
+        }
     }
     transaction.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(failed("recording the migration"))?;
     transaction.commit().map_err(failed("committing a migration"))?;
@@ -355,13 +482,18 @@ pub(crate) fn migrate(connection: &mut Connection) -> Result<i64, StoreError> {
 
 #[cfg(test)]
 mod tests {
-    use hongbao_domain::ledger::{EntryKind, REFUND_REF_PREFIX, SEND_REF_PREFIX, refund_ref, send_ref};
+    use hongbao_domain::ledger::{
+        EntryKind, REFUND_REF_PREFIX, SEND_REF_PREFIX, WITHDRAWAL_REF_PREFIX, WITHDRAWAL_RETURN_REF_PREFIX, refund_ref,
+        send_ref, withdrawal_ref, withdrawal_return_ref,
+    };
     use hongbao_domain::time::DAY_MS;
     use hongbao_domain::{Millis, PacketId, SetId, UserId};
     use hongbao_engine::LedgerEntry;
     use rusqlite::{Connection, params};
 
-    use super::{COLD_DAYS_VERSION, MIGRATIONS, day_range, entry_day_sql, migrate, packet_day_sql, prepare};
+    use super::{
+        COLD_DAYS_VERSION, GROUPS_VERSION, MIGRATIONS, day_range, entry_day_sql, migrate, packet_day_sql, prepare,
+    };
 
     /// The triggers find a packet's send and refund entries by their
     /// references, spelled in SQL; the Rust that writes those entries must
@@ -369,12 +501,20 @@ mod tests {
     #[test]
     fn the_sql_spells_the_ledger_references_as_the_rust_does() {
         let sql = MIGRATIONS.concat();
-        for (prefix, reference) in [(SEND_REF_PREFIX, send_ref("ID")), (REFUND_REF_PREFIX, refund_ref("ID"))] {
+        for (prefix, reference) in [
+            (SEND_REF_PREFIX, send_ref("ID")),
+            (REFUND_REF_PREFIX, refund_ref("ID")),
+            (WITHDRAWAL_REF_PREFIX, withdrawal_ref("ID")),
+            (WITHDRAWAL_RETURN_REF_PREFIX, withdrawal_return_ref("ID")),
+        ] {
             assert!(sql.contains(&format!("reference = '{prefix}' || NEW.id")), "{prefix} in the triggers");
             assert_eq!(reference, format!("{prefix}ID"));
         }
         let spelled = sql.matches("reference = '").count();
-        assert_eq!(spelled, 2, "a reference spelled in SQL that this test does not pin");
+        assert_eq!(spelled, 4, "a reference spelled in SQL that this test does not pin");
+        for kind in hongbao_domain::ledger::EntryKind::ALL {
+            assert!(super::WIDENED[0].2.contains(&format!("'{}'", kind.as_str())), "{kind:?} in the ledger's CHECK");
+        }
     }
 
     /// The triggers and the day keeper file rows under their day in SQL;
@@ -445,7 +585,8 @@ mod tests {
         assert!(refused.contains("hongbao migrate"), "{refused}");
         assert_eq!(migrate(&mut connection).unwrap(), 1);
         let version: i64 = connection.query_row("PRAGMA user_version", [], |row| row.get(0)).unwrap();
-        assert_eq!(version, COLD_DAYS_VERSION);
+        assert_eq!(version, super::SCHEMA_VERSION);
+        assert!(version > COLD_DAYS_VERSION);
         let balance: i64 = connection.query_row("SELECT balance FROM accounts", [], |row| row.get(0)).unwrap();
         assert_eq!(balance, 500);
         let deposits: i64 = connection
@@ -459,5 +600,94 @@ mod tests {
         let newer = prepare(&mut connection).unwrap_err().message;
         assert!(newer.contains("newer than this build knows"), "{newer}");
         assert!(migrate(&mut connection).is_err(), "a newer version is never migrated");
+    }
+
+    /// A database from before group packets takes the migration with its
+    /// packets (none in a group), and then refuses a claim by anyone
+    /// outside a packet's group.
+    #[test]
+    fn a_database_from_before_groups_migrates_and_then_guards_them() {
+        let mut connection = Connection::open_in_memory().unwrap();
+        connection.execute_batch(&MIGRATIONS[..2].concat()).unwrap();
+        connection.pragma_update(None, "user_version", COLD_DAYS_VERSION).unwrap();
+        let packet = |seq: i64, group: &str| {
+            format!(
+                "INSERT INTO ledger (reference, user, amount, kind, packet_id, at) \
+                 VALUES ('send:20270128-0-{seq}-1', 'alice', -200, 'send', '20270128-0-{seq}-1', 1000); \
+                 INSERT INTO packets (seq, id, sender, kind, total_amount, count, remaining_amount, remaining_count, \
+                 seed, created_at, expires_at{group}) VALUES ({seq}, '20270128-0-{seq}-1', 'alice', 'fixed', 200, 2, \
+                 200, 2, 7, 1000, 9000000000000{members})",
+                group = if group.is_empty() { "" } else { ", group_id, members" },
+                members = if group.is_empty() { String::new() } else { format!(", 'family', '{group}'") },
+            )
+        };
+        connection
+            .execute_batch(&format!(
+                "INSERT INTO ledger (reference, user, amount, kind, packet_id, at) \
+                 VALUES ('deposit:alice:key:1', 'alice', 1000, 'deposit', NULL, 1000); {}",
+                packet(1, "")
+            ))
+            .unwrap();
+        assert_eq!(migrate(&mut connection).unwrap(), COLD_DAYS_VERSION);
+        let version: i64 = connection.query_row("PRAGMA user_version", [], |row| row.get(0)).unwrap();
+        assert_eq!(version, super::SCHEMA_VERSION);
+        assert!(version >= GROUPS_VERSION);
+        let groups: i64 =
+            connection.query_row("SELECT count(*) FROM packets WHERE group_id IS NULL", [], |row| row.get(0)).unwrap();
+        assert_eq!(groups, 1, "the packet from before is in no group");
+        connection.execute_batch(&packet(2, "bob,carol")).unwrap();
+        let claim = |user: &str| {
+            format!(
+                "INSERT OR ROLLBACK INTO claims (packet_seq, user, idx, amount, at) VALUES (2, '{user}', 0, 100, 2000)"
+            )
+        };
+        for outsider in ["dave", "bo", "bob,carol", "alice"] {
+            let refused = connection.execute_batch(&claim(outsider)).unwrap_err().to_string();
+            assert!(refused.contains("outside the packet's group"), "{outsider}: {refused}");
+        }
+        connection.execute_batch(&claim("carol")).unwrap();
+        let half = connection.execute_batch(&packet(3, "bob").replace("'bob')", "NULL)"));
+        assert!(half.is_err(), "a group without its members is refused");
+    }
+
+    /// A withdrawal starts pending after its debit, and is settled once: a
+    /// failed one with its return. The ledger takes the new kinds, with
+    /// their signs, in the connection that migrated (the schema reloaded).
+    #[test]
+    fn withdrawals_move_money_only_as_their_entries_say() {
+        let mut connection = Connection::open_in_memory().unwrap();
+        migrate(&mut connection).unwrap();
+        let run = |sql: &str| connection.execute_batch(sql).map_err(|e| e.to_string());
+        run("INSERT INTO ledger (reference, user, amount, kind, packet_id, at) \
+             VALUES ('deposit:alice:key:1', 'alice', 1000, 'deposit', NULL, 1000)")
+        .unwrap();
+        let withdrawal = "INSERT OR ROLLBACK INTO withdrawals (id, user, amount, status, created_at) \
+                          VALUES ('wd-1', 'alice', 300, 'pending', 2000)";
+        assert!(run(withdrawal).unwrap_err().contains("after its debit"));
+        let debit = |amount: i64| {
+            format!(
+                "INSERT OR ROLLBACK INTO ledger (reference, user, amount, kind, packet_id, at) \
+                 VALUES ('withdrawal:wd-1', 'alice', {amount}, 'withdrawal', NULL, 2000)"
+            )
+        };
+        assert!(run(&debit(300)).unwrap_err().contains("CHECK"), "a withdrawal is a debit");
+        assert!(run(&debit(-2000)).is_err(), "never past the balance");
+        run(&debit(-300)).unwrap();
+        run(withdrawal).unwrap();
+        let settle = |status: &str| {
+            format!("UPDATE OR ROLLBACK withdrawals SET status = '{status}', settled_at = 3000 WHERE id = 'wd-1'")
+        };
+        assert!(run(&settle("failed")).unwrap_err().contains("with its return"));
+        run("INSERT INTO ledger (reference, user, amount, kind, packet_id, at) \
+             VALUES ('withdrawal_return:wd-1', 'alice', 300, 'withdrawal_return', NULL, 3000)")
+        .unwrap();
+        assert!(run(&settle("completed")).unwrap_err().contains("with its return"), "returned, so not completed");
+        run(&settle("failed")).unwrap();
+        assert!(run(&settle("completed")).unwrap_err().contains("settled once"));
+        assert!(run("DELETE FROM withdrawals").unwrap_err().contains("kept"));
+        let balance: i64 = connection.query_row("SELECT balance FROM accounts", [], |row| row.get(0)).unwrap();
+        assert_eq!(balance, 1000);
+        run("INSERT INTO idempotency (user, key, op, fingerprint, result) VALUES ('alice', 'k', 'withdraw', '300', 'wd-1')")
+            .unwrap();
     }
 }

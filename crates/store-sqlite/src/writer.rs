@@ -26,6 +26,7 @@ use crate::failed;
 use crate::layout::set_path;
 use crate::rows::{CLAIM_COLUMNS, PACKET_COLUMNS, balance, claim_from_row, load_packet, packet_from_row, packet_id};
 use crate::schema::prepare;
+use crate::withdrawals;
 use hongbao_engine::stored::assemble;
 
 pub struct SqliteStore {
@@ -155,14 +156,23 @@ impl Store for SqliteStore {
         }
         for (user, op, key) in &wants.idempotency {
             if let Some(record) = self.idempotency(user, *op, key)? {
-                if let IdempotencyResult::Sent(id) = record.result {
-                    fetched.packets.extend(load_packet(&self.connection, &self.cold, &id)?);
+                match record.result {
+                    IdempotencyResult::Sent(id) => {
+                        fetched.packets.extend(load_packet(&self.connection, &self.cold, &id)?);
+                    }
+                    IdempotencyResult::Withdrew(id) => {
+                        fetched.withdrawals.extend(withdrawals::load(&self.connection, &id)?);
+                    }
+                    IdempotencyResult::Deposited(_) => {}
                 }
                 fetched.idempotency.push(record);
             }
         }
         for id in &wants.packets {
             fetched.packets.extend(load_packet(&self.connection, &self.cold, id)?);
+        }
+        for id in &wants.withdrawals {
+            fetched.withdrawals.extend(withdrawals::load(&self.connection, id)?);
         }
         let mut statement = self
             .connection
@@ -251,6 +261,7 @@ impl SqliteStore {
             next_seq: self.next_seq()?,
             packets: assemble(rows, claims)?,
             outbox: self.outbox()?,
+            withdrawals: withdrawals::pending(&self.connection)?,
         })
     }
 }
@@ -286,8 +297,8 @@ fn write_effects(tx: &Transaction<'_>, effects: &Effects) -> Result<(), StoreErr
     let mut packets = tx
         .prepare_cached(
             "INSERT OR ROLLBACK INTO packets (seq, id, sender, kind, total_amount, count, remaining_amount, remaining_count, \
-             seed, greeting, password_digest, recipient, created_at, expires_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+             seed, greeting, password_digest, recipient, created_at, expires_at, group_id, members) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         )
         .map_err(failed("preparing packet writes"))?;
     for packet in &effects.packets {
@@ -306,6 +317,8 @@ fn write_effects(tx: &Transaction<'_>, effects: &Effects) -> Result<(), StoreErr
                 info.recipient.as_ref().map(UserId::as_str),
                 info.created_at.0,
                 info.expires_at.0,
+                info.group.as_ref().map(|group| group.id.as_str()),
+                info.group.as_ref().map(|group| group.members.joined()),
             ])
             .map_err(written("writing a packet"))?;
     }
@@ -328,6 +341,7 @@ fn write_effects(tx: &Transaction<'_>, effects: &Effects) -> Result<(), StoreErr
             return Err(StoreError::refused(format!("refund of {id} for {} matched no packet", amount.fen())));
         }
     }
+    withdrawals::write(tx, effects, written("writing a withdrawal"))?;
     write_keys(tx, effects)
 }
 

@@ -4,20 +4,24 @@
 //!
 //! | part | encoding |
 //! | --- | --- |
-//! | version | `u8`, 1 |
+//! | version | `u8`, 3 (1 and 2 are read too: a packet of 1 has no group; neither has withdrawals) |
 //! | next_seq | `u64` |
 //! | ledger | count, then per entry: reference, user, amount `i64`, kind `u8`, packet id (optional), at `i64` |
-//! | packets | count, then per packet: id, sender, kind `u8`, total `u64`, count `u32`, greeting (optional string), recipient (optional user), created_at, expires_at `i64`, seed `u64`, password digest (optional 32 bytes) |
+//! | packets | count, then per packet: id, sender, kind `u8`, total `u64`, count `u32`, greeting (optional string), recipient (optional user), created_at, expires_at `i64`, seed `u64`, password digest (optional 32 bytes), group (optional: id, then the members' sorted names joined by commas; from version 2) |
 //! | claims | count, then per claim: packet id, user, index `u32`, amount `u64`, at `i64` |
 //! | refunds | count, then packet id, amount `u64` |
 //! | outbox added | count, then per credit: reference, user, amount `u64`, packet id, at `i64` |
 //! | outbox removed | count, then reference |
-//! | idempotency | count, then per key: user, key, fingerprint, result tag `u8` (0 deposit: balance `u64`; 1 send: packet id) |
+//! | idempotency | count, then per key: user, key, fingerprint, result tag `u8` (0 deposit: balance `u64`; 1 send: packet id; 2 withdrawal: its id) |
+//! | withdrawals | (from version 3) count, then per withdrawal asked for: id, user, amount `u64`, at `i64` |
+//! | withdrawals settled | (from version 3) count, then id, status `u8` (1 completed, 2 failed), at `i64` |
 //!
 //! Integers are little-endian and fixed-width; a count is a `u32`; a string
 //! is a `u32` byte length and UTF-8; an optional value is a `u8` flag (0
 //! absent, 1 present) and the value; a packet id is day `u32`, set `u16`,
-//! seq `u64`, nonce `u64`, nonce width `u8` (0: 8 hex digits, 1: 16).
+//! seq `u64`, nonce `u64`, nonce width `u8` (0: 8 hex digits, 1: 16); a
+//! withdrawal's id is a packet id's parts (its nonce width always 1); a
+//! ledger kind is its index in `EntryKind::ALL`.
 //!
 //! Written by hand rather than by a serde format: the bytes are a durable
 //! contract that must not move when a domain type gains a field or is
@@ -26,9 +30,11 @@
 //! is refused with its reason. Measured on a 1,024-open batch: see
 //! BENCHMARKS.md (encoding is under 2 % of an open's CPU).
 
+use hongbao_domain::group::Group;
 use hongbao_domain::id::NonceWidth;
 use hongbao_domain::ledger::EntryKind;
 use hongbao_domain::packet::{PacketInfo, PacketKind, PasswordDigest};
+use hongbao_domain::withdrawal::{Withdrawal, WithdrawalId, WithdrawalStatus};
 use hongbao_domain::{Amount, Claim, Millis, Packet, PacketId, SetId, UserId};
 
 use std::sync::Arc;
@@ -36,8 +42,12 @@ use std::sync::Arc;
 use crate::journal::{JournalError, Position};
 use crate::store::{Credit, Effects, IdempotencyRecord, IdempotencyResult, Journaled, LedgerEntry};
 
-/// The version this build writes and the only one it reads.
-pub const VERSION: u8 = 1;
+/// The version this build writes.
+pub const VERSION: u8 = 3;
+/// The oldest version this build reads: records of version 1 (before
+/// groups) and 2 (before withdrawals) may wait in a journal across the
+/// upgrade.
+const VERSION_OLDEST: u8 = 1;
 
 /// Appends the encoding of `effects` to `out`.
 pub fn encode(effects: &Effects, out: &mut Vec<u8>) {
@@ -85,7 +95,26 @@ pub fn encode(effects: &Effects, out: &mut Vec<u8>) {
                 e.u8(1);
                 e.packet_id(&id);
             }
+            IdempotencyResult::Withdrew(id) => {
+                e.u8(2);
+                e.packet_id(&id.packet_form());
+            }
         }
+    });
+    e.list(&effects.withdrawals, |e, withdrawal| {
+        e.packet_id(&withdrawal.id.packet_form());
+        e.user(&withdrawal.user);
+        e.u64(withdrawal.amount.fen());
+        e.i64(withdrawal.created_at.0);
+    });
+    e.list(&effects.withdrawals_settled, |e, (id, status, at)| {
+        e.packet_id(&id.packet_form());
+        e.u8(match status {
+            WithdrawalStatus::Pending => unreachable!("a withdrawal is settled to completed or failed"),
+            WithdrawalStatus::Completed => 1,
+            WithdrawalStatus::Failed => 2,
+        });
+        e.i64(at.0);
     });
 }
 
@@ -93,8 +122,8 @@ pub fn encode(effects: &Effects, out: &mut Vec<u8>) {
 pub fn decode(bytes: &[u8]) -> Result<Effects, String> {
     let mut d = Decoder(bytes);
     let version = d.u8()?;
-    if version != VERSION {
-        return Err(format!("record version {version}; this build reads {VERSION}"));
+    if !(VERSION_OLDEST..=VERSION).contains(&version) {
+        return Err(format!("record version {version}; this build reads {VERSION_OLDEST} to {VERSION}"));
     }
     let next_seq = d.u64()?;
     let ledger = d.list(|d| {
@@ -107,7 +136,7 @@ pub fn decode(bytes: &[u8]) -> Result<Effects, String> {
             at: Millis(d.i64()?),
         })
     })?;
-    let packets = d.list(Decoder::packet)?;
+    let packets = d.list(|d| d.packet(version))?;
     let claims = d.list(|d| {
         let id = d.packet_id()?;
         Ok((id, Claim { user: d.user()?, index: d.u32()?, amount: d.amount()?, at: Millis(d.i64()?) }))
@@ -128,14 +157,51 @@ pub fn decode(bytes: &[u8]) -> Result<Effects, String> {
         let result = match d.u8()? {
             0 => IdempotencyResult::Deposited(d.amount()?),
             1 => IdempotencyResult::Sent(d.packet_id()?),
+            2 => IdempotencyResult::Withdrew(d.withdrawal_id()?),
             tag => return Err(format!("idempotency result tag {tag}")),
         };
         Ok(IdempotencyRecord { user, key, fingerprint, result })
     })?;
+    let (withdrawals, withdrawals_settled) = decode_withdrawals(&mut d, version)?;
     if !d.0.is_empty() {
         return Err(format!("{} bytes past the end of the record", d.0.len()));
     }
-    Ok(Effects { next_seq, ledger, packets, claims, refunds, outbox_added, outbox_removed, idempotency })
+    Ok(Effects {
+        next_seq,
+        ledger,
+        packets,
+        claims,
+        refunds,
+        outbox_added,
+        outbox_removed,
+        idempotency,
+        withdrawals,
+        withdrawals_settled,
+    })
+}
+
+/// The withdrawals' two lists (none before version 3).
+type WithdrawalLists = (Vec<Withdrawal>, Vec<(WithdrawalId, WithdrawalStatus, Millis)>);
+
+fn decode_withdrawals(d: &mut Decoder<'_>, version: u8) -> Result<WithdrawalLists, String> {
+    if version < 3 {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let asked = d.list(|d| {
+        let (id, user, amount, at) = (d.withdrawal_id()?, d.user()?, d.amount()?, Millis(d.i64()?));
+        let status = WithdrawalStatus::Pending;
+        Ok(Withdrawal { id, user, amount, status, created_at: at, settled_at: None })
+    })?;
+    let settled = d.list(|d| {
+        let id = d.withdrawal_id()?;
+        let status = match d.u8()? {
+            1 => WithdrawalStatus::Completed,
+            2 => WithdrawalStatus::Failed,
+            tag => return Err(format!("withdrawal status tag {tag}")),
+        };
+        Ok((id, status, Millis(d.i64()?)))
+    })?;
+    Ok((asked, settled))
 }
 
 impl Journaled {
@@ -147,19 +213,11 @@ impl Journaled {
 }
 
 fn entry_kind_tag(kind: EntryKind) -> u8 {
-    match kind {
-        EntryKind::Deposit => 0,
-        EntryKind::Send => 1,
-        EntryKind::Credit => 2,
-        EntryKind::Refund => 3,
-    }
+    EntryKind::ALL.iter().position(|known| *known == kind).expect("every kind is in ALL") as u8
 }
 
 fn entry_kind(tag: u8) -> Result<EntryKind, String> {
-    [EntryKind::Deposit, EntryKind::Send, EntryKind::Credit, EntryKind::Refund]
-        .get(usize::from(tag))
-        .copied()
-        .ok_or_else(|| format!("ledger kind tag {tag}"))
+    EntryKind::ALL.get(usize::from(tag)).copied().ok_or_else(|| format!("ledger kind tag {tag}"))
 }
 
 const KINDS: [PacketKind; 3] = [PacketKind::Lucky, PacketKind::Fixed, PacketKind::Exclusive];
@@ -223,6 +281,15 @@ impl Encoder<'_> {
     }
 
     fn packet(&mut self, packet: &Packet) {
+        self.packet_v1(packet);
+        self.option(packet.info.group.as_ref(), |e, group| {
+            e.str(group.id.as_str());
+            e.str(group.members.joined());
+        });
+    }
+
+    /// A packet as version 1 wrote it (no group).
+    fn packet_v1(&mut self, packet: &Packet) {
         let info = &packet.info;
         assert!(packet.claims().is_empty() && packet.refunded_amount.is_zero(), "a new packet starts whole");
         self.packet_id(&info.id);
@@ -315,7 +382,12 @@ impl Decoder<'_> {
         Ok(PacketId { day, set: SetId(set), seq, nonce, nonce_width })
     }
 
-    fn packet(&mut self) -> Result<Packet, String> {
+    fn withdrawal_id(&mut self) -> Result<WithdrawalId, String> {
+        let id = self.packet_id()?;
+        WithdrawalId::from_packet_form(id).ok_or_else(|| format!("withdrawal id {id} has a 32-bit nonce"))
+    }
+
+    fn packet(&mut self, version: u8) -> Result<Packet, String> {
         let id = self.packet_id()?;
         let sender = self.user()?;
         let kind = *KINDS.get(usize::from(self.u8()?)).ok_or("packet kind tag")?;
@@ -324,14 +396,25 @@ impl Decoder<'_> {
         let recipient = self.option(Decoder::user)?;
         let (created_at, expires_at, seed) = (Millis(self.i64()?), Millis(self.i64()?), self.u64()?);
         let password = self.option(|d| Ok(PasswordDigest(d.take::<32>()?)))?;
-        let info = PacketInfo { id, sender, kind, total_amount, count, greeting, recipient, created_at, expires_at };
+        let group = match version {
+            1 => None,
+            _ => self
+                .option(|d| {
+                    let (id, members) = (d.string()?, d.string()?);
+                    Group::from_stored(Some(&id), Some(&members))
+                })?
+                .flatten(),
+        };
+        let info =
+            PacketInfo { id, sender, kind, total_amount, count, greeting, recipient, created_at, expires_at, group };
         Ok(Packet::restore(info, seed, password, Amount::ZERO, Vec::new()))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use hongbao_domain::packet::SpecInput;
+    use hongbao_domain::ledger::withdrawal_ref;
+    use hongbao_domain::packet::{GroupInput, SpecInput};
     use hongbao_domain::{Limits, PacketSpec};
 
     use super::*;
@@ -340,6 +423,8 @@ mod tests {
         UserId::parse(name).expect("valid")
     }
 
+    // A fixture: one of everything a record holds, spelled out.
+    #[allow(clippy::too_many_lines)]
     fn sample() -> Effects {
         let sender = user("alice");
         let input = SpecInput {
@@ -348,6 +433,7 @@ mod tests {
             count: 3,
             greeting: Some("恭喜发财".into()),
             password: Some("pw".into()),
+            group: Some(GroupInput { id: "family@chat".into(), members: vec!["bob".into(), "carol".into()] }),
             ..SpecInput::default()
         };
         let spec = PacketSpec::parse(&input, &sender, &Limits::default()).expect("valid spec");
@@ -355,16 +441,27 @@ mod tests {
         let packet = Packet::new(id, sender.clone(), &spec, 42, Millis(1_000));
         let claim = Claim { user: user("bob"), index: 0, amount: Amount::from_fen(300).expect("fits"), at: Millis(2) };
         let legacy = PacketId { nonce: 0xdead_beef, nonce_width: NonceWidth::Legacy32, ..id };
+        let withdrawal = WithdrawalId::new(20270128, SetId(3), 18, 0x1234_5678_9abc_def0);
         Effects {
             next_seq: 18,
-            ledger: vec![LedgerEntry {
-                reference: "send:x".into(),
-                user: sender.clone(),
-                amount: -1_000,
-                kind: EntryKind::Send,
-                packet_id: Some(id),
-                at: Millis(1_000),
-            }],
+            ledger: vec![
+                LedgerEntry {
+                    reference: "send:x".into(),
+                    user: sender.clone(),
+                    amount: -1_000,
+                    kind: EntryKind::Send,
+                    packet_id: Some(id),
+                    at: Millis(1_000),
+                },
+                LedgerEntry {
+                    reference: withdrawal_ref(withdrawal),
+                    user: sender.clone(),
+                    amount: -70,
+                    kind: EntryKind::Withdrawal,
+                    packet_id: None,
+                    at: Millis(1_500),
+                },
+            ],
             packets: vec![packet],
             claims: vec![(id, claim.clone())],
             refunds: vec![(legacy, Amount::from_fen(7).expect("fits"))],
@@ -384,11 +481,29 @@ mod tests {
                     result: IdempotencyResult::Sent(id),
                 },
                 IdempotencyRecord {
-                    user: sender,
+                    user: sender.clone(),
                     key: "d".into(),
                     fingerprint: "5".into(),
                     result: IdempotencyResult::Deposited(Amount::from_fen(5).expect("fits")),
                 },
+                IdempotencyRecord {
+                    user: sender.clone(),
+                    key: "w".into(),
+                    fingerprint: "70".into(),
+                    result: IdempotencyResult::Withdrew(withdrawal),
+                },
+            ],
+            withdrawals: vec![Withdrawal {
+                id: withdrawal,
+                user: sender,
+                amount: Amount::from_fen(70).expect("fits"),
+                status: WithdrawalStatus::Pending,
+                created_at: Millis(1_500),
+                settled_at: None,
+            }],
+            withdrawals_settled: vec![
+                (WithdrawalId::new(20270127, SetId(3), 9, 1), WithdrawalStatus::Completed, Millis(1_600)),
+                (WithdrawalId::new(20270127, SetId(3), 10, 2), WithdrawalStatus::Failed, Millis(1_700)),
             ],
         }
     }
@@ -405,6 +520,8 @@ mod tests {
             && a.outbox_added == b.outbox_added
             && a.outbox_removed == b.outbox_removed
             && a.idempotency == b.idempotency
+            && a.withdrawals == b.withdrawals
+            && a.withdrawals_settled == b.withdrawals_settled
     }
 
     #[test]
@@ -426,7 +543,28 @@ mod tests {
         let mut longer = bytes.clone();
         longer.push(0);
         assert!(decode(&longer).is_err());
-        bytes[0] = 2;
-        assert!(decode(&bytes).unwrap_err().contains("version 2"));
+        bytes[0] = 4;
+        assert!(decode(&bytes).unwrap_err().contains("version 4"));
+    }
+
+    #[test]
+    fn a_version_1_record_still_decodes_its_packets_without_a_group() {
+        let effects = sample();
+        assert!(effects.packets[0].info.group.is_some());
+        let mut bytes = Vec::new();
+        let mut e = Encoder(&mut bytes);
+        e.u8(1);
+        e.u64(effects.next_seq);
+        e.list(&[] as &[LedgerEntry], |_, _| {});
+        e.list(&effects.packets, Encoder::packet_v1);
+        // Claims, refunds, the outbox's two lists and the keys, empty; no
+        // withdrawals' lists in version 1.
+        for _ in 0..5 {
+            e.u32(0);
+        }
+        let decoded = decode(&bytes).expect("a version 1 record decodes");
+        assert_eq!(decoded.packets.len(), 1);
+        assert_eq!(decoded.packets[0].info.group, None);
+        assert_eq!(decoded.packets[0].info.id, effects.packets[0].info.id);
     }
 }

@@ -16,6 +16,7 @@ mod notify;
 mod overload;
 mod rules;
 mod state;
+mod wallet;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, select};
+use hongbao_domain::withdrawal::{Withdrawal, WithdrawalId};
 use hongbao_domain::{Millis, Packet, PacketId, SetId, UserId};
 use tracing::{error, info};
 
@@ -48,6 +50,8 @@ struct Batch {
     idempotency: HashMap<KeyOf, IdempotencyRecord>,
     /// Settled packets loaded from the tables for this batch.
     settled: HashMap<PacketId, Packet>,
+    /// Settled withdrawals loaded from the tables for this batch.
+    withdrawals: HashMap<WithdrawalId, Withdrawal>,
     references_present: HashSet<String>,
     effects: Effects,
     pending: Vec<Pending>,
@@ -314,11 +318,12 @@ impl<S: Store> Writer<S> {
         let mut accounts = HashSet::new();
         let mut packets = HashSet::new();
         let mut wants = Wants::default();
+        let mut keys = Vec::new();
         let mut key = |user: &UserId, op, key: &Option<String>| {
             if let Some(key) = key {
                 let wanted = (user.clone(), op, key.clone());
                 if !self.state.unmaterialized.keys.contains(&wanted) {
-                    wants.idempotency.push(wanted);
+                    keys.push(wanted);
                 }
             }
         };
@@ -339,9 +344,20 @@ impl<S: Store> Writer<S> {
                     }
                 }
                 Command::Grab { id, .. } => drop(packets.insert(*id)),
+                Command::Withdraw { user, key: k, .. } => {
+                    accounts.insert(user);
+                    key(user, IdempotencyOp::Withdraw, k);
+                }
+                Command::Settle { id, .. } => match self.state.withdrawals.get(id) {
+                    // A pending one is in memory; failing it credits its user.
+                    Some(pending) => drop(accounts.insert(&pending.user)),
+                    None if !self.state.unmaterialized.withdrawals.contains(id) => wants.withdrawals.push(*id),
+                    None => {}
+                },
                 Command::Shutdown | Command::Pause { .. } => {}
             }
         }
+        wants.idempotency = keys;
         for id in due {
             accounts.insert(&self.state.packets.get(id).expect("a due packet is live").info.sender);
         }
@@ -376,6 +392,7 @@ impl<S: Store> Writer<S> {
             now,
             idempotency,
             settled: fetched.packets.into_iter().map(|packet| (packet.info.id, packet)).collect(),
+            withdrawals: fetched.withdrawals.into_iter().map(|withdrawal| (withdrawal.id, withdrawal)).collect(),
             references_present: fetched.references_present.into_iter().collect(),
             effects: Effects::default(),
             pending: Vec::new(),

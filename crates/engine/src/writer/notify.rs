@@ -43,7 +43,11 @@ impl<S: Store> Writer<S> {
             match entry.kind {
                 EntryKind::Refund => push(&entry.user, entry.at, What::Refunded { packet, amount }),
                 EntryKind::Credit => push(&entry.user, entry.at, What::Credited { packet, amount }),
-                EntryKind::Deposit | EntryKind::Send => {}
+                EntryKind::Deposit
+                | EntryKind::Send
+                | EntryKind::Withdrawal
+                | EntryKind::WithdrawalReturn
+                | EntryKind::Reversal => {}
             }
         }
         self.links.events.publish(events, now);

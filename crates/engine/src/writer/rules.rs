@@ -16,7 +16,7 @@ use super::state::Account;
 use super::{Batch, Writer};
 
 /// An earlier request under the same key.
-enum Remembered {
+pub(super) enum Remembered {
     /// It asked for the same thing: answer what it did.
     Same(IdempotencyResult),
     /// The key is reused for something else.
@@ -33,11 +33,13 @@ impl<S: Store> Writer<S> {
                 // Grabs are non-binding and write nothing: answered at once.
                 let _ = reply.send(Ok(self.grab(id, &user, batch)));
             }
+            Command::Withdraw { user, amount, key, reply } => self.withdraw(user, amount, key, reply, batch),
+            Command::Settle { id, how, reply } => self.settle_withdrawal(id, how, reply, batch),
             Command::Shutdown | Command::Pause { .. } => {}
         }
     }
 
-    fn balance(&self, user: &UserId) -> Amount {
+    pub(super) fn balance(&self, user: &UserId) -> Amount {
         self.state.accounts.get(user).expect("account prefetched for the batch").balance
     }
 
@@ -54,7 +56,7 @@ impl<S: Store> Writer<S> {
         batch.effects.ledger.push(entry);
     }
 
-    fn remembered(
+    pub(super) fn remembered(
         &self,
         batch: &Batch,
         user: &UserId,
@@ -70,7 +72,7 @@ impl<S: Store> Writer<S> {
         })
     }
 
-    fn remember(
+    pub(super) fn remember(
         &mut self,
         batch: &mut Batch,
         user: &UserId,

@@ -13,6 +13,7 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::time::Duration;
 
+use hongbao_domain::withdrawal::{Withdrawal, WithdrawalId};
 use hongbao_domain::{Amount, Packet, PacketId, UserId};
 
 use crate::journal::Position;
@@ -43,6 +44,8 @@ pub(crate) struct State {
     pub(crate) packets: LivePackets,
     /// Credits journaled and not yet acknowledged by their set.
     pub(crate) outbox: HashMap<String, Outgoing>,
+    /// Withdrawals asked for and not yet settled (`wallet.rs`).
+    pub(crate) withdrawals: HashMap<WithdrawalId, Withdrawal>,
     pub(crate) unmaterialized: Unmaterialized,
 }
 
@@ -60,6 +63,7 @@ impl State {
             accounts: HashMap::new(),
             packets,
             outbox,
+            withdrawals: recovered.withdrawals.into_iter().map(|withdrawal| (withdrawal.id, withdrawal)).collect(),
             unmaterialized: Unmaterialized::default(),
         }
     }
@@ -84,6 +88,9 @@ pub(crate) struct Unmaterialized {
     pub(crate) settled: Overlay<PacketId, Packet>,
     /// References of credits applied here from other sets.
     pub(crate) credited: Overlay<String, ()>,
+    /// Withdrawals settled since the tables' position: the tables may still
+    /// show them pending.
+    pub(crate) withdrawals: Overlay<WithdrawalId, Withdrawal>,
 }
 
 impl Unmaterialized {
@@ -91,6 +98,7 @@ impl Unmaterialized {
         self.keys.forget(materialized);
         self.settled.forget(materialized);
         self.credited.forget(materialized);
+        self.withdrawals.forget(materialized);
     }
 }
 

@@ -21,6 +21,8 @@ pub const POLL_BOUND: Duration = Duration::from_secs(5);
 pub const POLL_EVERY: Duration = Duration::from_millis(20);
 /// The API's body limit, in bytes.
 pub const BODY_BYTES_MAX: usize = 16 * 1024;
+/// A send's body limit: room for 500 members of 64-character names.
+pub const SEND_BODY_BYTES_MAX: usize = BODY_BYTES_MAX + 500 * 67;
 
 // ---------------------------------------------------------------------------
 // The client

@@ -6,6 +6,7 @@ pub mod events;
 pub mod health;
 pub mod lists;
 pub mod packets;
+pub mod withdrawals;
 
 use crate::error::ApiError;
 

@@ -9,7 +9,7 @@ use axum::Json;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use hongbao_domain::packet::SpecInput;
+use hongbao_domain::packet::{GroupInput, SpecInput};
 use hongbao_domain::{GrabOutcome, PacketId, PacketSpec, SendOutcome};
 use serde::Deserialize;
 use utoipa::ToSchema;
@@ -19,8 +19,9 @@ use crate::auth::Caller;
 use crate::body::{IdempotencyKey, JsonBody, OptionalJsonBody, idempotency_key};
 use crate::error::{
     AMOUNT_NOT_DIVISIBLE, ApiError, IDEMPOTENCY_KEY_REUSED, INSUFFICIENT_BALANCE, INVALID_AMOUNT, INVALID_COUNT,
-    INVALID_EXPIRY, INVALID_GREETING, INVALID_IDEMPOTENCY_KEY, INVALID_KIND, INVALID_PASSWORD, INVALID_RECIPIENT,
-    NOT_RECIPIENT, PACKET_EMPTY, PACKET_EXPIRED, PACKET_NOT_FOUND, SHARE_TOO_SMALL, WRONG_PASSWORD,
+    INVALID_EXPIRY, INVALID_GREETING, INVALID_GROUP, INVALID_IDEMPOTENCY_KEY, INVALID_KIND, INVALID_PASSWORD,
+    INVALID_RECIPIENT, NOT_IN_GROUP, NOT_RECIPIENT, PACKET_EMPTY, PACKET_EXPIRED, PACKET_NOT_FOUND, SHARE_TOO_SMALL,
+    WRONG_PASSWORD,
 };
 use crate::openapi::{ENGINE, JSON_BODY, TAG_PACKETS, USER_AUTH, USER_WRITE, errors};
 use crate::rate_limit::Route;
@@ -55,6 +56,21 @@ pub struct SendRequest {
     /// Seconds until it expires (and what is left goes back); one day when absent.
     #[schema(schema_with = bounds::expires_in_s)]
     expires_in_s: Option<i64>,
+    /// The chat group it is sent to: only its members may grab, open and
+    /// read it (the sender may read it too). Absent: anyone with its id.
+    group: Option<GroupRequest>,
+}
+
+/// A packet's group, as the chat app knows it when the packet is sent.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupRequest {
+    /// The chat app's id of the group: 1 to 64 of A-Z a-z 0-9 _ . : @ -
+    #[schema(pattern = "^[A-Za-z0-9_.:@-]{1,64}$")]
+    id: String,
+    /// Its members' user names, 1 to 500 (the sender need not be one).
+    #[schema(min_items = 1, max_items = 500)]
+    members: Vec<String>,
 }
 
 /// The spec's bounds of a send, from the server's limits.
@@ -112,6 +128,7 @@ errors!(
         INVALID_PASSWORD,
         INVALID_RECIPIENT,
         INVALID_EXPIRY,
+        INVALID_GROUP,
         INVALID_IDEMPOTENCY_KEY,
         INSUFFICIENT_BALANCE,
         IDEMPOTENCY_KEY_REUSED,
@@ -119,15 +136,15 @@ errors!(
     USER_WRITE,
     ENGINE,
 );
-errors!(GrabErrors: USER_AUTH, &[PACKET_NOT_FOUND, NOT_RECIPIENT], USER_WRITE, ENGINE);
+errors!(GrabErrors: USER_AUTH, &[PACKET_NOT_FOUND, NOT_RECIPIENT, NOT_IN_GROUP], USER_WRITE, ENGINE);
 errors!(
     OpenErrors: USER_AUTH,
     JSON_BODY,
-    &[PACKET_NOT_FOUND, NOT_RECIPIENT, WRONG_PASSWORD, PACKET_EMPTY, PACKET_EXPIRED],
+    &[PACKET_NOT_FOUND, NOT_RECIPIENT, NOT_IN_GROUP, WRONG_PASSWORD, PACKET_EMPTY, PACKET_EXPIRED],
     USER_WRITE,
     ENGINE,
 );
-errors!(DetailErrors: USER_AUTH, &[PACKET_NOT_FOUND], ENGINE);
+errors!(DetailErrors: USER_AUTH, &[PACKET_NOT_FOUND, NOT_IN_GROUP], ENGINE);
 
 /// A packet's id in a path.
 #[derive(utoipa::IntoParams)]
@@ -168,6 +185,7 @@ pub async fn send(
         password: request.password,
         recipient: request.recipient,
         expires_in_s: request.expires_in_s,
+        group: request.group.map(|group| GroupInput { id: group.id, members: group.members }),
     };
     let limits = state.engine.limits();
     let spec = PacketSpec::parse(&input, &sender, limits).map_err(|error| ApiError::invalid_spec(&error, limits))?;
@@ -201,6 +219,7 @@ pub async fn grab(
     match state.engine.grab(id, user).await? {
         GrabOutcome::NotFound => Err(ApiError::packet_not_found()),
         GrabOutcome::NotRecipient => Err(ApiError::not_recipient()),
+        GrabOutcome::NotInGroup => Err(ApiError::not_in_group()),
         outcome => Ok(Json(GrabView { status: outcome.code() })),
     }
 }
@@ -257,5 +276,8 @@ pub async fn detail(
     let id = packet_id(path)?;
     state.rates.admit(Route::Read, &user, origin, Instant::now())?;
     let packet = state.engine.packet(id).await?.ok_or_else(ApiError::packet_not_found)?;
+    if !packet.info.readable_by(&user) {
+        return Err(ApiError::not_in_group());
+    }
     Ok(Json(PacketDetail::of(&packet, state.engine.now())))
 }

@@ -1,0 +1,110 @@
+//! A set's withdrawals (`hongbao_domain::withdrawal`) in PostgreSQL: written
+//! by the materializer in its pipelined transaction (asked for, then
+//! settled, each after the ledger entries its triggers look for, in
+//! `migrations/0005_withdrawals.sql`), loaded pending at recovery, and read
+//! by id.
+
+use hongbao_domain::SetId;
+use hongbao_domain::withdrawal::{Withdrawal, WithdrawalId, WithdrawalStatus};
+use hongbao_domain::{Amount, Millis, UserId};
+use hongbao_engine::{Journaled, StoreError};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Row, Statement};
+
+use crate::pg::failed;
+use crate::schema::set_number;
+
+pub(crate) const COLUMNS: &str = "id, user_id, amount, status, created_at, settled_at";
+
+pub(crate) const ADD_SQL: &str = "INSERT INTO withdrawals (id, set_id, user_id, amount, status, created_at) \
+                 SELECT i, $2, u, a, 'pending', c FROM unnest($1::text[], $3::text[], $4::int8[], $5::int8[]) \
+                 AS w(i, u, a, c)";
+
+pub(crate) const SETTLE_SQL: &str = "UPDATE withdrawals w SET status = s.status, settled_at = s.at \
+                 FROM unnest($1::text[], $2::text[], $3::int8[]) AS s(id, status, at) WHERE w.id = s.id";
+
+pub(crate) const READ_SQL: &str =
+    "SELECT id, user_id, amount, status, created_at, settled_at FROM withdrawals WHERE id = ANY($1)";
+
+fn corrupt(what: &str, value: impl std::fmt::Display) -> StoreError {
+    StoreError::new(format!("corrupt withdrawal {what} in PostgreSQL: {value}"))
+}
+
+pub(crate) fn from_row(row: &Row) -> Result<Withdrawal, StoreError> {
+    let (id, user, amount, status): (&str, &str, i64, &str) = (row.get(0), row.get(1), row.get(2), row.get(3));
+    Ok(Withdrawal {
+        id: id.parse().map_err(|()| corrupt("id", id))?,
+        user: UserId::parse(user).map_err(|_| corrupt("user", user))?,
+        amount: Amount::from_signed(amount).filter(|a| !a.is_zero()).ok_or_else(|| corrupt("amount", amount))?,
+        status: WithdrawalStatus::parse(status).ok_or_else(|| corrupt("status", status))?,
+        created_at: Millis(row.get(4)),
+        settled_at: row.get::<_, Option<i64>>(5).map(Millis),
+    })
+}
+
+/// The withdrawals `batches` asked for.
+pub(crate) async fn write_new(
+    client: &Client,
+    statement: &Statement,
+    set: SetId,
+    batches: &[Journaled],
+) -> Result<(), StoreError> {
+    let new: Vec<&Withdrawal> = batches.iter().flat_map(|batch| &batch.effects.withdrawals).collect();
+    if new.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<String> = new.iter().map(|w| w.id.to_string()).collect();
+    let users: Vec<&str> = new.iter().map(|w| w.user.as_str()).collect();
+    let amounts: Vec<i64> = new.iter().map(|w| w.amount.signed()).collect();
+    let ats: Vec<i64> = new.iter().map(|w| w.created_at.0).collect();
+    let set = set_number(set);
+    let params: [&(dyn ToSql + Sync); 5] = [&ids, &set, &users, &amounts, &ats];
+    client.execute(statement, &params).await.map_err(failed("writing withdrawals")).map(drop)
+}
+
+/// The withdrawals `batches` settled.
+pub(crate) async fn write_settled(
+    client: &Client,
+    statement: &Statement,
+    batches: &[Journaled],
+) -> Result<(), StoreError> {
+    let settled: Vec<_> = batches.iter().flat_map(|batch| &batch.effects.withdrawals_settled).collect();
+    if settled.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<String> = settled.iter().map(|(id, ..)| id.to_string()).collect();
+    let statuses: Vec<&str> = settled.iter().map(|(_, status, _)| status.as_str()).collect();
+    let ats: Vec<i64> = settled.iter().map(|(.., at)| at.0).collect();
+    let params: [&(dyn ToSql + Sync); 3] = [&ids, &statuses, &ats];
+    let changed = client.execute(statement, &params).await.map_err(failed("settling withdrawals"))?;
+    if changed != settled.len() as u64 {
+        return Err(StoreError::refused(format!("{} settlings matched {changed} withdrawals", settled.len())));
+    }
+    Ok(())
+}
+
+/// The withdrawals with these ids that exist.
+pub(crate) async fn read(
+    client: &Client,
+    statement: &Statement,
+    ids: &[WithdrawalId],
+) -> Result<Vec<Withdrawal>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    let rows = client.query(statement, &[&ids]).await.map_err(failed("reading withdrawals"))?;
+    rows.iter().map(from_row).collect()
+}
+
+/// The set's withdrawals not yet settled.
+pub(crate) async fn pending(client: &Client, set: SetId) -> Result<Vec<Withdrawal>, StoreError> {
+    let rows = client
+        .query(
+            &format!("SELECT {COLUMNS} FROM withdrawals WHERE set_id = $1 AND status = 'pending'"),
+            &[&set_number(set)],
+        )
+        .await
+        .map_err(failed("loading pending withdrawals"))?;
+    rows.iter().map(from_row).collect()
+}
