@@ -5,6 +5,9 @@ use crate::money::Amount;
 use crate::packet::{Claim, PacketInfo};
 use crate::withdrawal::Withdrawal;
 
+/// The code of every refusal of a frozen account's send, open or withdrawal.
+pub const ACCOUNT_FROZEN: &str = "account_frozen";
+
 /// The code of every refusal of a group packet to someone outside it.
 pub const NOT_IN_GROUP: &str = "not_in_group";
 
@@ -24,6 +27,9 @@ pub enum OpenOutcome {
     NotInGroup,
     WrongPassword,
     NotFound,
+    /// The opener's account is frozen (a share opened before is still
+    /// answered).
+    AccountFrozen,
 }
 
 impl OpenOutcome {
@@ -45,6 +51,7 @@ impl OpenOutcome {
             OpenOutcome::NotInGroup => NOT_IN_GROUP,
             OpenOutcome::WrongPassword => "wrong_password",
             OpenOutcome::NotFound => "packet_not_found",
+            OpenOutcome::AccountFrozen => ACCOUNT_FROZEN,
         }
     }
 }
@@ -60,6 +67,7 @@ pub enum GrabOutcome {
     NotRecipient,
     NotInGroup,
     NotFound,
+    AccountFrozen,
 }
 
 impl GrabOutcome {
@@ -72,6 +80,7 @@ impl GrabOutcome {
             GrabOutcome::NotRecipient => "not_recipient",
             GrabOutcome::NotInGroup => NOT_IN_GROUP,
             GrabOutcome::NotFound => "packet_not_found",
+            GrabOutcome::AccountFrozen => ACCOUNT_FROZEN,
         }
     }
 }
@@ -92,6 +101,7 @@ pub enum SendOutcome {
     Sent { packet: Box<PacketInfo>, replayed: bool },
     InsufficientBalance,
     KeyReused,
+    AccountFrozen,
 }
 
 /// The answer to a withdrawal's request.
@@ -105,6 +115,7 @@ pub enum WithdrawOutcome {
     },
     InsufficientBalance,
     KeyReused,
+    AccountFrozen,
 }
 
 /// The answer to an admin's settling of a withdrawal.

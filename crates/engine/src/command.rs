@@ -58,6 +58,12 @@ pub(crate) enum Command {
         how: Settlement,
         reply: Reply<SettleOutcome>,
     },
+    /// Freezes (or unfreezes) an account; answers whether that changed it.
+    Freeze {
+        user: UserId,
+        frozen: bool,
+        reply: Reply<bool>,
+    },
     /// Finish what is queued before this, commit, and stop.
     Shutdown,
     /// Finish what is queued before this, commit, say so on `paused`, and
@@ -89,6 +95,7 @@ pub(crate) enum Pending {
     Open(Reply<OpenOutcome>, OpenOutcome),
     Withdraw(Reply<WithdrawOutcome>, WithdrawOutcome),
     Settle(Reply<SettleOutcome>, SettleOutcome),
+    Freeze(Reply<bool>, bool),
 }
 
 impl Pending {
@@ -104,6 +111,7 @@ impl Pending {
             Pending::Open(reply, outcome) => answer(reply, outcome, error),
             Pending::Withdraw(reply, outcome) => answer(reply, outcome, error),
             Pending::Settle(reply, outcome) => answer(reply, outcome, error),
+            Pending::Freeze(reply, outcome) => answer(reply, outcome, error),
         }
     }
 }
@@ -118,6 +126,7 @@ impl Command {
             Command::Grab { reply, .. } => drop(reply.send(Err(error))),
             Command::Withdraw { reply, .. } => drop(reply.send(Err(error))),
             Command::Settle { reply, .. } => drop(reply.send(Err(error))),
+            Command::Freeze { reply, .. } => drop(reply.send(Err(error))),
             // Its `paused` dropped unanswered: the pause fails.
             Command::Shutdown | Command::Pause { .. } => {}
         }

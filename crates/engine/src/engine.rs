@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 use hongbao_domain::id::SETS_MAX;
 use hongbao_domain::outcome::{SettleOutcome, WithdrawOutcome};
+use hongbao_domain::time::civil_day_start;
 use hongbao_domain::withdrawal::{Settlement, Withdrawal, WithdrawalId};
 use hongbao_domain::{
     Amount, DepositOutcome, GrabOutcome, Limits, Millis, OpenOutcome, Packet, PacketId, PacketSpec, SendOutcome, SetId,
@@ -22,12 +23,13 @@ use crate::command::{Command, Mail, Queued, Reply};
 use crate::config::{EngineConfig, MAILBOX_CAPACITY};
 use crate::error::EngineError;
 use crate::events::SetEvents;
+use crate::frozen::FrozenUsers;
 use crate::journal::Journal;
 use crate::materializer::{Materializer, catch_up};
 use crate::pause::{PauseFailed, Paused, TrimHold};
 use crate::postman::{Postman, RemotePost};
 use crate::progress::Progress;
-use crate::store::{Page, ReceivedItem, SentItem, Store, StoreError, StoreReader};
+use crate::store::{LedgerEntry, LedgerQuery, Page, ReceivedItem, SentItem, Store, StoreError, StoreReader, Totals};
 use crate::writer::{Links, Writer};
 
 /// One set's storage: its journal, two handles on its tables (the writer's,
@@ -37,6 +39,29 @@ pub struct SetStores<S: Store> {
     pub writer: S,
     pub materializer: S,
     pub reader: Arc<dyn StoreReader>,
+}
+
+/// What `Engine::summary` answers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub totals: Totals,
+    pub best_luck_count: u64,
+}
+
+/// A bill page's cursor: `<at>:<reference>` (a reference may hold any of
+/// `:` `.` `-`, an instant's digits never).
+pub fn ledger_cursor(at: Millis, reference: &str) -> String {
+    format!("{}:{reference}", at.0)
+}
+
+/// The `(at, reference)` a cursor made by `ledger_cursor` names.
+pub fn parse_ledger_cursor(text: &str) -> Option<(Millis, String)> {
+    let (at, reference) = text.split_once(':')?;
+    let plain = !at.is_empty() && at.bytes().all(|b| b.is_ascii_digit()) && (at == "0" || !at.starts_with('0'));
+    if !plain || reference.is_empty() {
+        return None;
+    }
+    Some((Millis(at.parse().ok()?), reference.to_owned()))
 }
 
 /// Batches handed to a set's materializer and not yet taken: past this the
@@ -76,6 +101,8 @@ struct Inner {
     trim_holds: Arc<AtomicUsize>,
     /// Every set's recent events, held here or not (`events.rs`).
     events: Arc<[Arc<SetEvents>]>,
+    /// The frozen accounts of the sets held here (`frozen.rs`).
+    frozen: Arc<FrozenUsers>,
 }
 
 /// One set: its mailbox, and while this node holds it, its running
@@ -169,6 +196,7 @@ impl Engine {
             fenced_writes: AtomicU64::new(0),
             trim_holds: Arc::new(AtomicUsize::new(0)),
             events,
+            frozen: Arc::default(),
         };
         Ok(Engine { inner: Arc::new(inner) })
     }
@@ -219,6 +247,7 @@ impl Engine {
             queue_delay_us: queue_delay_us.clone(),
             trim_holds: self.inner.trim_holds.clone(),
             events,
+            frozen: self.inner.frozen.clone(),
         };
         let config = self.inner.config.clone();
         let writer = Writer::new(set, sets, config, stores.writer, journal, self.inner.clock.clone(), entropy, links)
@@ -406,6 +435,13 @@ impl Engine {
         self.call(id.set, |reply| Command::Grab { id, user, reply }).await
     }
 
+    /// Freezes (`true`) or unfreezes `user`'s account; answers whether that
+    /// changed it.
+    pub async fn set_frozen(&self, user: UserId, frozen: bool) -> Result<bool, EngineError> {
+        let set = self.set_of(&user);
+        self.call(set, |reply| Command::Freeze { user, frozen, reply }).await
+    }
+
     /// Asks for a withdrawal of `amount` from `user`'s balance.
     pub async fn withdraw(
         &self,
@@ -485,6 +521,36 @@ impl Engine {
             return Ok(None);
         }
         self.read([id.set.index()], move |readers| readers[id.set.index()].packet(&id)).await
+    }
+
+    /// `user`'s bill: their ledger entries, newest first (by time, then
+    /// reference). The cursor is `<at>:<reference>` of the last item.
+    pub async fn ledger(&self, user: UserId, query: LedgerQuery) -> Result<Page<LedgerEntry>, EngineError> {
+        let set = self.set_of(&user).index();
+        let limit = query.limit;
+        let items = self.read([set], move |readers| readers[set].ledger(&user, &query)).await?;
+        let next_cursor = (items.len() == limit)
+            .then(|| items.last().map(|entry| ledger_cursor(entry.at, &entry.reference)))
+            .flatten();
+        Ok(Page { items, next_cursor })
+    }
+
+    /// `user`'s year (UTC) in red packets: sent and received (their ledger,
+    /// in their set) and how often they had the best luck (their claims, in
+    /// every set).
+    pub async fn summary(&self, user: UserId, year: u32) -> Result<Summary, EngineError> {
+        let from = civil_day_start(year * 10_000 + 101);
+        let to = civil_day_start((year + 1) * 10_000 + 101);
+        let set = self.set_of(&user).index();
+        self.read(0..self.inner.slots.len(), move |readers| {
+            let totals = readers[set].totals(&user, from, to)?;
+            let mut best_luck_count = 0;
+            for reader in readers.iter() {
+                best_luck_count += reader.best_lucks(&user, from, to)?;
+            }
+            Ok(Summary { totals, best_luck_count })
+        })
+        .await
     }
 
     /// Packets sent by `user`, newest first. The cursor is the `seq` of the

@@ -13,6 +13,7 @@ pub mod config;
 mod engine;
 pub mod error;
 pub mod events;
+pub mod frozen;
 pub mod journal;
 mod materializer;
 pub mod memory;
@@ -28,11 +29,15 @@ mod writer;
 pub use clock::{Clock, Entropy, ManualClock, OsEntropy, SeededEntropy, SystemClock};
 pub use command::Mail;
 pub use config::EngineConfig;
-pub use engine::{Engine, ReceivedBound, SetStores, parse_received_cursor, received_order};
+pub use engine::{
+    Engine, ReceivedBound, SetStores, Summary, ledger_cursor, parse_ledger_cursor, parse_received_cursor,
+    received_order,
+};
 pub use error::EngineError;
 pub use journal::{BATCHES_PER_TRANSACTION_MAX, Journal, JournalError, Position};
 pub use postman::RemotePost;
 pub use store::{
     COLD_MARGIN_MS, ColdDays, Credit, Effects, Fetched, IdempotencyOp, IdempotencyRecord, IdempotencyResult, Journaled,
-    LedgerEntry, Page, ReceivedItem, Recovered, SentItem, SharedPositions, Store, StoreError, StoreReader, Wants,
+    LedgerEntry, LedgerQuery, Page, ReceivedItem, Recovered, SentItem, SharedPositions, Store, StoreError, StoreReader,
+    Totals, Wants,
 };

@@ -25,6 +25,7 @@ pub struct MemData {
     outbox: BTreeMap<String, Credit>,
     idempotency: HashMap<(UserId, IdempotencyOp, String), IdempotencyRecord>,
     withdrawals: BTreeMap<WithdrawalId, Withdrawal>,
+    frozen: std::collections::BTreeSet<UserId>,
     next_seq: u64,
     position: Position,
 }
@@ -112,10 +113,16 @@ impl MemStore {
     }
 }
 
-/// What the SQL stores' withdrawal triggers check: a new one is pending with
-/// its debit; a settling moves a pending one once, a failure with its
-/// return.
-fn apply_withdrawals(data: &mut MemData, effects: &Effects) -> Result<(), StoreError> {
+/// Freezes (each changing its account), and what the SQL stores'
+/// withdrawal triggers check: a new one is pending with its debit; a
+/// settling moves a pending one once, a failure with its return.
+fn apply_wallet(data: &mut MemData, effects: &Effects) -> Result<(), StoreError> {
+    for (user, frozen, _) in &effects.frozen {
+        let changed = if *frozen { data.frozen.insert(user.clone()) } else { data.frozen.remove(user) };
+        if !changed {
+            return Err(refuse(format!("{user}'s account frozen or unfrozen twice")));
+        }
+    }
     for withdrawal in &effects.withdrawals {
         let debit = data.ledger.get(&withdrawal_ref(withdrawal.id));
         if withdrawal.status != WithdrawalStatus::Pending
@@ -209,7 +216,7 @@ fn apply(data: &mut MemData, effects: &Effects) -> Result<(), StoreError> {
     for reference in &effects.outbox_removed {
         data.outbox.remove(reference);
     }
-    apply_withdrawals(data, effects)?;
+    apply_wallet(data, effects)?;
     for record in &effects.idempotency {
         let key = (record.user.clone(), record.op(), record.key.clone());
         if data.idempotency.insert(key, record.clone()).is_some() {
@@ -240,6 +247,7 @@ impl Store for MemStore {
                 .filter(|withdrawal| withdrawal.status == WithdrawalStatus::Pending)
                 .cloned()
                 .collect(),
+            frozen: data.frozen.iter().cloned().collect(),
         })
     }
 

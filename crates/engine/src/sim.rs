@@ -149,6 +149,7 @@ impl World {
                 queue_delay_us: Default::default(),
                 trim_holds: Default::default(),
                 events: events.clone(),
+                frozen: Arc::default(),
             };
             let entropy = Box::new(SeededEntropy::new(seed ^ (index as u64 + 1) << 48));
             let dyn_clock: Arc<dyn Clock> = Arc::new(clock.clone());

@@ -45,6 +45,9 @@ pub struct LedgerEntry {
     pub kind: EntryKind,
     pub packet_id: Option<PacketId>,
     pub at: Millis,
+    /// The balance right after this entry: set by the writer that applied
+    /// it (`None` only in records written before it was kept).
+    pub balance_after: Option<Amount>,
 }
 
 impl LedgerEntry {
@@ -178,6 +181,8 @@ pub struct Recovered {
     pub outbox: Vec<Credit>,
     /// Withdrawals not yet settled.
     pub withdrawals: Vec<Withdrawal>,
+    /// The set's users whose accounts are frozen.
+    pub frozen: Vec<UserId>,
 }
 
 /// What a batch needs that memory may not hold.
@@ -243,6 +248,8 @@ pub struct Effects {
     /// Withdrawals settled in this batch: completed, or failed (their
     /// returns are in `ledger`).
     pub withdrawals_settled: Vec<(WithdrawalId, WithdrawalStatus, Millis)>,
+    /// Accounts frozen (`true`) or unfrozen by an admin, and when.
+    pub frozen: Vec<(UserId, bool, Millis)>,
 }
 
 impl Effects {
@@ -256,6 +263,7 @@ impl Effects {
             && self.idempotency.is_empty()
             && self.withdrawals.is_empty()
             && self.withdrawals_settled.is_empty()
+            && self.frozen.is_empty()
     }
 }
 
@@ -317,6 +325,40 @@ pub struct ReceivedItem {
     pub at: Millis,
 }
 
+/// Which of a user's ledger entries a bill page reads (`StoreReader::ledger`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LedgerQuery {
+    /// Strictly before this `(at, reference)`, in the order of the bill
+    /// (newest first: by time, then reference).
+    pub before: Option<(Millis, String)>,
+    pub kind: Option<EntryKind>,
+    /// At or after this instant.
+    pub from: Option<Millis>,
+    /// Before this instant.
+    pub to: Option<Millis>,
+    pub limit: usize,
+}
+
+impl LedgerQuery {
+    /// The query's bounds in SQL's terms: `(before_at, before_reference)`
+    /// (open-ended when there is no cursor), `from`, `to`.
+    pub fn bounds(&self) -> (i64, &str, i64, i64) {
+        let (at, reference) = self.before.as_ref().map_or((i64::MAX, ""), |(at, reference)| (at.0, reference));
+        // Without a cursor every entry is before (i64::MAX, ""): none is at i64::MAX.
+        (at, reference, self.from.map_or(i64::MIN, |from| from.0), self.to.map_or(i64::MAX, |to| to.0))
+    }
+}
+
+/// What a user sent and received in a span (`StoreReader::totals`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub sent_count: u64,
+    /// Fen, as a positive amount.
+    pub sent_fen: u64,
+    pub received_count: u64,
+    pub received_fen: u64,
+}
+
 /// The read side of one set's storage: it sees the materialized tables, and
 /// the engine waits for them to hold every acknowledged batch before it
 /// reads.
@@ -336,6 +378,18 @@ pub trait StoreReader: Send + Sync + 'static {
 
     /// A withdrawal of this set's users.
     fn withdrawal(&self, id: &WithdrawalId) -> Result<Option<Withdrawal>, StoreError>;
+
+    /// `user`'s ledger entries (all in this set, the user's), newest first.
+    fn ledger(&self, user: &UserId, query: &LedgerQuery) -> Result<Vec<LedgerEntry>, StoreError>;
+
+    /// `user`'s packets sent and shares credited in `[from, to)` (their
+    /// `send` and `credit` entries).
+    fn totals(&self, user: &UserId, from: Millis, to: Millis) -> Result<Totals, StoreError>;
+
+    /// How many of the packets in this set `user` opened in `[from, to)`
+    /// gave them the best luck (fully opened, the largest share, the
+    /// earliest among equals).
+    fn best_lucks(&self, user: &UserId, from: Millis, to: Millis) -> Result<u64, StoreError>;
 
     /// For a set this node does not write (another node holds it): the
     /// journal's last position (what its writer has acknowledged) and the

@@ -324,14 +324,25 @@ fn a_backup_to_a_bad_target_or_from_a_non_data_directory_is_refused_with_a_clear
 }
 
 /// Turns every set of a stopped directory back into the first schema (the
-/// withdrawals', the groups' and the cold days' migrations undone), as a
-/// build before cold days left it.
+/// wallet's, the groups' and the cold days' migrations undone), as a build
+/// before cold days left it.
 fn downgrade(data: &Path, sets: u16) {
     for set in 0..sets {
         let connection = rusqlite::Connection::open(data.join(format!("set-{set:03}.db"))).unwrap();
         connection
             .execute_batch(
-                "DROP TABLE withdrawals;
+                "DROP TABLE withdrawals; DROP TABLE frozen_accounts;
+                 DROP TRIGGER ledger_credits; DROP TRIGGER ledger_debits; DROP INDEX ledger_by_user;
+                 ALTER TABLE ledger DROP COLUMN balance_after;
+                 CREATE TRIGGER ledger_credits AFTER INSERT ON ledger WHEN NEW.amount > 0 BEGIN
+                     INSERT INTO accounts (user, balance) VALUES (NEW.user, NEW.amount)
+                     ON CONFLICT (user) DO UPDATE SET balance = balance + excluded.balance;
+                 END;
+                 CREATE TRIGGER ledger_debits AFTER INSERT ON ledger WHEN NEW.amount < 0 BEGIN
+                     SELECT RAISE(ROLLBACK, 'a debit of an account that does not exist')
+                     WHERE NOT EXISTS (SELECT 1 FROM accounts WHERE user = NEW.user);
+                     UPDATE accounts SET balance = balance + NEW.amount WHERE user = NEW.user;
+                 END;
                  DROP TRIGGER claims_allowed;
                  ALTER TABLE packets DROP COLUMN members; ALTER TABLE packets DROP COLUMN group_id;
                  CREATE TRIGGER claims_allowed BEFORE INSERT ON claims BEGIN

@@ -90,6 +90,11 @@ pub const INVALID_PEER: ErrorCode =
 pub const ADMIN_ONLY: ErrorCode = code(StatusCode::FORBIDDEN, "admin_only", "a user's token on an admin route");
 pub const NOT_RECIPIENT: ErrorCode =
     code(StatusCode::FORBIDDEN, OpenOutcome::NotRecipient.code(), "an exclusive packet for someone else");
+pub const ACCOUNT_FROZEN: ErrorCode = code(
+    StatusCode::FORBIDDEN,
+    OpenOutcome::AccountFrozen.code(),
+    "the caller's account is frozen: no sends, opens, grabs or withdrawals (credits still arrive)",
+);
 pub const NOT_IN_GROUP: ErrorCode =
     code(StatusCode::FORBIDDEN, OpenOutcome::NotInGroup.code(), "a packet sent to a group the caller is not in");
 pub const WRONG_PASSWORD: ErrorCode =
@@ -189,6 +194,7 @@ pub const CODES: &[ErrorCode] = &[
     ADMIN_ONLY,
     NOT_RECIPIENT,
     NOT_IN_GROUP,
+    ACCOUNT_FROZEN,
     WRONG_PASSWORD,
     PACKET_NOT_FOUND,
     WITHDRAWAL_NOT_FOUND,
@@ -394,6 +400,11 @@ impl ApiError {
         ApiError::of(WITHDRAWAL_SETTLED, format!("this withdrawal is {was} already; nothing changed"))
     }
 
+    /// 403 `account_frozen`.
+    pub fn account_frozen() -> ApiError {
+        ApiError::of(ACCOUNT_FROZEN, "this account is frozen; its balance is kept and credits still arrive")
+    }
+
     /// 403 `not_in_group`.
     pub fn not_in_group() -> ApiError {
         ApiError::of(NOT_IN_GROUP, "this packet was sent to a group you are not in")
@@ -408,6 +419,7 @@ impl ApiError {
             OpenOutcome::Expired => ApiError::of(PACKET_EXPIRED, "this packet has expired"),
             OpenOutcome::NotRecipient => ApiError::not_recipient(),
             OpenOutcome::NotInGroup => ApiError::not_in_group(),
+            OpenOutcome::AccountFrozen => ApiError::account_frozen(),
             OpenOutcome::WrongPassword => {
                 ApiError::of(WRONG_PASSWORD, "this packet needs its password, and that is not it")
             }
@@ -551,6 +563,7 @@ mod tests {
             OpenOutcome::Expired,
             OpenOutcome::NotRecipient,
             OpenOutcome::NotInGroup,
+            OpenOutcome::AccountFrozen,
             OpenOutcome::WrongPassword,
             OpenOutcome::NotFound,
             OpenOutcome::AlreadyOpened { amount: hongbao_domain::Amount::ZERO },

@@ -4,12 +4,13 @@
 //! status, a grab's outcome) has its schema made from those names, so each
 //! is spelled once, in the domain.
 
+use hongbao_domain::ledger::EntryKind;
 use hongbao_domain::packet::{PacketInfo, PacketKind, PacketStatus};
 use hongbao_domain::user::USER_LEN_MAX;
 use hongbao_domain::withdrawal::{Withdrawal, WithdrawalStatus};
 use hongbao_domain::{Amount, Claim, GrabOutcome, Millis, OpenOutcome, Packet};
 use hongbao_engine::events::{Event, What};
-use hongbao_engine::{ReceivedItem, SentItem};
+use hongbao_engine::{LedgerEntry, ReceivedItem, SentItem};
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa::openapi::schema::{ObjectBuilder, Type};
@@ -309,4 +310,54 @@ impl From<&Withdrawal> for WithdrawalView {
             settled_at: withdrawal.settled_at.map(|at| at.0),
         }
     }
+}
+
+/// One entry of a bill (`GET /v1/ledger`).
+#[derive(Serialize, ToSchema)]
+pub struct LedgerItemView {
+    pub reference: String,
+    #[schema(schema_with = entry_kinds)]
+    pub kind: &'static str,
+    /// Signed: what left the balance is negative.
+    pub amount: i64,
+    /// The balance right after it (null for entries made before balances were kept with them).
+    pub balance_after: Option<u64>,
+    pub packet_id: Option<String>,
+    pub at: i64,
+}
+
+fn entry_kinds() -> ObjectBuilder {
+    one_of(EntryKind::ALL.map(EntryKind::as_str))
+}
+
+impl From<&LedgerEntry> for LedgerItemView {
+    fn from(entry: &LedgerEntry) -> LedgerItemView {
+        LedgerItemView {
+            reference: entry.reference.clone(),
+            kind: entry.kind.as_str(),
+            amount: entry.amount,
+            balance_after: entry.balance_after.map(Amount::fen),
+            packet_id: entry.packet_id.map(|id| id.to_string()),
+            at: entry.at.0,
+        }
+    }
+}
+
+/// How many, and how much in fen.
+#[derive(Serialize, ToSchema)]
+pub struct TotalView {
+    pub count: u64,
+    pub amount: u64,
+}
+
+/// A user's year in red packets (`GET /v1/summary`).
+#[derive(Serialize, ToSchema)]
+pub struct SummaryView {
+    pub year: u32,
+    /// Packets sent.
+    pub sent: TotalView,
+    /// Shares credited.
+    pub received: TotalView,
+    /// Packets (fully opened) where the caller's share was the best luck.
+    pub best_luck_count: u64,
 }

@@ -10,10 +10,14 @@
 
 use std::sync::{Arc, Mutex, Weak};
 
+use hongbao_domain::ledger::EntryKind;
 use hongbao_domain::withdrawal::{Withdrawal, WithdrawalId};
 use hongbao_domain::{Amount, Millis, Packet, PacketId, SetId, UserId};
 use hongbao_engine::stored::assemble;
-use hongbao_engine::{Position, ReceivedBound, ReceivedItem, SentItem, SharedPositions, StoreError, StoreReader};
+use hongbao_engine::{
+    LedgerEntry, LedgerQuery, Position, ReceivedBound, ReceivedItem, SentItem, SharedPositions, StoreError,
+    StoreReader, Totals,
+};
 use tokio_postgres::Client;
 use tokio_postgres::types::ToSql;
 
@@ -208,6 +212,83 @@ impl StoreReader for PgReader {
                     })
                 })
                 .collect()
+        })
+    }
+
+    fn ledger(&self, user: &UserId, query: &LedgerQuery) -> Result<Vec<LedgerEntry>, StoreError> {
+        let (before_at, before_reference, from, to) = query.bounds();
+        let kind = query.kind.map(EntryKind::as_str);
+        let limit = query.limit as i64;
+        self.pool.with(async |client| {
+            let rows = client
+                .query(
+                    "SELECT reference, user_id, amount, kind, packet_id, at, balance_after FROM ledger_all \
+                     WHERE user_id = $1 AND (at < $2 OR (at = $2 AND reference < $3)) \
+                     AND ($4::text IS NULL OR kind = $4) AND at >= $5 AND at < $6 \
+                     ORDER BY at DESC, reference DESC LIMIT $7",
+                    &[&user.as_str(), &before_at, &before_reference, &kind, &from, &to, &limit],
+                )
+                .await
+                .map_err(failed("reading a bill"))?;
+            rows.iter()
+                .map(|row| {
+                    let reference: String = row.get(0);
+                    let corrupt = |what: &str| StoreError::new(format!("corrupt ledger entry {reference}: {what}"));
+                    let kind: &str = row.get(3);
+                    let packet: Option<&str> = row.get(4);
+                    let after: Option<i64> = row.get(6);
+                    Ok(LedgerEntry {
+                        user: crate::rows::user(row, 1)?,
+                        amount: row.get(2),
+                        kind: EntryKind::parse(kind).ok_or_else(|| corrupt("kind"))?,
+                        packet_id: packet.map(|id| id.parse().map_err(|_| corrupt("packet id"))).transpose()?,
+                        at: Millis(row.get(5)),
+                        balance_after: after
+                            .map(|fen| Amount::from_signed(fen).ok_or_else(|| corrupt("balance")))
+                            .transpose()?,
+                        reference: reference.clone(),
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn totals(&self, user: &UserId, from: Millis, to: Millis) -> Result<Totals, StoreError> {
+        self.pool.with(async |client| {
+            let rows = client
+                .query(
+                    "SELECT kind, count(*), COALESCE(sum(amount), 0)::bigint FROM ledger_all \
+                     WHERE user_id = $1 AND kind IN ('send', 'credit') AND at >= $2 AND at < $3 GROUP BY kind",
+                    &[&user.as_str(), &from.0, &to.0],
+                )
+                .await
+                .map_err(failed("reading a summary"))?;
+            let mut totals = Totals::default();
+            for row in rows {
+                let (kind, count, sum): (&str, i64, i64) = (row.get(0), row.get(1), row.get(2));
+                match kind {
+                    "send" => (totals.sent_count, totals.sent_fen) = (count.unsigned_abs(), sum.unsigned_abs()),
+                    _ => (totals.received_count, totals.received_fen) = (count.unsigned_abs(), sum.unsigned_abs()),
+                }
+            }
+            Ok(totals)
+        })
+    }
+
+    fn best_lucks(&self, user: &UserId, from: Millis, to: Millis) -> Result<u64, StoreError> {
+        let set = set_number(self.set);
+        self.pool.with(async |client| {
+            let row = client
+                .query_one(
+                    "SELECT count(*) FROM claims_all c JOIN packets_all p ON p.day = c.day AND p.id = c.packet_id \
+                     WHERE c.user_id = $1 AND p.set_id = $4 AND c.at >= $2 AND c.at < $3 AND p.remaining_count = 0 \
+                     AND NOT EXISTS (SELECT 1 FROM claims_all o WHERE o.day = c.day AND o.packet_id = c.packet_id \
+                                     AND (o.amount > c.amount OR (o.amount = c.amount AND o.idx < c.idx)))",
+                    &[&user.as_str(), &from.0, &to.0, &set],
+                )
+                .await
+                .map_err(failed("counting best lucks"))?;
+            Ok(row.get::<_, i64>(0).unsigned_abs())
         })
     }
 

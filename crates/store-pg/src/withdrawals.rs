@@ -97,6 +97,42 @@ pub(crate) async fn read(
     rows.iter().map(from_row).collect()
 }
 
+/// A batch's freezes and unfreezes, one statement each (they are rare);
+/// each must change its account.
+pub(crate) async fn write_frozen(client: &Client, set: SetId, batches: &[Journaled]) -> Result<(), StoreError> {
+    let set = set_number(set);
+    for (user, frozen, at) in batches.iter().flat_map(|batch| &batch.effects.frozen) {
+        let changed = match frozen {
+            true => client
+                .execute(
+                    "INSERT INTO frozen_accounts (user_id, set_id, since) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                    &[&user.as_str(), &set, &at.0],
+                )
+                .await,
+            false => client.execute("DELETE FROM frozen_accounts WHERE user_id = $1", &[&user.as_str()]).await,
+        }
+        .map_err(failed("writing a freeze"))?;
+        if changed != 1 {
+            return Err(StoreError::refused(format!("{user}'s account frozen or unfrozen twice")));
+        }
+    }
+    Ok(())
+}
+
+/// The set's frozen accounts.
+pub(crate) async fn frozen(client: &Client, set: SetId) -> Result<Vec<UserId>, StoreError> {
+    let rows = client
+        .query("SELECT user_id FROM frozen_accounts WHERE set_id = $1", &[&set_number(set)])
+        .await
+        .map_err(failed("loading frozen accounts"))?;
+    rows.iter()
+        .map(|row| {
+            let name: &str = row.get(0);
+            UserId::parse(name).map_err(|_| StoreError::new(format!("corrupt frozen account {name:?}")))
+        })
+        .collect()
+}
+
 /// The set's withdrawals not yet settled.
 pub(crate) async fn pending(client: &Client, set: SetId) -> Result<Vec<Withdrawal>, StoreError> {
     let rows = client

@@ -74,9 +74,10 @@ fn position_key(position: Position) -> Result<i64, StoreError> {
 const ADVANCE_SQL: &str = "UPDATE hongbao_sets SET position = $2, next_seq = GREATEST(next_seq, $3) \
                  WHERE set_id = $1 AND position = $4";
 
-const LEDGER_SQL: &str = "INSERT INTO ledger (day, user_id, reference, amount, kind, packet_id, at, position, entry) \
+const LEDGER_SQL: &str = "INSERT INTO ledger (day, user_id, reference, amount, kind, packet_id, at, position, entry, \
+                 balance_after) \
                  SELECT * FROM unnest($1::int4[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::text[], \
-                 $7::int8[], $8::int8[], $9::int4[])";
+                 $7::int8[], $8::int8[], $9::int4[], $10::int8[])";
 
 const PACKETS_SQL: &str = "INSERT INTO packets (day, id, set_id, seq, sender, kind, total_amount, count, remaining_amount, \
                  remaining_count, seed, greeting, password_digest, recipient, created_at, expires_at, position, group_id, \
@@ -284,6 +285,7 @@ impl PgStore {
             packets: assemble(packets, claims)?,
             outbox,
             withdrawals: withdrawals::pending(&self.client, self.set).await?,
+            frozen: withdrawals::frozen(&self.client, self.set).await?,
         })
     }
 
@@ -470,6 +472,7 @@ pub(crate) async fn write_batches(
     }
     steps.push(Box::pin(write_outbox(client, s, set_key, batches)));
     steps.push(Box::pin(write_keys(client, s, batches)));
+    steps.push(Box::pin(withdrawals::write_frozen(client, set, batches)));
     in_order(steps).await
 }
 
@@ -509,6 +512,7 @@ async fn run(
 async fn write_ledger(client: &Client, s: &Statements, batches: &[Journaled]) -> Result<(), StoreError> {
     let (mut days, mut users, mut references, mut amounts, mut kinds, mut packets, mut ats, mut positions, mut entries) =
         (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    let mut balances: Vec<Option<i64>> = Vec::new();
     for batch in batches {
         for (index, entry) in batch.effects.ledger.iter().enumerate() {
             days.push(day_key(entry.business_day()));
@@ -520,13 +524,14 @@ async fn write_ledger(client: &Client, s: &Statements, batches: &[Journaled]) ->
             ats.push(entry.at.0);
             positions.push(position_key(batch.position)?);
             entries.push(i32::try_from(index).map_err(|_| StoreError::refused("too many entries in a batch"))?);
+            balances.push(entry.balance_after.map(hongbao_domain::Amount::signed));
         }
     }
     if days.is_empty() {
         return Ok(());
     }
-    let params: [&(dyn ToSql + Sync); 9] =
-        [&days, &users, &references, &amounts, &kinds, &packets, &ats, &positions, &entries];
+    let params: [&(dyn ToSql + Sync); 10] =
+        [&days, &users, &references, &amounts, &kinds, &packets, &ats, &positions, &entries, &balances];
     run(client, &s.ledger, &params, "writing ledger entries").await.map(drop)
 }
 

@@ -39,7 +39,7 @@ fn fen(value: u64) -> Amount {
 }
 
 fn entry(reference: String, who: &str, amount: i64, kind: EntryKind, packet: Option<PacketId>) -> LedgerEntry {
-    LedgerEntry { reference, user: user(who), amount, kind, packet_id: packet, at: NOW }
+    LedgerEntry { reference, user: user(who), amount, kind, packet_id: packet, at: NOW, balance_after: None }
 }
 
 fn deposit(who: &str, key: &str, amount: i64) -> LedgerEntry {

@@ -34,7 +34,7 @@ fn entry(
     packet: Option<PacketId>,
     at: Millis,
 ) -> LedgerEntry {
-    LedgerEntry { reference, user: user(who), amount, kind, packet_id: packet, at }
+    LedgerEntry { reference, user: user(who), amount, kind, packet_id: packet, at, balance_after: None }
 }
 
 fn deposit(key: &str, amount: i64, at: Millis) -> Effects {

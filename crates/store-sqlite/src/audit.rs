@@ -241,7 +241,19 @@ fn check_cold_day(
          UNION ALL SELECT user, 'received', max(at), min(at) FROM claims GROUP BY user",
         pair,
     )?;
-    compare(day, lists, made.into_iter().collect(), "list day", "newest and oldest", problems);
+    let (bills, others): (Recorded, Recorded) = lists.clone().into_iter().partition(|((.., list), _)| list == "ledger");
+    compare(day, &others, made.into_iter().collect(), "list day", "newest and oldest", problems);
+    // A bill's day spans its entries (the days listed by the migration that
+    // began bills span their whole day).
+    let entries = rows(file, "SELECT user, 'ledger', max(at), min(at) FROM ledger GROUP BY user", pair)?;
+    for ((_, user, _), (newest, oldest)) in &entries {
+        let spanned = bills.get(&(day, user.clone(), "ledger".to_owned()));
+        if !spanned.is_some_and(|(kept_newest, kept_oldest)| kept_newest >= newest && kept_oldest <= oldest) {
+            problems.push(format!(
+                "cold day {day}: {user}'s entries ({oldest}..{newest}) are not in its bill days {spanned:?}"
+            ));
+        }
+    }
     let elsewhere = rows_of(
         file,
         &format!(

@@ -50,18 +50,21 @@ CREATE TABLE claims (
 ) WITHOUT ROWID;
 CREATE INDEX claims_by_user ON claims (user, at);
 CREATE TABLE ledger (
-    reference TEXT PRIMARY KEY,
-    user      TEXT NOT NULL,
-    amount    INTEGER NOT NULL,
-    kind      TEXT NOT NULL,
-    packet_id TEXT,
-    at        INTEGER NOT NULL
+    reference     TEXT PRIMARY KEY,
+    user          TEXT NOT NULL,
+    amount        INTEGER NOT NULL,
+    kind          TEXT NOT NULL,
+    packet_id     TEXT,
+    at            INTEGER NOT NULL,
+    balance_after INTEGER
 ) WITHOUT ROWID;
-PRAGMA user_version = 2;
+CREATE INDEX ledger_by_user ON ledger (user, at);
+PRAGMA user_version = 3;
 ";
 
-/// The version `COLD_FILE_SCHEMA` writes (1: before group packets).
-const COLD_FILE_VERSION: i64 = 2;
+/// The version `COLD_FILE_SCHEMA` writes (1: before group packets; 2:
+/// before entries kept their balance after).
+const COLD_FILE_VERSION: i64 = 3;
 
 /// The columns a day's packets are copied with, in the hot tables' order.
 pub(crate) const PACKET_ROW_COLUMNS: &str = "seq, id, sender, kind, total_amount, count, remaining_amount, \
@@ -70,7 +73,7 @@ pub(crate) const PACKET_ROW_COLUMNS: &str = "seq, id, sender, kind, total_amount
 
 /// The columns a day's claims and entries are copied with.
 pub(crate) const CLAIM_ROW_COLUMNS: &str = "packet_seq, user, idx, amount, at";
-pub(crate) const LEDGER_ROW_COLUMNS: &str = "reference, user, amount, kind, packet_id, at";
+pub(crate) const LEDGER_ROW_COLUMNS: &str = "reference, user, amount, kind, packet_id, at, balance_after";
 
 /// Cold files a set keeps open: a list read opens the few days it pages
 /// through, and the writer the day of a settled packet opened again; more

@@ -321,6 +321,8 @@ impl SetKeeper {
                  SELECT sender, 'sent', ?1, max(seq), min(seq) FROM cold.packets GROUP BY sender")?;
             run("INSERT INTO main.cold_lists (user, list, day, newest, oldest) \
                  SELECT user, 'received', ?1, max(at), min(at) FROM cold.claims GROUP BY user")?;
+            run("INSERT INTO main.cold_lists (user, list, day, newest, oldest) \
+                 SELECT user, 'ledger', ?1, max(at), min(at) FROM cold.ledger GROUP BY user")?;
             // Claims before their packets: a claim's delete finds its day by its packet.
             for (table, delete) in [
                 ("ledger", "DELETE FROM main.ledger WHERE reference IN (SELECT reference FROM cold.ledger)"),

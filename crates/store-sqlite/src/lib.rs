@@ -9,6 +9,7 @@
 //! instead of moving money.
 
 mod audit;
+mod bills;
 mod checkpoint;
 mod cold;
 mod copy;

@@ -15,9 +15,12 @@ use std::sync::Mutex;
 
 use hongbao_domain::withdrawal::{Withdrawal, WithdrawalId};
 use hongbao_domain::{Amount, Millis, Packet, PacketId, SetId, UserId};
-use hongbao_engine::{ReceivedBound, ReceivedItem, SentItem, StoreError, StoreReader};
+use hongbao_engine::{
+    LedgerEntry, LedgerQuery, ReceivedBound, ReceivedItem, SentItem, StoreError, StoreReader, Totals,
+};
 use rusqlite::{Connection, OpenFlags, params};
 
+use crate::bills;
 use crate::cold::ColdFiles;
 use crate::failed;
 use crate::layout::set_path;
@@ -87,6 +90,48 @@ impl StoreReader for SqliteReader {
 
     fn withdrawal(&self, id: &WithdrawalId) -> Result<Option<Withdrawal>, StoreError> {
         self.with(|connection| crate::withdrawals::load(connection, id))
+    }
+
+    fn ledger(&self, user: &UserId, query: &LedgerQuery) -> Result<Vec<LedgerEntry>, StoreError> {
+        if query.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let (mut items, days) = self.with(|connection| {
+            in_snapshot(connection, |connection| {
+                Ok((bills::page_in(connection, user, query)?, list_days(connection, user, "ledger")?))
+            })
+        })?;
+        let (before, _, from, to) = query.bounds();
+        for day in days {
+            // A day none of whose entries can be on the page is not opened.
+            if day.oldest >= before || day.oldest >= to || day.newest < from {
+                continue;
+            }
+            if items.len() >= query.limit && items[query.limit - 1].at.0 > day.newest {
+                break;
+            }
+            items.extend(self.cold.read(day.day, |file| bills::page_in(file, user, query))?);
+            items.sort_by(|a, b| (b.at, &b.reference).cmp(&(a.at, &a.reference)));
+            items.truncate(query.limit);
+        }
+        Ok(items)
+    }
+
+    fn totals(&self, user: &UserId, from: Millis, to: Millis) -> Result<Totals, StoreError> {
+        self.with(|connection| in_snapshot(connection, |connection| bills::totals(connection, user, from, to)))
+    }
+
+    fn best_lucks(&self, user: &UserId, from: Millis, to: Millis) -> Result<u64, StoreError> {
+        let (hot, days) = self.with(|connection| {
+            in_snapshot(connection, |connection| {
+                Ok((bills::best_lucks_in(connection, user, from, to)?, list_days(connection, user, "received")?))
+            })
+        })?;
+        let mut count = hot;
+        for day in days.iter().filter(|day| day.newest >= from.0 && day.oldest < to.0) {
+            count += self.cold.read(day.day, |file| bills::best_lucks_in(file, user, from, to))?;
+        }
+        Ok(count)
     }
 
     fn sent(&self, user: &UserId, before_seq: Option<u64>, limit: usize) -> Result<Vec<SentItem>, StoreError> {

@@ -289,11 +289,49 @@ END;
 CREATE TRIGGER withdrawals_kept BEFORE DELETE ON withdrawals BEGIN
     SELECT RAISE(ROLLBACK, 'withdrawals are kept');
 END;
+
+-- Frozen accounts (`hongbao_engine::frozen`): a row while an admin's freeze
+-- lasts.
+CREATE TABLE frozen_accounts (
+    user  TEXT PRIMARY KEY,
+    since INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- Bills (`GET /v1/ledger`): each entry keeps the balance it left, checked
+-- as the entry applies it (NULL only for entries from before); a user's
+-- entries by time; and the cold days that hold a user's entries, as for
+-- the other lists (the days already cold are listed by their totals, their
+-- whole day as the span).
+ALTER TABLE ledger ADD COLUMN balance_after INTEGER CHECK (balance_after IS NULL OR balance_after >= 0);
+CREATE INDEX ledger_by_user ON ledger (user, at);
+DROP TRIGGER ledger_credits;
+CREATE TRIGGER ledger_credits AFTER INSERT ON ledger WHEN NEW.amount > 0 BEGIN
+    INSERT INTO accounts (user, balance) VALUES (NEW.user, NEW.amount)
+    ON CONFLICT (user) DO UPDATE SET balance = balance + excluded.balance;
+    SELECT RAISE(ROLLBACK, 'an entry''s balance_after is not the balance it left')
+    WHERE NEW.balance_after IS NOT NULL AND NEW.balance_after <> (SELECT balance FROM accounts WHERE user = NEW.user);
+END;
+DROP TRIGGER ledger_debits;
+CREATE TRIGGER ledger_debits AFTER INSERT ON ledger WHEN NEW.amount < 0 BEGIN
+    SELECT RAISE(ROLLBACK, 'a debit of an account that does not exist')
+    WHERE NOT EXISTS (SELECT 1 FROM accounts WHERE user = NEW.user);
+    UPDATE accounts SET balance = balance + NEW.amount WHERE user = NEW.user;
+    SELECT RAISE(ROLLBACK, 'an entry''s balance_after is not the balance it left')
+    WHERE NEW.balance_after IS NOT NULL AND NEW.balance_after <> (SELECT balance FROM accounts WHERE user = NEW.user);
+END;
+INSERT INTO cold_lists (user, list, day, newest, oldest)
+SELECT user, 'ledger', day,
+       CAST((julianday(printf('%04d-%02d-%02d', day / 10000, day / 100 % 100, day % 100)) - 2440587.5) * 86400000
+            AS INTEGER) + 86399999,
+       CAST((julianday(printf('%04d-%02d-%02d', day / 10000, day / 100 % 100, day % 100)) - 2440587.5) * 86400000
+            AS INTEGER)
+FROM ledger_day_totals GROUP BY day, user;
 "#,
 ];
 
 /// The migration (`MIGRATIONS[WITHDRAWALS_VERSION - 1]`) whose ledger kinds
-/// need wider CHECKs than the tables were made with.
+/// (and bills' lists) need wider CHECKs than the tables were made with:
+/// widened just before it.
 pub(crate) const WITHDRAWALS_VERSION: i64 = 4;
 
 /// The CHECKs the withdrawals' migration widens: (table, as made, as
@@ -320,6 +358,7 @@ const WIDENED: &[(&str, &str, &str)] = &[
         "CHECK (kind IN ('deposit', 'send', 'credit', 'refund', 'withdrawal', 'withdrawal_return', 'reversal'))",
     ),
     ("idempotency", "CHECK (op IN ('deposit', 'send'))", "CHECK (op IN ('deposit', 'send', 'withdraw'))"),
+    ("cold_lists", "CHECK (list IN ('sent', 'received'))", "CHECK (list IN ('sent', 'received', 'ledger'))"),
 ];
 
 /// Widens CHECK constraints in place, as SQLite documents for a change that
@@ -470,10 +509,10 @@ pub(crate) fn migrate(connection: &mut Connection) -> Result<i64, StoreError> {
         return Err(StoreError::new(unusable(from)));
     }
     for (index, migration) in MIGRATIONS.iter().enumerate().skip(skip) {
-        transaction.execute_batch(migration).map_err(failed("migrating"))?;
         if index + 1 == WITHDRAWALS_VERSION as usize {
             widen_checks(&transaction)?;
         }
+        transaction.execute_batch(migration).map_err(failed("migrating"))?;
     }
     transaction.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(failed("recording the migration"))?;
     transaction.commit().map_err(failed("committing a migration"))?;
@@ -548,7 +587,15 @@ mod tests {
             for packet_id in [None, Some(packet)] {
                 let kind = if packet_id.is_some() { EntryKind::Refund } else { EntryKind::Deposit };
                 let user = UserId::parse("alice").unwrap();
-                let entry = LedgerEntry { reference: "r".into(), user, amount: 1, kind, packet_id, at: Millis(at) };
+                let entry = LedgerEntry {
+                    reference: "r".into(),
+                    user,
+                    amount: 1,
+                    kind,
+                    packet_id,
+                    at: Millis(at),
+                    balance_after: None,
+                };
                 let sql = format!("SELECT {} FROM (SELECT ?1 AS packet_id, ?2 AS at) e", entry_day_sql("e"));
                 let id = packet_id.map(|id| id.to_string());
                 let day: u32 = connection.query_row(&sql, params![id, at], |row| row.get(0)).unwrap();

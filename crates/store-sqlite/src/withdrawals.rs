@@ -1,4 +1,5 @@
-//! A set's withdrawals (`hongbao_domain::withdrawal`) in its tables: written
+//! A set's withdrawals (`hongbao_domain::withdrawal`) and frozen accounts
+//! (`hongbao_engine::frozen`) in its tables. Withdrawals are written
 //! by the materializer (asked for, then settled), loaded pending at
 //! recovery, read by id, and read whole for the audit. The triggers that
 //! tie each to its entries are in `schema.rs`.
@@ -65,6 +66,37 @@ pub(crate) fn write(
         }
     }
     Ok(())
+}
+
+/// A batch's freezes and unfreezes (each changes its account: the writer
+/// sends none that would not).
+pub(crate) fn write_frozen(tx: &Transaction<'_>, effects: &Effects) -> Result<(), StoreError> {
+    for (user, frozen, at) in &effects.frozen {
+        let changed = match frozen {
+            true => tx.execute(
+                "INSERT OR IGNORE INTO frozen_accounts (user, since) VALUES (?1, ?2)",
+                params![user.as_str(), at.0],
+            ),
+            false => tx.execute("DELETE FROM frozen_accounts WHERE user = ?1", params![user.as_str()]),
+        }
+        .map_err(failed("writing a freeze"))?;
+        if changed != 1 {
+            return Err(StoreError::refused(format!("{user}'s account frozen or unfrozen twice")));
+        }
+    }
+    Ok(())
+}
+
+/// The set's frozen accounts, for the writer's memory.
+pub(crate) fn frozen(connection: &Connection) -> Result<Vec<UserId>, StoreError> {
+    let names: Vec<String> = connection
+        .prepare("SELECT user FROM frozen_accounts")
+        .and_then(|mut statement| statement.query_map([], |row| row.get(0))?.collect())
+        .map_err(failed("loading frozen accounts"))?;
+    names
+        .into_iter()
+        .map(|name| UserId::parse(&name).map_err(|_| StoreError::new(format!("corrupt frozen account {name:?}"))))
+        .collect()
 }
 
 /// The withdrawals not yet settled, for the writer's memory.

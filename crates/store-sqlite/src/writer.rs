@@ -262,6 +262,7 @@ impl SqliteStore {
             packets: assemble(rows, claims)?,
             outbox: self.outbox()?,
             withdrawals: withdrawals::pending(&self.connection)?,
+            frozen: withdrawals::frozen(&self.connection)?,
         })
     }
 }
@@ -278,7 +279,8 @@ fn written(context: &str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
 fn write_effects(tx: &Transaction<'_>, effects: &Effects) -> Result<(), StoreError> {
     let mut ledger = tx
         .prepare_cached(
-            "INSERT OR ROLLBACK INTO ledger (reference, user, amount, kind, packet_id, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT OR ROLLBACK INTO ledger (reference, user, amount, kind, packet_id, at, balance_after) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )
         .map_err(failed("preparing ledger writes"))?;
     for entry in &effects.ledger {
@@ -290,7 +292,8 @@ fn write_effects(tx: &Transaction<'_>, effects: &Effects) -> Result<(), StoreErr
                 entry.amount,
                 entry.kind.as_str(),
                 packet,
-                entry.at.0
+                entry.at.0,
+                entry.balance_after.map(hongbao_domain::Amount::signed),
             ])
             .map_err(written("writing a ledger entry"))?;
     }
@@ -342,6 +345,7 @@ fn write_effects(tx: &Transaction<'_>, effects: &Effects) -> Result<(), StoreErr
         }
     }
     withdrawals::write(tx, effects, written("writing a withdrawal"))?;
+    withdrawals::write_frozen(tx, effects)?;
     write_keys(tx, effects)
 }
 

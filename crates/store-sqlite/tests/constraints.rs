@@ -24,7 +24,7 @@ fn fen(value: u64) -> Amount {
 }
 
 fn entry(reference: String, who: &str, amount: i64, kind: EntryKind, packet: Option<PacketId>) -> LedgerEntry {
-    LedgerEntry { reference, user: user(who), amount, kind, packet_id: packet, at: NOW }
+    LedgerEntry { reference, user: user(who), amount, kind, packet_id: packet, at: NOW, balance_after: None }
 }
 
 /// A valid history: alice deposits 1000 and sends a packet of `kind`.

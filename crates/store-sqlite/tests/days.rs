@@ -183,7 +183,7 @@ fn entry(
     packet: Option<PacketId>,
     at: Millis,
 ) -> LedgerEntry {
-    LedgerEntry { reference, user: user.clone(), amount, kind, packet_id: packet, at }
+    LedgerEntry { reference, user: user.clone(), amount, kind, packet_id: packet, at, balance_after: None }
 }
 
 fn claim(user: &UserId, index: u32, at: Millis) -> Claim {

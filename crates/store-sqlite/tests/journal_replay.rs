@@ -18,6 +18,7 @@ fn deposit(reference: &str, fen: i64) -> Effects {
         kind: EntryKind::Deposit,
         packet_id: None,
         at: Millis(1),
+        balance_after: None,
     };
     Effects { next_seq: 1, ledger: vec![entry], ..Effects::default() }
 }

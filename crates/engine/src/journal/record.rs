@@ -6,7 +6,7 @@
 //! | --- | --- |
 //! | version | `u8`, 3 (1 and 2 are read too: a packet of 1 has no group; neither has withdrawals) |
 //! | next_seq | `u64` |
-//! | ledger | count, then per entry: reference, user, amount `i64`, kind `u8`, packet id (optional), at `i64` |
+//! | ledger | count, then per entry: reference, user, amount `i64`, kind `u8`, packet id (optional), at `i64`, balance after (optional `u64`; from version 3) |
 //! | packets | count, then per packet: id, sender, kind `u8`, total `u64`, count `u32`, greeting (optional string), recipient (optional user), created_at, expires_at `i64`, seed `u64`, password digest (optional 32 bytes), group (optional: id, then the members' sorted names joined by commas; from version 2) |
 //! | claims | count, then per claim: packet id, user, index `u32`, amount `u64`, at `i64` |
 //! | refunds | count, then packet id, amount `u64` |
@@ -15,6 +15,7 @@
 //! | idempotency | count, then per key: user, key, fingerprint, result tag `u8` (0 deposit: balance `u64`; 1 send: packet id; 2 withdrawal: its id) |
 //! | withdrawals | (from version 3) count, then per withdrawal asked for: id, user, amount `u64`, at `i64` |
 //! | withdrawals settled | (from version 3) count, then id, status `u8` (1 completed, 2 failed), at `i64` |
+//! | accounts frozen | (from version 3) count, then user, frozen `u8` (1 frozen, 0 unfrozen), at `i64` |
 //!
 //! Integers are little-endian and fixed-width; a count is a `u32`; a string
 //! is a `u32` byte length and UTF-8; an optional value is a `u8` flag (0
@@ -61,6 +62,7 @@ pub fn encode(effects: &Effects, out: &mut Vec<u8>) {
         e.u8(entry_kind_tag(entry.kind));
         e.option(entry.packet_id.as_ref(), Encoder::packet_id);
         e.i64(entry.at.0);
+        e.option(entry.balance_after.as_ref(), |e, balance| e.u64(balance.fen()));
     });
     e.list(&effects.packets, Encoder::packet);
     e.list(&effects.claims, |e, (id, claim)| {
@@ -101,6 +103,12 @@ pub fn encode(effects: &Effects, out: &mut Vec<u8>) {
             }
         }
     });
+    encode_wallet(&mut e, effects);
+}
+
+/// The lists of version 3: withdrawals asked for and settled, accounts
+/// frozen.
+fn encode_wallet(e: &mut Encoder<'_>, effects: &Effects) {
     e.list(&effects.withdrawals, |e, withdrawal| {
         e.packet_id(&withdrawal.id.packet_form());
         e.user(&withdrawal.user);
@@ -114,6 +122,11 @@ pub fn encode(effects: &Effects, out: &mut Vec<u8>) {
             WithdrawalStatus::Completed => 1,
             WithdrawalStatus::Failed => 2,
         });
+        e.i64(at.0);
+    });
+    e.list(&effects.frozen, |e, (user, frozen, at)| {
+        e.user(user);
+        e.u8(u8::from(*frozen));
         e.i64(at.0);
     });
 }
@@ -134,6 +147,7 @@ pub fn decode(bytes: &[u8]) -> Result<Effects, String> {
             kind: entry_kind(d.u8()?)?,
             packet_id: d.option(Decoder::packet_id)?,
             at: Millis(d.i64()?),
+            balance_after: if version < 3 { None } else { d.option(Decoder::amount)? },
         })
     })?;
     let packets = d.list(|d| d.packet(version))?;
@@ -162,7 +176,7 @@ pub fn decode(bytes: &[u8]) -> Result<Effects, String> {
         };
         Ok(IdempotencyRecord { user, key, fingerprint, result })
     })?;
-    let (withdrawals, withdrawals_settled) = decode_withdrawals(&mut d, version)?;
+    let (withdrawals, withdrawals_settled, frozen) = decode_wallet(&mut d, version)?;
     if !d.0.is_empty() {
         return Err(format!("{} bytes past the end of the record", d.0.len()));
     }
@@ -177,15 +191,17 @@ pub fn decode(bytes: &[u8]) -> Result<Effects, String> {
         idempotency,
         withdrawals,
         withdrawals_settled,
+        frozen,
     })
 }
 
-/// The withdrawals' two lists (none before version 3).
-type WithdrawalLists = (Vec<Withdrawal>, Vec<(WithdrawalId, WithdrawalStatus, Millis)>);
+/// The lists of version 3 (none before): withdrawals asked for and
+/// settled, accounts frozen.
+type WalletLists = (Vec<Withdrawal>, Vec<(WithdrawalId, WithdrawalStatus, Millis)>, Vec<(UserId, bool, Millis)>);
 
-fn decode_withdrawals(d: &mut Decoder<'_>, version: u8) -> Result<WithdrawalLists, String> {
+fn decode_wallet(d: &mut Decoder<'_>, version: u8) -> Result<WalletLists, String> {
     if version < 3 {
-        return Ok((Vec::new(), Vec::new()));
+        return Ok((Vec::new(), Vec::new(), Vec::new()));
     }
     let asked = d.list(|d| {
         let (id, user, amount, at) = (d.withdrawal_id()?, d.user()?, d.amount()?, Millis(d.i64()?));
@@ -201,7 +217,16 @@ fn decode_withdrawals(d: &mut Decoder<'_>, version: u8) -> Result<WithdrawalList
         };
         Ok((id, status, Millis(d.i64()?)))
     })?;
-    Ok((asked, settled))
+    let frozen = d.list(|d| {
+        let user = d.user()?;
+        let frozen = match d.u8()? {
+            0 => false,
+            1 => true,
+            flag => return Err(format!("frozen flag {flag}")),
+        };
+        Ok((user, frozen, Millis(d.i64()?)))
+    })?;
+    Ok((asked, settled, frozen))
 }
 
 impl Journaled {
@@ -452,6 +477,7 @@ mod tests {
                     kind: EntryKind::Send,
                     packet_id: Some(id),
                     at: Millis(1_000),
+                    balance_after: Some(Amount::from_fen(4_000).expect("fits")),
                 },
                 LedgerEntry {
                     reference: withdrawal_ref(withdrawal),
@@ -460,6 +486,7 @@ mod tests {
                     kind: EntryKind::Withdrawal,
                     packet_id: None,
                     at: Millis(1_500),
+                    balance_after: None,
                 },
             ],
             packets: vec![packet],
@@ -505,6 +532,7 @@ mod tests {
                 (WithdrawalId::new(20270127, SetId(3), 9, 1), WithdrawalStatus::Completed, Millis(1_600)),
                 (WithdrawalId::new(20270127, SetId(3), 10, 2), WithdrawalStatus::Failed, Millis(1_700)),
             ],
+            frozen: vec![(user("mallory"), true, Millis(1_800)), (user("bob"), false, Millis(1_900))],
         }
     }
 
@@ -522,6 +550,7 @@ mod tests {
             && a.idempotency == b.idempotency
             && a.withdrawals == b.withdrawals
             && a.withdrawals_settled == b.withdrawals_settled
+            && a.frozen == b.frozen
     }
 
     #[test]

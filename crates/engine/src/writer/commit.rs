@@ -42,6 +42,10 @@ impl<S: Store> Writer<S> {
                 self.state.position = position;
                 self.links.progress.ack(position);
                 let Batch { effects, pending, mail, now, .. } = batch;
+                // Before the answers: an open after a freeze's answer is refused.
+                for (user, frozen, _) in &effects.frozen {
+                    self.links.frozen.set(user, *frozen);
+                }
                 self.publish_events(position, &effects, now);
                 self.hand_to_tables(Journaled { position, effects: Arc::new(effects) });
                 self.answer(pending, mail);
@@ -127,6 +131,7 @@ impl<S: Store> Writer<S> {
             Ok(recovered) => {
                 assert_eq!(recovered.position, self.sent, "set {}: the tables stopped short of the journal", self.set);
                 self.state = State::recovered(recovered);
+                self.links.frozen.load(self.set, self.sets, &self.state.frozen);
                 self.metrics.recovered(self.state.packets.locked_fen());
                 self.links.progress.set_healthy(true);
                 warn!(set = %self.set, position = self.sent, "set recovered from its journal and tables");

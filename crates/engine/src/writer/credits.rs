@@ -49,6 +49,7 @@ impl<S: Store> Writer<S> {
             kind: EntryKind::Credit,
             packet_id: Some(credit.packet_id),
             at: credit.at,
+            balance_after: None,
         };
         self.change_balance(batch, entry);
     }

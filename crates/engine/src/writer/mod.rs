@@ -93,6 +93,8 @@ pub(crate) struct Links {
     pub(crate) trim_holds: Arc<AtomicUsize>,
     /// Where the set's durable batches' events go (`events.rs`).
     pub(crate) events: Arc<crate::events::SetEvents>,
+    /// The node's frozen accounts (`frozen.rs`).
+    pub(crate) frozen: Arc<crate::frozen::FrozenUsers>,
 }
 
 pub(crate) struct Writer<S: Store> {
@@ -140,6 +142,7 @@ impl<S: Store> Writer<S> {
         let recovered = store.recover(clock.now())?;
         let position = recovered.position;
         let state = State::recovered(recovered);
+        links.frozen.load(set, sets, &state.frozen);
         let metrics = SetMetrics::new(set, state.packets.locked_fen());
         Ok(Writer {
             set,
@@ -348,6 +351,7 @@ impl<S: Store> Writer<S> {
                     accounts.insert(user);
                     key(user, IdempotencyOp::Withdraw, k);
                 }
+                Command::Freeze { .. } => {}
                 Command::Settle { id, .. } => match self.state.withdrawals.get(id) {
                     // A pending one is in memory; failing it credits its user.
                     Some(pending) => drop(accounts.insert(&pending.user)),

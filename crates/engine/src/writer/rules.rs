@@ -35,6 +35,7 @@ impl<S: Store> Writer<S> {
             }
             Command::Withdraw { user, amount, key, reply } => self.withdraw(user, amount, key, reply, batch),
             Command::Settle { id, how, reply } => self.settle_withdrawal(id, how, reply, batch),
+            Command::Freeze { user, frozen, reply } => self.freeze(user, frozen, reply, batch),
             Command::Shutdown | Command::Pause { .. } => {}
         }
     }
@@ -45,14 +46,16 @@ impl<S: Store> Writer<S> {
 
     /// Applies a ledger entry to its (loaded) balance. Memory refuses what
     /// the tables would: a balance out of range is a broken invariant.
-    pub(super) fn change_balance(&mut self, batch: &mut Batch, entry: LedgerEntry) {
+    /// The entry records the balance it leaves (`balance_after`).
+    pub(super) fn change_balance(&mut self, batch: &mut Batch, mut entry: LedgerEntry) {
         let account = self.state.accounts.get_mut(&entry.user).expect("account prefetched for the batch");
         let after = match Amount::from_signed(entry.amount) {
             Some(credit) => account.balance.checked_add(credit),
             None => account.balance.checked_sub(Amount::from_fen(entry.amount.unsigned_abs()).expect("debit fits")),
         };
-        *account =
-            Account { balance: after.expect("a ledger entry took a balance out of range"), changed_at: batch.position };
+        let after = after.expect("a ledger entry took a balance out of range");
+        *account = Account { balance: after, changed_at: batch.position };
+        entry.balance_after = Some(after);
         batch.effects.ledger.push(entry);
     }
 
@@ -116,6 +119,7 @@ impl<S: Store> Writer<S> {
                         kind: EntryKind::Deposit,
                         packet_id: None,
                         at: batch.now,
+                        balance_after: None,
                     };
                     self.change_balance(batch, entry);
                     self.remember(batch, &user, key, fingerprint, IdempotencyResult::Deposited(balance));
@@ -142,6 +146,7 @@ impl<S: Store> Writer<S> {
             }
             Some(Remembered::Same(other)) => unreachable!("a send key remembered {other:?}"),
             Some(Remembered::Reused) => SendOutcome::KeyReused,
+            None if self.state.frozen.contains(&sender) => SendOutcome::AccountFrozen,
             None if self.balance(&sender) < spec.total_amount => SendOutcome::InsufficientBalance,
             None => {
                 let id = self.make_packet(&sender, &spec, batch);
@@ -172,6 +177,7 @@ impl<S: Store> Writer<S> {
             kind: EntryKind::Send,
             packet_id: Some(id),
             at: batch.now,
+            balance_after: None,
         };
         self.change_balance(batch, debit);
         batch.effects.packets.push(packet.clone());
@@ -188,17 +194,27 @@ impl<S: Store> Writer<S> {
         batch: &mut Batch,
     ) {
         let limits = &self.config.limits;
+        // A frozen opener is refused a new share (one opened before is
+        // still answered).
+        let frozen = self.links.frozen.contains(&user);
         let outcome = if let Some(packet) = self.state.packets.get_mut(&id) {
-            let outcome = packet.open(&user, password.as_deref(), batch.now, limits);
+            let outcome = match frozen && packet.claim_of(&user).is_none() {
+                true => OpenOutcome::AccountFrozen,
+                false => packet.open(&user, password.as_deref(), batch.now, limits),
+            };
             if let OpenOutcome::Opened(claim) = &outcome {
                 batch.effects.claims.push((id, claim.clone()));
                 self.credit_opener(id, claim.clone(), batch);
             }
             outcome
         } else if let Some(mut packet) = self.find(&id, batch).cloned() {
-            let outcome = packet.open(&user, password.as_deref(), batch.now, limits);
-            assert!(!matches!(outcome, OpenOutcome::Opened(_)), "a settled packet {id} was opened");
-            outcome
+            if frozen && packet.claim_of(&user).is_none() {
+                OpenOutcome::AccountFrozen
+            } else {
+                let outcome = packet.open(&user, password.as_deref(), batch.now, limits);
+                assert!(!matches!(outcome, OpenOutcome::Opened(_)), "a settled packet {id} was opened");
+                outcome
+            }
         } else {
             OpenOutcome::NotFound
         };
@@ -207,6 +223,9 @@ impl<S: Store> Writer<S> {
 
     fn grab(&self, id: PacketId, user: &UserId, batch: &Batch) -> GrabOutcome {
         match self.find(&id, batch) {
+            Some(packet) if self.links.frozen.contains(user) && packet.claim_of(user).is_none() => {
+                GrabOutcome::AccountFrozen
+            }
             Some(packet) => packet.grab(user, batch.now),
             None => GrabOutcome::NotFound,
         }
@@ -226,6 +245,7 @@ impl<S: Store> Writer<S> {
                 kind: EntryKind::Refund,
                 packet_id: Some(id),
                 at: batch.now,
+                balance_after: None,
             };
             self.change_balance(batch, entry);
         }

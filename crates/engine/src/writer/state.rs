@@ -9,7 +9,7 @@
 //! - idempotency keys, settled packets and applied credits written since the
 //!   tables' position stay in `Unmaterialized` until the tables pass them.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::Hash;
 use std::time::Duration;
 
@@ -46,6 +46,8 @@ pub(crate) struct State {
     pub(crate) outbox: HashMap<String, Outgoing>,
     /// Withdrawals asked for and not yet settled (`wallet.rs`).
     pub(crate) withdrawals: HashMap<WithdrawalId, Withdrawal>,
+    /// This set's users whose accounts are frozen (`frozen.rs`).
+    pub(crate) frozen: HashSet<UserId>,
     pub(crate) unmaterialized: Unmaterialized,
 }
 
@@ -64,6 +66,7 @@ impl State {
             packets,
             outbox,
             withdrawals: recovered.withdrawals.into_iter().map(|withdrawal| (withdrawal.id, withdrawal)).collect(),
+            frozen: recovered.frozen.into_iter().collect(),
             unmaterialized: Unmaterialized::default(),
         }
     }

@@ -34,6 +34,7 @@ impl<S: Store> Writer<S> {
             }
             Some(Remembered::Same(other)) => unreachable!("a withdrawal key remembered {other:?}"),
             Some(Remembered::Reused) => WithdrawOutcome::KeyReused,
+            None if self.state.frozen.contains(&user) => WithdrawOutcome::AccountFrozen,
             None if self.balance(&user) < amount => WithdrawOutcome::InsufficientBalance,
             None => {
                 let seq = self.state.next_seq;
@@ -54,6 +55,7 @@ impl<S: Store> Writer<S> {
                     kind: EntryKind::Withdrawal,
                     packet_id: None,
                     at: batch.now,
+                    balance_after: None,
                 };
                 self.change_balance(batch, debit);
                 batch.effects.withdrawals.push(withdrawal.clone());
@@ -63,6 +65,19 @@ impl<S: Store> Writer<S> {
             }
         };
         batch.pending.push(Pending::Withdraw(reply, outcome));
+    }
+
+    /// Freezes or unfreezes `user`'s account (in this, the user's set):
+    /// answers whether that changed it.
+    pub(super) fn freeze(&mut self, user: UserId, frozen: bool, reply: Reply<bool>, batch: &mut Batch) {
+        let changed = match frozen {
+            true => self.state.frozen.insert(user.clone()),
+            false => self.state.frozen.remove(&user),
+        };
+        if changed {
+            batch.effects.frozen.push((user, frozen, batch.now));
+        }
+        batch.pending.push(Pending::Freeze(reply, changed));
     }
 
     /// A withdrawal wherever memory or this batch holds it.
@@ -95,6 +110,7 @@ impl<S: Store> Writer<S> {
                         kind: EntryKind::WithdrawalReturn,
                         packet_id: None,
                         at: batch.now,
+                        balance_after: None,
                     };
                     self.change_balance(batch, back);
                 }

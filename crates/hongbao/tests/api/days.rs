@@ -70,6 +70,8 @@ async fn a_settled_day_goes_cold(
     api.wait_balance(&alice, 9_000 + 1000 - bob_share - carol_share).await;
     let before = api.detail(&bob, &old).await;
     assert_eq!(before["status"], "expired");
+    let bill = api.get("/v1/ledger?limit=100", &alice).await.ok(200);
+    assert_eq!(bill["items"].as_array().map(Vec::len), Some(3), "deposit, send, refund: {bill}");
 
     // Within the retention nothing moves.
     clock.advance_ms(6 * DAY_MS);
@@ -107,8 +109,9 @@ async fn a_settled_day_goes_cold(
     assert!(server.running.keep_days_now().await?.cooled.is_empty(), "a cold day moves once");
     moved(&server, &old);
 
-    // Cold, it reads as it did hot.
+    // Cold, it reads as it did hot: the packet, the lists, the bill.
     assert_eq!(api.detail(&carol, &old).await, before);
+    assert_eq!(api.get("/v1/ledger?limit=100", &alice).await.ok(200), bill, "the bill of a cold day");
     let sent = api.get("/v1/packets/sent", &alice).await.ok(200);
     assert_eq!(sent["items"][0]["id"], old.as_str());
     let received = api.get("/v1/packets/received", &carol).await.ok(200);

@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod auth;
+mod bills;
 mod bodies_and_routes;
 mod cluster;
 mod concurrency;
@@ -15,6 +16,7 @@ mod console;
 mod days;
 mod events;
 mod expiry;
+mod frozen;
 mod groups;
 mod helpers;
 mod idempotency;

@@ -33,8 +33,9 @@ pub struct ListQuery {
 
 errors!(ListErrors: USER_AUTH, &[INVALID_QUERY, INVALID_LIMIT, INVALID_CURSOR], ENGINE);
 
-fn limit(query: &ListQuery) -> Result<usize, ApiError> {
-    match &query.limit {
+/// A page's length from `?limit=`: 1 to 100, 20 when absent.
+pub(crate) fn page_limit(limit: Option<&str>) -> Result<usize, ApiError> {
+    match limit {
         None => Ok(PAGE_LEN_DEFAULT),
         Some(text) => text
             .parse()
@@ -42,6 +43,10 @@ fn limit(query: &ListQuery) -> Result<usize, ApiError> {
             .filter(|n| (1..=PAGE_LEN_MAX).contains(n))
             .ok_or_else(|| ApiError::invalid_limit(PAGE_LEN_MAX)),
     }
+}
+
+fn limit(query: &ListQuery) -> Result<usize, ApiError> {
+    page_limit(query.limit.as_deref())
 }
 
 fn query(query: Result<Query<ListQuery>, QueryRejection>) -> Result<ListQuery, ApiError> {

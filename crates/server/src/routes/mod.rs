@@ -1,10 +1,12 @@
 //! The handlers, one file per resource.
 
 pub mod account;
+pub mod accounts;
 pub mod admin;
+pub mod bills;
 pub mod events;
 pub mod health;
-pub mod lists;
+pub(crate) mod lists;
 pub mod packets;
 pub mod withdrawals;
 

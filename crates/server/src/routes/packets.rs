@@ -18,10 +18,10 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::body::{IdempotencyKey, JsonBody, OptionalJsonBody, idempotency_key};
 use crate::error::{
-    AMOUNT_NOT_DIVISIBLE, ApiError, IDEMPOTENCY_KEY_REUSED, INSUFFICIENT_BALANCE, INVALID_AMOUNT, INVALID_COUNT,
-    INVALID_EXPIRY, INVALID_GREETING, INVALID_GROUP, INVALID_IDEMPOTENCY_KEY, INVALID_KIND, INVALID_PASSWORD,
-    INVALID_RECIPIENT, NOT_IN_GROUP, NOT_RECIPIENT, PACKET_EMPTY, PACKET_EXPIRED, PACKET_NOT_FOUND, SHARE_TOO_SMALL,
-    WRONG_PASSWORD,
+    ACCOUNT_FROZEN, AMOUNT_NOT_DIVISIBLE, ApiError, IDEMPOTENCY_KEY_REUSED, INSUFFICIENT_BALANCE, INVALID_AMOUNT,
+    INVALID_COUNT, INVALID_EXPIRY, INVALID_GREETING, INVALID_GROUP, INVALID_IDEMPOTENCY_KEY, INVALID_KIND,
+    INVALID_PASSWORD, INVALID_RECIPIENT, NOT_IN_GROUP, NOT_RECIPIENT, PACKET_EMPTY, PACKET_EXPIRED, PACKET_NOT_FOUND,
+    SHARE_TOO_SMALL, WRONG_PASSWORD,
 };
 use crate::openapi::{ENGINE, JSON_BODY, TAG_PACKETS, USER_AUTH, USER_WRITE, errors};
 use crate::rate_limit::Route;
@@ -132,15 +132,16 @@ errors!(
         INVALID_IDEMPOTENCY_KEY,
         INSUFFICIENT_BALANCE,
         IDEMPOTENCY_KEY_REUSED,
+        ACCOUNT_FROZEN,
     ],
     USER_WRITE,
     ENGINE,
 );
-errors!(GrabErrors: USER_AUTH, &[PACKET_NOT_FOUND, NOT_RECIPIENT, NOT_IN_GROUP], USER_WRITE, ENGINE);
+errors!(GrabErrors: USER_AUTH, &[PACKET_NOT_FOUND, NOT_RECIPIENT, NOT_IN_GROUP, ACCOUNT_FROZEN], USER_WRITE, ENGINE);
 errors!(
     OpenErrors: USER_AUTH,
     JSON_BODY,
-    &[PACKET_NOT_FOUND, NOT_RECIPIENT, NOT_IN_GROUP, WRONG_PASSWORD, PACKET_EMPTY, PACKET_EXPIRED],
+    &[PACKET_NOT_FOUND, NOT_RECIPIENT, NOT_IN_GROUP, ACCOUNT_FROZEN, WRONG_PASSWORD, PACKET_EMPTY, PACKET_EXPIRED],
     USER_WRITE,
     ENGINE,
 );
@@ -196,6 +197,7 @@ pub async fn send(
         SendOutcome::Sent { packet, .. } => Ok((StatusCode::CREATED, Json(PacketView::from(&*packet)))),
         SendOutcome::InsufficientBalance => Err(ApiError::insufficient_balance()),
         SendOutcome::KeyReused => Err(ApiError::key_reused()),
+        SendOutcome::AccountFrozen => Err(ApiError::account_frozen()),
     }
 }
 
@@ -220,6 +222,7 @@ pub async fn grab(
         GrabOutcome::NotFound => Err(ApiError::packet_not_found()),
         GrabOutcome::NotRecipient => Err(ApiError::not_recipient()),
         GrabOutcome::NotInGroup => Err(ApiError::not_in_group()),
+        GrabOutcome::AccountFrozen => Err(ApiError::account_frozen()),
         outcome => Ok(Json(GrabView { status: outcome.code() })),
     }
 }

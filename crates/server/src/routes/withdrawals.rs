@@ -20,8 +20,8 @@ use crate::AppState;
 use crate::auth::{Admin, Caller};
 use crate::body::{IdempotencyKey, JsonBody, idempotency_key};
 use crate::error::{
-    ApiError, IDEMPOTENCY_KEY_REUSED, INSUFFICIENT_BALANCE, INVALID_AMOUNT, INVALID_IDEMPOTENCY_KEY, OVERLOADED,
-    WITHDRAWAL_NOT_FOUND, WITHDRAWAL_SETTLED,
+    ACCOUNT_FROZEN, ApiError, IDEMPOTENCY_KEY_REUSED, INSUFFICIENT_BALANCE, INVALID_AMOUNT, INVALID_IDEMPOTENCY_KEY,
+    OVERLOADED, WITHDRAWAL_NOT_FOUND, WITHDRAWAL_SETTLED,
 };
 use crate::openapi::{ADMIN_AUTH, ENGINE, JSON_BODY, TAG_ACCOUNT, TAG_ADMIN, USER_AUTH, USER_WRITE, errors};
 use crate::rate_limit::Route;
@@ -57,7 +57,7 @@ fn withdrawal_id(path: Result<Path<String>, PathRejection>) -> Result<Withdrawal
 errors!(
     WithdrawErrors: USER_AUTH,
     JSON_BODY,
-    &[INVALID_AMOUNT, INVALID_IDEMPOTENCY_KEY, INSUFFICIENT_BALANCE, IDEMPOTENCY_KEY_REUSED],
+    &[INVALID_AMOUNT, INVALID_IDEMPOTENCY_KEY, INSUFFICIENT_BALANCE, IDEMPOTENCY_KEY_REUSED, ACCOUNT_FROZEN],
     USER_WRITE,
     ENGINE,
 );
@@ -93,6 +93,7 @@ pub async fn withdraw(
         }
         WithdrawOutcome::InsufficientBalance => Err(ApiError::insufficient_balance()),
         WithdrawOutcome::KeyReused => Err(ApiError::key_reused()),
+        WithdrawOutcome::AccountFrozen => Err(ApiError::account_frozen()),
     }
 }
 

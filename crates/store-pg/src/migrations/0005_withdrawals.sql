@@ -81,3 +81,46 @@ CREATE TRIGGER withdrawals_settle AFTER UPDATE ON withdrawals
     REFERENCING OLD TABLE AS old_withdrawals NEW TABLE AS new_withdrawals
     FOR EACH STATEMENT EXECUTE FUNCTION withdrawals_settle();
 CREATE TRIGGER withdrawals_kept BEFORE DELETE ON withdrawals FOR EACH STATEMENT EXECUTE FUNCTION immutable();
+
+-- Bills (`GET /v1/ledger`): each entry keeps the balance it left (NULL only
+-- for entries from before), checked where the entries are applied; a
+-- user's entries by time, hot and cold together.
+ALTER TABLE ledger ADD COLUMN balance_after bigint CHECK (balance_after IS NULL OR balance_after >= 0);
+ALTER TABLE hongbao_archive.ledger ADD COLUMN balance_after bigint;
+CREATE INDEX ledger_by_user ON ledger (user_id, at, reference);
+CREATE INDEX archive_ledger_by_user ON hongbao_archive.ledger (user_id, at, reference);
+CREATE VIEW ledger_all AS
+    SELECT * FROM public.ledger UNION ALL SELECT * FROM hongbao_archive.ledger;
+
+CREATE OR REPLACE FUNCTION ledger_apply() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    -- From a missing account (zero), a first debit runs below zero too.
+    IF EXISTS (
+        SELECT 1 FROM (
+            SELECT n.balance_after, COALESCE(a.balance, 0)
+                     + sum(n.amount) OVER (PARTITION BY n.user_id ORDER BY n.position, n.entry) AS running
+            FROM new_entries n LEFT JOIN accounts a ON a.user_id = n.user_id
+        ) r
+        WHERE r.running < 0 OR r.balance_after <> r.running
+    ) THEN
+        RAISE EXCEPTION 'a debit below zero, of an account that does not exist, or an entry whose balance_after is not the balance it left'
+            USING ERRCODE = 'check_violation';
+    END IF;
+    UPDATE accounts a SET balance = a.balance + d.net
+    FROM (SELECT user_id, sum(amount) AS net FROM new_entries GROUP BY user_id) d
+    WHERE a.user_id = d.user_id;
+    INSERT INTO accounts (user_id, balance)
+    SELECT n.user_id, sum(n.amount) FROM new_entries n
+    WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.user_id = n.user_id)
+    GROUP BY n.user_id;
+    RETURN NULL;
+END $$;
+
+-- Frozen accounts (`hongbao_engine::frozen`): a row while an admin's freeze
+-- lasts, with the user's set (a set loads its own).
+CREATE TABLE frozen_accounts (
+    user_id text PRIMARY KEY,
+    set_id  smallint NOT NULL,
+    since   bigint NOT NULL
+);
+CREATE INDEX frozen_accounts_by_set ON frozen_accounts (set_id);
