@@ -34,6 +34,8 @@ pub fn bench_config() -> EngineConfig {
             count_max: 50_000_000,
             deposit_max: huge,
             balance_max: huge,
+            daily_send_count_max: u32::MAX,
+            daily_send_amount_max: huge,
             ..Limits::default()
         },
         ..EngineConfig::default()

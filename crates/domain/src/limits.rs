@@ -35,6 +35,10 @@ pub struct Limits {
     /// The most members a group packet's list may name (at most
     /// `group::GROUP_MEMBERS_CEILING`).
     pub group_members_max: usize,
+    /// The most packets one user may send in a (UTC) day.
+    pub daily_send_count_max: u32,
+    /// The most money one user may send in packets in a (UTC) day.
+    pub daily_send_amount_max: Amount,
 }
 
 impl Default for Limits {
@@ -54,6 +58,10 @@ impl Default for Limits {
             balance_max: Amount::from_fen(100_000_000_000).expect("a constant within range"),
             // WeChat's groups hold up to 500.
             group_members_max: 500,
+            // WeChat caps a day's red packets too; these leave a person
+            // (and a busy shop) room, and stop a stolen token's spree.
+            daily_send_count_max: 1_000,
+            daily_send_amount_max: Amount::from_fen(5_000_000).expect("a constant within range"),
         }
     }
 }

@@ -98,10 +98,16 @@ pub enum DepositOutcome {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SendOutcome {
-    Sent { packet: Box<PacketInfo>, replayed: bool },
+    Sent {
+        packet: Box<PacketInfo>,
+        replayed: bool,
+    },
     InsufficientBalance,
     KeyReused,
     AccountFrozen,
+    /// The sender's packets of the day would pass the daily count or
+    /// amount (`Limits::daily_send_*`).
+    DailyLimit,
 }
 
 /// The answer to a withdrawal's request.

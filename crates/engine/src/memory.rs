@@ -274,6 +274,12 @@ impl Store for MemStore {
         for id in &wants.withdrawals {
             fetched.withdrawals.extend(data.withdrawals.get(id).cloned());
         }
+        for (user, day) in &wants.sent_today {
+            let sent = data.packets.values().filter(|p| p.info.sender == *user && p.info.id.day == *day);
+            let (count, fen) = sent.fold((0u32, 0u64), |(n, fen), p| (n + 1, fen + p.info.total_amount.fen()));
+            let amount = Amount::from_fen(fen).expect("a day's sends fit");
+            fetched.sent_today.push((user.clone(), *day, count, amount));
+        }
         fetched.references_present = wants
             .credits
             .iter()

@@ -200,6 +200,9 @@ pub struct Wants {
     pub credits: Vec<Credit>,
     /// Settled withdrawals (no longer in memory) that a batch settles again.
     pub withdrawals: Vec<WithdrawalId>,
+    /// Senders whose packets of the day (`yyyymmdd`, UTC) memory does not
+    /// count yet: the tables hold them all (see `writer/limits.rs`).
+    pub sent_today: Vec<(UserId, u32)>,
 }
 
 impl Wants {
@@ -209,6 +212,7 @@ impl Wants {
             && self.packets.is_empty()
             && self.credits.is_empty()
             && self.withdrawals.is_empty()
+            && self.sent_today.is_empty()
     }
 }
 
@@ -225,6 +229,8 @@ pub struct Fetched {
     /// The wanted withdrawals that exist, plus the withdrawals named by
     /// fetched idempotency records of withdrawals.
     pub withdrawals: Vec<Withdrawal>,
+    /// Per wanted sender and day: the packets sent and their money.
+    pub sent_today: Vec<(UserId, u32, u32, Amount)>,
 }
 
 /// Everything one batch changes, written in one transaction.

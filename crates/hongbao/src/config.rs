@@ -103,6 +103,8 @@ pub struct PacketLimits {
     pub deposit_max: u64,
     pub balance_max: u64,
     pub group_members_max: usize,
+    pub daily_send_count_max: u32,
+    pub daily_send_amount_max: u64,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
@@ -198,6 +200,8 @@ impl Default for Config {
                 deposit_max: limits.deposit_max.fen(),
                 balance_max: limits.balance_max.fen(),
                 group_members_max: limits.group_members_max,
+                daily_send_count_max: limits.daily_send_count_max,
+                daily_send_amount_max: limits.daily_send_amount_max.fen(),
             },
             rate_limits: RateLimits {
                 open: rates.open.into(),
@@ -409,7 +413,12 @@ impl Config {
                 l.group_members_max,
                 hongbao_domain::group::GROUP_MEMBERS_CEILING,
             )?,
+            daily_send_count_max: l.daily_send_count_max,
+            daily_send_amount_max: fen("limits.daily_send_amount_max", l.daily_send_amount_max)?,
         };
+        if l.daily_send_count_max == 0 {
+            return Err(refuse("limits.daily_send_count_max", 0, "must be at least 1"));
+        }
         if !(1..=hongbao_domain::limits::COUNT_MAX_CEILING).contains(&l.count_max) {
             let reason = format!("must be from 1 to {}", hongbao_domain::limits::COUNT_MAX_CEILING);
             return Err(refuse("limits.count_max", l.count_max, &reason));

@@ -135,6 +135,11 @@ pub const RATE_LIMITED: ErrorCode = code(
     "rate_limited",
     "the user's rate for this route, or the client IP's failed authentications, is spent; see Retry-After",
 );
+pub const DAILY_LIMIT: ErrorCode = code(
+    StatusCode::TOO_MANY_REQUESTS,
+    "daily_limit",
+    "the user's packets of the day (UTC) would pass the daily count or amount; see Retry-After",
+);
 pub const TOO_MANY_REQUESTS: ErrorCode = code(
     StatusCode::TOO_MANY_REQUESTS,
     "too_many_requests",
@@ -210,6 +215,7 @@ pub const CODES: &[ErrorCode] = &[
     BODY_TOO_LARGE,
     RATE_LIMITED,
     TOO_MANY_REQUESTS,
+    DAILY_LIMIT,
     INTERNAL,
     OVERLOADED,
     SET_UNAVAILABLE,
@@ -398,6 +404,18 @@ impl ApiError {
     /// 409 `withdrawal_settled`: settled the other way, as `was`.
     pub fn withdrawal_settled(was: &str) -> ApiError {
         ApiError::of(WITHDRAWAL_SETTLED, format!("this withdrawal is {was} already; nothing changed"))
+    }
+
+    /// 429 `daily_limit`, with `Retry-After` the start of the next UTC day.
+    pub fn daily_limit(limits: &hongbao_domain::Limits, now: hongbao_domain::Millis) -> ApiError {
+        let day = hongbao_domain::time::DAY_MS;
+        let next_day_in_s = ((day - now.0.rem_euclid(day)) as u64).div_ceil(1000);
+        let message = format!(
+            "a user may send at most {} packets and {} fen a day (UTC); this one would pass that",
+            limits.daily_send_count_max,
+            limits.daily_send_amount_max.fen()
+        );
+        ApiError { retry_after_s: Some(next_day_in_s.max(1)), ..ApiError::of(DAILY_LIMIT, message) }
     }
 
     /// 403 `account_frozen`.

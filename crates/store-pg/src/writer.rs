@@ -338,6 +338,21 @@ impl PgStore {
         fetched.references_present = present.iter().map(|row| row.get(0)).collect();
         fetched.packets = self.packets(&packets).await?;
         fetched.withdrawals = withdrawals::read(&self.client, &s.withdrawals_read, &wanted_withdrawals).await?;
+        for (user, day) in &wants.sent_today {
+            let row = self
+                .client
+                .query_one(
+                    "SELECT count(*), COALESCE(-sum(amount), 0)::bigint FROM ledger \
+                     WHERE day = $1 AND user_id = $2 AND kind = 'send'",
+                    &[&day_key(*day), &user.as_str()],
+                )
+                .await
+                .map_err(failed("reading a day's sends"))?;
+            let (count, fen): (i64, i64) = (row.get(0), row.get(1));
+            let count = u32::try_from(count).map_err(|_| StoreError::new("a day's sends overflow"))?;
+            let amount = hongbao_domain::Amount::from_signed(fen).ok_or_else(|| StoreError::new("negative sends"))?;
+            fetched.sent_today.push((user.clone(), *day, count, amount));
+        }
         Ok(fetched)
     }
 

@@ -115,3 +115,23 @@ pub(crate) fn best_lucks_in(
         .map_err(failed("counting best lucks"))?;
     Ok(count.unsigned_abs())
 }
+
+/// The packets `user` sent on `day` (UTC `yyyymmdd`), and their money: for
+/// the daily limits (`hongbao_engine`'s `writer/limits.rs`). Today is never
+/// cold.
+pub(crate) fn sent_on(connection: &Connection, user: &UserId, day: u32) -> Result<(u32, Amount), StoreError> {
+    let start = hongbao_domain::time::civil_day_start(day).0;
+    let mut statement = connection
+        .prepare_cached(
+            "SELECT count(*), COALESCE(-sum(amount), 0) FROM ledger \
+             WHERE user = ?1 AND kind = 'send' AND at >= ?2 AND at < ?3",
+        )
+        .map_err(failed("preparing a day's sends"))?;
+    let (count, fen): (i64, i64) = statement
+        .query_row(params![user.as_str(), start, start + hongbao_domain::time::DAY_MS], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
+        .map_err(failed("reading a day's sends"))?;
+    let count = u32::try_from(count).map_err(|_| StoreError::new("a day's sends overflow"))?;
+    Ok((count, Amount::from_signed(fen).ok_or_else(|| StoreError::new("a day's sends are negative"))?))
+}

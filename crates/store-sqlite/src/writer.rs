@@ -174,6 +174,10 @@ impl Store for SqliteStore {
         for id in &wants.withdrawals {
             fetched.withdrawals.extend(withdrawals::load(&self.connection, id)?);
         }
+        for (user, day) in &wants.sent_today {
+            let (count, amount) = crate::bills::sent_on(&self.connection, user, *day)?;
+            fetched.sent_today.push((user.clone(), *day, count, amount));
+        }
         let mut statement = self
             .connection
             .prepare_cached("SELECT 1 FROM ledger WHERE reference = ?1")

@@ -11,6 +11,7 @@
 
 mod commit;
 mod credits;
+mod limits;
 mod live;
 mod notify;
 mod overload;
@@ -269,6 +270,7 @@ impl<S: Store> Writer<S> {
         }
         self.follow_the_tables();
         let now = self.clock.now();
+        self.state.sent_today.on(now.civil_day());
         let due = self.due_packets(now);
         let wants = self.wants(&commands, &mail, &due);
         let fetched = match wants.is_empty() {
@@ -320,6 +322,7 @@ impl<S: Store> Writer<S> {
     fn wants(&self, commands: &[Command], mail: &[Mail], due: &[PacketId]) -> Wants {
         let mut accounts = HashSet::new();
         let mut packets = HashSet::new();
+        let mut senders = HashSet::new();
         let mut wants = Wants::default();
         let mut keys = Vec::new();
         let mut key = |user: &UserId, op, key: &Option<String>| {
@@ -339,6 +342,7 @@ impl<S: Store> Writer<S> {
                 Command::Send { sender, key: k, .. } => {
                     accounts.insert(sender);
                     key(sender, IdempotencyOp::Send, k);
+                    senders.insert(sender);
                 }
                 Command::Open { id, user, .. } => {
                     packets.insert(*id);
@@ -375,6 +379,12 @@ impl<S: Store> Writer<S> {
         }
         wants.accounts =
             accounts.into_iter().filter(|user| !self.state.accounts.contains_key(*user)).cloned().collect();
+        let today = self.state.sent_today.day();
+        wants.sent_today = senders
+            .into_iter()
+            .filter(|sender| !self.state.sent_today.knows(sender))
+            .map(|sender| (sender.clone(), today))
+            .collect();
         let unknown =
             |id: &PacketId| !self.state.packets.contains(id) && !self.state.unmaterialized.settled.contains(id);
         wants.packets = packets.into_iter().filter(unknown).collect();
@@ -385,6 +395,9 @@ impl<S: Store> Writer<S> {
         let position = self.state.position + 1;
         for (user, balance) in fetched.accounts {
             self.state.accounts.insert(user, state::Account { balance, changed_at: 0 });
+        }
+        for (user, _, count, amount) in fetched.sent_today {
+            self.state.sent_today.load(user, count, amount);
         }
         let idempotency = fetched
             .idempotency

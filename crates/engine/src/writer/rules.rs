@@ -147,8 +147,10 @@ impl<S: Store> Writer<S> {
             Some(Remembered::Same(other)) => unreachable!("a send key remembered {other:?}"),
             Some(Remembered::Reused) => SendOutcome::KeyReused,
             None if self.state.frozen.contains(&sender) => SendOutcome::AccountFrozen,
+            None if self.past_daily_limit(&sender, spec.total_amount) => SendOutcome::DailyLimit,
             None if self.balance(&sender) < spec.total_amount => SendOutcome::InsufficientBalance,
             None => {
+                self.count_sent(&sender, spec.total_amount);
                 let id = self.make_packet(&sender, &spec, batch);
                 let info = self.state.packets.get(&id).expect("just made").info.clone();
                 self.remember(batch, &sender, key, fingerprint, IdempotencyResult::Sent(id));

@@ -48,6 +48,8 @@ pub(crate) struct State {
     pub(crate) withdrawals: HashMap<WithdrawalId, Withdrawal>,
     /// This set's users whose accounts are frozen (`frozen.rs`).
     pub(crate) frozen: HashSet<UserId>,
+    /// Senders' packets of the day (`limits.rs`).
+    pub(crate) sent_today: super::limits::SentTodays,
     pub(crate) unmaterialized: Unmaterialized,
 }
 
@@ -67,6 +69,7 @@ impl State {
             outbox,
             withdrawals: recovered.withdrawals.into_iter().map(|withdrawal| (withdrawal.id, withdrawal)).collect(),
             frozen: recovered.frozen.into_iter().collect(),
+            sent_today: super::limits::SentTodays::default(),
             unmaterialized: Unmaterialized::default(),
         }
     }

@@ -380,7 +380,23 @@ async fn start_stored(
     clock: Arc<dyn Clock>,
     database: Option<Arc<hongbao_store_pg::testing::TestDatabase>>,
 ) -> Result<Server> {
+    start_configured(dir, clock, database, |_| {}).await
+}
+
+/// A new server on the wall clock whose options `configure` changes first
+/// (limits, say).
+pub async fn start_with_options(configure: impl FnOnce(&mut hongbao::ServeOptions)) -> Result<Server> {
+    start_configured(tempfile::tempdir()?, Arc::new(SystemClock), None, configure).await
+}
+
+async fn start_configured(
+    dir: TempDir,
+    clock: Arc<dyn Clock>,
+    database: Option<Arc<hongbao_store_pg::testing::TestDatabase>>,
+    configure: impl FnOnce(&mut hongbao::ServeOptions),
+) -> Result<Server> {
     let mut options = hongbao::ServeOptions::new(dir.path().join("data"), "127.0.0.1:0".parse()?);
+    configure(&mut options);
     options.clock = clock;
     options.store = match &database {
         None => hongbao::StoreChoice::Sqlite,
@@ -437,9 +453,14 @@ impl Server {
     /// Stops the server, audits its data directory, and starts a new server
     /// on it (and its database), on the wall clock.
     pub async fn restart(self) -> Result<Server> {
+        self.restart_with(|_| {}).await
+    }
+
+    /// `restart`, the new server's options changed by `configure`.
+    pub async fn restart_with(self, configure: impl FnOnce(&mut hongbao::ServeOptions)) -> Result<Server> {
         let Server { dir, running, store, database, .. } = self;
         stop_audited(running, &store, hongbao::ColdDays::Rows).await?;
-        start_stored(dir, Arc::new(SystemClock), database).await
+        start_configured(dir, Arc::new(SystemClock), database, configure).await
     }
 
     /// Stops the server and audits it twice, its cold days counted by

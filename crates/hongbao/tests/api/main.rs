@@ -10,9 +10,11 @@
 mod auth;
 mod bills;
 mod bodies_and_routes;
+
 mod cluster;
 mod concurrency;
 mod console;
+mod daily_limits;
 mod days;
 mod events;
 mod expiry;

@@ -18,10 +18,10 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::body::{IdempotencyKey, JsonBody, OptionalJsonBody, idempotency_key};
 use crate::error::{
-    ACCOUNT_FROZEN, AMOUNT_NOT_DIVISIBLE, ApiError, IDEMPOTENCY_KEY_REUSED, INSUFFICIENT_BALANCE, INVALID_AMOUNT,
-    INVALID_COUNT, INVALID_EXPIRY, INVALID_GREETING, INVALID_GROUP, INVALID_IDEMPOTENCY_KEY, INVALID_KIND,
-    INVALID_PASSWORD, INVALID_RECIPIENT, NOT_IN_GROUP, NOT_RECIPIENT, PACKET_EMPTY, PACKET_EXPIRED, PACKET_NOT_FOUND,
-    SHARE_TOO_SMALL, WRONG_PASSWORD,
+    ACCOUNT_FROZEN, AMOUNT_NOT_DIVISIBLE, ApiError, DAILY_LIMIT, IDEMPOTENCY_KEY_REUSED, INSUFFICIENT_BALANCE,
+    INVALID_AMOUNT, INVALID_COUNT, INVALID_EXPIRY, INVALID_GREETING, INVALID_GROUP, INVALID_IDEMPOTENCY_KEY,
+    INVALID_KIND, INVALID_PASSWORD, INVALID_RECIPIENT, NOT_IN_GROUP, NOT_RECIPIENT, PACKET_EMPTY, PACKET_EXPIRED,
+    PACKET_NOT_FOUND, SHARE_TOO_SMALL, WRONG_PASSWORD,
 };
 use crate::openapi::{ENGINE, JSON_BODY, TAG_PACKETS, USER_AUTH, USER_WRITE, errors};
 use crate::rate_limit::Route;
@@ -133,6 +133,7 @@ errors!(
         INSUFFICIENT_BALANCE,
         IDEMPOTENCY_KEY_REUSED,
         ACCOUNT_FROZEN,
+        DAILY_LIMIT,
     ],
     USER_WRITE,
     ENGINE,
@@ -198,6 +199,7 @@ pub async fn send(
         SendOutcome::InsufficientBalance => Err(ApiError::insufficient_balance()),
         SendOutcome::KeyReused => Err(ApiError::key_reused()),
         SendOutcome::AccountFrozen => Err(ApiError::account_frozen()),
+        SendOutcome::DailyLimit => Err(ApiError::daily_limit(state.engine.limits(), state.engine.now())),
     }
 }
 
