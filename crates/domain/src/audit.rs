@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use crate::id::{PacketId, SetId};
-use crate::ledger::{EntryKind, claim_ref, refund_ref, send_ref};
+use crate::ledger::{EntryKind, REVERSAL_REF_PREFIX, claim_ref, refund_ref, send_ref};
 use crate::money::Amount;
 use crate::packet::{PacketKind, ShareDraw};
 use crate::user::UserId;
@@ -226,7 +226,8 @@ pub fn audit(sets: &[SetSnapshot], share_min: Amount, now_ms: i64) -> AuditRepor
     for snapshot in sets {
         check_withdrawals(snapshot, &ledger, &mut explained, &mut report);
     }
-    check_ledger_explained(&ledger, &outbox, &explained, &mut report);
+    let any_cold = sets.iter().any(|snapshot| !snapshot.cold.is_empty());
+    check_ledger_explained(&ledger, &outbox, &explained, any_cold, &mut report);
     let cold = sets.iter().flat_map(|snapshot| &snapshot.cold);
     report.cold_entries = cold.clone().map(|row| usize::try_from(row.entries).unwrap_or(0)).sum();
     report.ledger_entries = ledger.len() + report.cold_entries;
@@ -522,6 +523,7 @@ fn check_ledger_explained(
     ledger: &HashMap<&str, &LedgerRow>,
     outbox: &HashMap<&str, &OutboxRow>,
     explained: &HashSet<String>,
+    any_cold: bool,
     report: &mut AuditReport,
 ) {
     for (reference, row) in ledger {
@@ -531,6 +533,14 @@ fn check_ledger_explained(
         } else if row.kind == "deposit" {
             if row.amount <= 0 {
                 report.violations.push(format!("deposit {reference} is not positive"));
+            }
+        } else if row.kind == "reversal" {
+            // It takes back its deposit, whole (unless that day is cold and
+            // counted by its totals).
+            let deposit = reference.strip_prefix(REVERSAL_REF_PREFIX).and_then(|deposit| ledger.get(deposit));
+            let whole = deposit.is_some_and(|d| d.kind == "deposit" && d.user == row.user && d.amount == -row.amount);
+            if !whole && (deposit.is_some() || !any_cold) {
+                report.violations.push(format!("reversal {reference} does not take back a deposit of its amount"));
             }
         } else if !explained.contains(*reference) {
             report.violations.push(format!("ledger entry {reference} matches no packet, claim or withdrawal"));
@@ -650,6 +660,16 @@ mod tests {
             let found = violations(broken);
             assert!(found.iter().any(|v| v.contains(expected)), "{name}: {found:?}");
         }
+        // A deposit of 50 taken back whole is money out; a part of it is not a reversal.
+        let mut reversed = books_with_withdrawals();
+        let deposit = deposit_ref("alice", DepositKey::Keyed("k2"));
+        reversed.ledger.push(entry(deposit.clone(), "alice", 50, "deposit"));
+        reversed.ledger.push(entry(crate::ledger::reversal_ref(&deposit), "alice", -50, "reversal"));
+        let report = audit(&[reversed.clone()], Amount::from_fen(1).expect("1 fen"), 0);
+        assert_eq!((report.violations.clone(), report.withdrawn), (Vec::<String>::new(), 180));
+        reversed.ledger.last_mut().unwrap().amount = -49;
+        reversed.accounts[0].balance += 1;
+        assert!(violations(reversed).iter().any(|v| v.contains("does not take back a deposit of its amount")));
         let mut leaked = books_with_withdrawals();
         leaked.accounts[0].balance += 1;
         leaked.ledger.push(entry("withdrawal_return:x".to_owned(), "alice", 1, "withdrawal_return"));

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use hongbao_domain::outcome::{SettleOutcome, WithdrawOutcome};
+use hongbao_domain::outcome::{ReverseOutcome, SettleOutcome, WithdrawOutcome};
 use hongbao_domain::withdrawal::{Settlement, WithdrawalId};
 use hongbao_domain::{
     Amount, DepositOutcome, GrabOutcome, OpenOutcome, PacketId, PacketSpec, SendOutcome, SetId, UserId,
@@ -58,6 +58,12 @@ pub(crate) enum Command {
         how: Settlement,
         reply: Reply<SettleOutcome>,
     },
+    /// Takes back the deposit with this reference (of `user`'s).
+    Reverse {
+        user: UserId,
+        reference: String,
+        reply: Reply<ReverseOutcome>,
+    },
     /// Freezes (or unfreezes) an account; answers whether that changed it.
     Freeze {
         user: UserId,
@@ -96,6 +102,7 @@ pub(crate) enum Pending {
     Withdraw(Reply<WithdrawOutcome>, WithdrawOutcome),
     Settle(Reply<SettleOutcome>, SettleOutcome),
     Freeze(Reply<bool>, bool),
+    Reverse(Reply<ReverseOutcome>, ReverseOutcome),
 }
 
 impl Pending {
@@ -112,6 +119,7 @@ impl Pending {
             Pending::Withdraw(reply, outcome) => answer(reply, outcome, error),
             Pending::Settle(reply, outcome) => answer(reply, outcome, error),
             Pending::Freeze(reply, outcome) => answer(reply, outcome, error),
+            Pending::Reverse(reply, outcome) => answer(reply, outcome, error),
         }
     }
 }
@@ -127,6 +135,7 @@ impl Command {
             Command::Withdraw { reply, .. } => drop(reply.send(Err(error))),
             Command::Settle { reply, .. } => drop(reply.send(Err(error))),
             Command::Freeze { reply, .. } => drop(reply.send(Err(error))),
+            Command::Reverse { reply, .. } => drop(reply.send(Err(error))),
             // Its `paused` dropped unanswered: the pause fails.
             Command::Shutdown | Command::Pause { .. } => {}
         }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 use hongbao_domain::id::SETS_MAX;
-use hongbao_domain::outcome::{SettleOutcome, WithdrawOutcome};
+use hongbao_domain::outcome::{ReverseOutcome, SettleOutcome, WithdrawOutcome};
 use hongbao_domain::time::civil_day_start;
 use hongbao_domain::withdrawal::{Settlement, Withdrawal, WithdrawalId};
 use hongbao_domain::{
@@ -433,6 +433,16 @@ impl Engine {
             return Ok(GrabOutcome::NotFound);
         }
         self.call(id.set, |reply| Command::Grab { id, user, reply }).await
+    }
+
+    /// Takes back a deposit by its reference (`deposit:<user>:…`), while
+    /// its day is hot and the balance holds it.
+    pub async fn reverse_deposit(&self, reference: String) -> Result<ReverseOutcome, EngineError> {
+        let Some(user) = hongbao_domain::ledger::deposit_user(&reference) else {
+            return Ok(ReverseOutcome::NotFound);
+        };
+        let set = self.set_of(&user);
+        self.call(set, |reply| Command::Reverse { user, reference, reply }).await
     }
 
     /// Freezes (`true`) or unfreezes `user`'s account; answers whether that

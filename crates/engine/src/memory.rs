@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use hongbao_domain::audit::{AccountRow, ClaimRow, LedgerRow, OutboxRow, PacketRow, SetSnapshot, WithdrawalRow};
-use hongbao_domain::ledger::{EntryKind, withdrawal_ref, withdrawal_return_ref};
+use hongbao_domain::ledger::{EntryKind, reversal_ref, withdrawal_ref, withdrawal_return_ref};
 use hongbao_domain::withdrawal::{Withdrawal, WithdrawalId, WithdrawalStatus};
 use hongbao_domain::{Amount, Claim, Millis, Packet, PacketId, UserId};
 
@@ -26,6 +26,8 @@ pub struct MemData {
     idempotency: HashMap<(UserId, IdempotencyOp, String), IdempotencyRecord>,
     withdrawals: BTreeMap<WithdrawalId, Withdrawal>,
     frozen: std::collections::BTreeSet<UserId>,
+    /// Deposits reversed, by reference.
+    reversed: std::collections::BTreeSet<String>,
     next_seq: u64,
     position: Position,
 }
@@ -117,6 +119,16 @@ impl MemStore {
 /// withdrawal triggers check: a new one is pending with its debit; a
 /// settling moves a pending one once, a failure with its return.
 fn apply_wallet(data: &mut MemData, effects: &Effects) -> Result<(), StoreError> {
+    for reversal in &effects.reversals {
+        let deposit = data.ledger.get(&reversal.deposit);
+        let entry = data.ledger.get(&reversal_ref(&reversal.deposit));
+        if deposit != Some(&(reversal.user.clone(), reversal.amount.signed(), "deposit"))
+            || entry != Some(&(reversal.user.clone(), -reversal.amount.signed(), "reversal"))
+            || !data.reversed.insert(reversal.deposit.clone())
+        {
+            return Err(refuse(format!("the reversal of {} refused", reversal.deposit)));
+        }
+    }
     for (user, frozen, _) in &effects.frozen {
         let changed = if *frozen { data.frozen.insert(user.clone()) } else { data.frozen.remove(user) };
         if !changed {
@@ -273,6 +285,12 @@ impl Store for MemStore {
         }
         for id in &wants.withdrawals {
             fetched.withdrawals.extend(data.withdrawals.get(id).cloned());
+        }
+        for (_, reference) in &wants.deposits {
+            if let Some((_, amount, "deposit")) = data.ledger.get(reference) {
+                let amount = Amount::from_signed(*amount).expect("a deposit is positive");
+                fetched.deposits.push((reference.clone(), amount, data.reversed.contains(reference)));
+            }
         }
         for (user, day) in &wants.sent_today {
             let sent = data.packets.values().filter(|p| p.info.sender == *user && p.info.id.day == *day);

@@ -203,6 +203,8 @@ pub struct Wants {
     /// Senders whose packets of the day (`yyyymmdd`, UTC) memory does not
     /// count yet: the tables hold them all (see `writer/limits.rs`).
     pub sent_today: Vec<(UserId, u32)>,
+    /// Deposits (by reference, with their user) a batch reverses.
+    pub deposits: Vec<(UserId, String)>,
 }
 
 impl Wants {
@@ -213,6 +215,7 @@ impl Wants {
             && self.credits.is_empty()
             && self.withdrawals.is_empty()
             && self.sent_today.is_empty()
+            && self.deposits.is_empty()
     }
 }
 
@@ -231,6 +234,9 @@ pub struct Fetched {
     pub withdrawals: Vec<Withdrawal>,
     /// Per wanted sender and day: the packets sent and their money.
     pub sent_today: Vec<(UserId, u32, u32, Amount)>,
+    /// The wanted deposits that exist in the hot tables, with their
+    /// amounts, and whether each was reversed.
+    pub deposits: Vec<(String, Amount, bool)>,
 }
 
 /// Everything one batch changes, written in one transaction.
@@ -256,6 +262,19 @@ pub struct Effects {
     pub withdrawals_settled: Vec<(WithdrawalId, WithdrawalStatus, Millis)>,
     /// Accounts frozen (`true`) or unfrozen by an admin, and when.
     pub frozen: Vec<(UserId, bool, Millis)>,
+    /// Deposits reversed (their references; the reversals' entries are in
+    /// `ledger`).
+    pub reversals: Vec<Reversal>,
+}
+
+/// A deposit taken back by an admin.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reversal {
+    /// The deposit's reference.
+    pub deposit: String,
+    pub user: UserId,
+    pub amount: Amount,
+    pub at: Millis,
 }
 
 impl Effects {
@@ -270,6 +289,7 @@ impl Effects {
             && self.withdrawals.is_empty()
             && self.withdrawals_settled.is_empty()
             && self.frozen.is_empty()
+            && self.reversals.is_empty()
     }
 }
 

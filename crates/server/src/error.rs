@@ -99,6 +99,11 @@ pub const NOT_IN_GROUP: ErrorCode =
     code(StatusCode::FORBIDDEN, OpenOutcome::NotInGroup.code(), "a packet sent to a group the caller is not in");
 pub const WRONG_PASSWORD: ErrorCode =
     code(StatusCode::FORBIDDEN, OpenOutcome::WrongPassword.code(), "the packet has a password and this is not it");
+pub const DEPOSIT_NOT_FOUND: ErrorCode = code(
+    StatusCode::NOT_FOUND,
+    "deposit_not_found",
+    "no deposit has this reference (or its day has gone cold: past the retention)",
+);
 pub const WITHDRAWAL_NOT_FOUND: ErrorCode =
     code(StatusCode::NOT_FOUND, "withdrawal_not_found", "no withdrawal of the caller's has this id");
 pub const WITHDRAWAL_SETTLED: ErrorCode = code(
@@ -203,6 +208,7 @@ pub const CODES: &[ErrorCode] = &[
     WRONG_PASSWORD,
     PACKET_NOT_FOUND,
     WITHDRAWAL_NOT_FOUND,
+    DEPOSIT_NOT_FOUND,
     NOT_FOUND,
     METHOD_NOT_ALLOWED,
     REQUEST_TIMEOUT,
@@ -394,6 +400,11 @@ impl ApiError {
     /// 403 `not_recipient`.
     pub fn not_recipient() -> ApiError {
         ApiError::of(NOT_RECIPIENT, "this packet is for someone else")
+    }
+
+    /// 404 `deposit_not_found`.
+    pub fn deposit_not_found() -> ApiError {
+        ApiError::of(DEPOSIT_NOT_FOUND, "no deposit has this reference, or its day is past the retention")
     }
 
     /// 404 `withdrawal_not_found`.

@@ -181,6 +181,7 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(crate::console::stylesheet))
         .routes(routes!(routes::admin::token))
         .routes(routes!(routes::admin::deposit))
+        .routes(routes!(routes::admin::reverse))
         .routes(routes!(cluster::status))
         .routes(routes!(cluster::take_mail))
         .routes(routes!(routes::account::account))

@@ -119,6 +119,44 @@ pub(crate) async fn write_frozen(client: &Client, set: SetId, batches: &[Journal
     Ok(())
 }
 
+/// A batch's reversals of deposits (after their entries).
+pub(crate) async fn write_reversals(client: &Client, batches: &[Journaled]) -> Result<(), StoreError> {
+    for reversal in batches.iter().flat_map(|batch| &batch.effects.reversals) {
+        client
+            .execute(
+                "INSERT INTO reversals (deposit, user_id, amount, at) VALUES ($1, $2, $3, $4)",
+                &[&reversal.deposit, &reversal.user.as_str(), &reversal.amount.signed(), &reversal.at.0],
+            )
+            .await
+            .map_err(failed("writing a reversal"))?;
+    }
+    Ok(())
+}
+
+/// A deposit of `user`'s in the hot tables: its amount, and whether it was
+/// reversed (found through the user's entries: a reference names no day).
+pub(crate) async fn deposit(
+    client: &Client,
+    user: &UserId,
+    reference: &str,
+) -> Result<Option<(Amount, bool)>, StoreError> {
+    let rows = client
+        .query(
+            "SELECT l.amount, EXISTS (SELECT 1 FROM reversals r WHERE r.deposit = l.reference) FROM ledger l \
+             WHERE l.user_id = $1 AND l.reference = $2 AND l.kind = 'deposit'",
+            &[&user.as_str(), &reference],
+        )
+        .await
+        .map_err(failed("reading a deposit"))?;
+    rows.first()
+        .map(|row| {
+            let fen: i64 = row.get(0);
+            let amount = Amount::from_signed(fen).ok_or_else(|| corrupt("deposit", reference))?;
+            Ok((amount, row.get(1)))
+        })
+        .transpose()
+}
+
 /// The set's frozen accounts.
 pub(crate) async fn frozen(client: &Client, set: SetId) -> Result<Vec<UserId>, StoreError> {
     let rows = client

@@ -338,6 +338,11 @@ impl PgStore {
         fetched.references_present = present.iter().map(|row| row.get(0)).collect();
         fetched.packets = self.packets(&packets).await?;
         fetched.withdrawals = withdrawals::read(&self.client, &s.withdrawals_read, &wanted_withdrawals).await?;
+        for (user, reference) in &wants.deposits {
+            if let Some((amount, reversed)) = withdrawals::deposit(&self.client, user, reference).await? {
+                fetched.deposits.push((reference.clone(), amount, reversed));
+            }
+        }
         for (user, day) in &wants.sent_today {
             let row = self
                 .client
@@ -488,6 +493,7 @@ pub(crate) async fn write_batches(
     steps.push(Box::pin(write_outbox(client, s, set_key, batches)));
     steps.push(Box::pin(write_keys(client, s, batches)));
     steps.push(Box::pin(withdrawals::write_frozen(client, set, batches)));
+    steps.push(Box::pin(withdrawals::write_reversals(client, batches)));
     in_order(steps).await
 }
 

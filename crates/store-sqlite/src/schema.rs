@@ -290,6 +290,26 @@ CREATE TRIGGER withdrawals_kept BEFORE DELETE ON withdrawals BEGIN
     SELECT RAISE(ROLLBACK, 'withdrawals are kept');
 END;
 
+-- Deposits taken back by an admin: one row each (kept for good, so a
+-- deposit is reversed once even after its entries went cold), after the
+-- reversal's entry, of the deposit's amount.
+CREATE TABLE reversals (
+    deposit TEXT PRIMARY KEY,
+    user    TEXT NOT NULL,
+    amount  INTEGER NOT NULL CHECK (amount > 0),
+    at      INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TRIGGER reversals_entry BEFORE INSERT ON reversals BEGIN
+    SELECT RAISE(ROLLBACK, 'a reversal needs its entry, of its deposit''s amount')
+    WHERE NOT EXISTS (SELECT 1 FROM ledger WHERE reference = 'reversal:' || NEW.deposit
+                      AND user = NEW.user AND amount = -NEW.amount AND kind = 'reversal')
+       OR NOT EXISTS (SELECT 1 FROM ledger WHERE reference = NEW.deposit
+                      AND user = NEW.user AND amount = NEW.amount AND kind = 'deposit');
+END;
+CREATE TRIGGER reversals_kept BEFORE UPDATE ON reversals BEGIN
+    SELECT RAISE(ROLLBACK, 'reversals are immutable');
+END;
+
 -- Frozen accounts (`hongbao_engine::frozen`): a row while an admin's freeze
 -- lasts.
 CREATE TABLE frozen_accounts (

@@ -31,9 +31,20 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<Withdrawal> {
     })
 }
 
-/// Writes a batch's withdrawals asked for and settled (after its ledger
+/// Writes a batch's withdrawals, freezes and reversals (after its ledger
 /// entries, which the triggers look for).
-pub(crate) fn write(
+pub(crate) fn write_wallet(
+    tx: &Transaction<'_>,
+    effects: &Effects,
+    written: impl Fn(rusqlite::Error) -> StoreError,
+) -> Result<(), StoreError> {
+    write(tx, effects, written)?;
+    write_frozen(tx, effects)?;
+    write_reversals(tx, effects)
+}
+
+/// A batch's withdrawals asked for and settled.
+fn write(
     tx: &Transaction<'_>,
     effects: &Effects,
     written: impl Fn(rusqlite::Error) -> StoreError,
@@ -70,7 +81,7 @@ pub(crate) fn write(
 
 /// A batch's freezes and unfreezes (each changes its account: the writer
 /// sends none that would not).
-pub(crate) fn write_frozen(tx: &Transaction<'_>, effects: &Effects) -> Result<(), StoreError> {
+fn write_frozen(tx: &Transaction<'_>, effects: &Effects) -> Result<(), StoreError> {
     for (user, frozen, at) in &effects.frozen {
         let changed = match frozen {
             true => tx.execute(
@@ -85,6 +96,43 @@ pub(crate) fn write_frozen(tx: &Transaction<'_>, effects: &Effects) -> Result<()
         }
     }
     Ok(())
+}
+
+/// A batch's reversals of deposits (after their entries).
+fn write_reversals(tx: &Transaction<'_>, effects: &Effects) -> Result<(), StoreError> {
+    for reversal in &effects.reversals {
+        tx.execute(
+            "INSERT OR ROLLBACK INTO reversals (deposit, user, amount, at) VALUES (?1, ?2, ?3, ?4)",
+            params![reversal.deposit, reversal.user.as_str(), reversal.amount.signed(), reversal.at.0],
+        )
+        .map_err(|e| StoreError::refused(format!("writing the reversal of {}: {e}", reversal.deposit)))?;
+    }
+    Ok(())
+}
+
+/// A deposit of `user`'s in the hot tables: its amount, and whether it was
+/// reversed.
+pub(crate) fn deposit(
+    connection: &Connection,
+    user: &UserId,
+    reference: &str,
+) -> Result<Option<(Amount, bool)>, StoreError> {
+    let found: Option<(i64, bool)> = connection
+        .prepare_cached(
+            "SELECT amount, EXISTS (SELECT 1 FROM reversals WHERE deposit = ?1) FROM ledger \
+             WHERE reference = ?1 AND user = ?2 AND kind = 'deposit'",
+        )
+        .and_then(|mut statement| {
+            statement.query_row(params![reference, user.as_str()], |row| Ok((row.get(0)?, row.get(1)?))).optional()
+        })
+        .map_err(failed("reading a deposit"))?;
+    found
+        .map(|(fen, reversed)| {
+            let amount =
+                Amount::from_signed(fen).ok_or_else(|| StoreError::new(format!("corrupt deposit {reference}")))?;
+            Ok((amount, reversed))
+        })
+        .transpose()
 }
 
 /// The set's frozen accounts, for the writer's memory.

@@ -174,6 +174,11 @@ impl Store for SqliteStore {
         for id in &wants.withdrawals {
             fetched.withdrawals.extend(withdrawals::load(&self.connection, id)?);
         }
+        for (user, reference) in &wants.deposits {
+            if let Some((amount, reversed)) = withdrawals::deposit(&self.connection, user, reference)? {
+                fetched.deposits.push((reference.clone(), amount, reversed));
+            }
+        }
         for (user, day) in &wants.sent_today {
             let (count, amount) = crate::bills::sent_on(&self.connection, user, *day)?;
             fetched.sent_today.push((user.clone(), *day, count, amount));
@@ -348,8 +353,7 @@ fn write_effects(tx: &Transaction<'_>, effects: &Effects) -> Result<(), StoreErr
             return Err(StoreError::refused(format!("refund of {id} for {} matched no packet", amount.fen())));
         }
     }
-    withdrawals::write(tx, effects, written("writing a withdrawal"))?;
-    withdrawals::write_frozen(tx, effects)?;
+    withdrawals::write_wallet(tx, effects, written("writing a withdrawal"))?;
     write_keys(tx, effects)
 }
 

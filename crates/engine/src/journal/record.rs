@@ -16,6 +16,7 @@
 //! | withdrawals | (from version 3) count, then per withdrawal asked for: id, user, amount `u64`, at `i64` |
 //! | withdrawals settled | (from version 3) count, then id, status `u8` (1 completed, 2 failed), at `i64` |
 //! | accounts frozen | (from version 3) count, then user, frozen `u8` (1 frozen, 0 unfrozen), at `i64` |
+//! | deposits reversed | (from version 3) count, then the deposit's reference, user, amount `u64`, at `i64` |
 //!
 //! Integers are little-endian and fixed-width; a count is a `u32`; a string
 //! is a `u32` byte length and UTF-8; an optional value is a `u8` flag (0
@@ -41,7 +42,7 @@ use hongbao_domain::{Amount, Claim, Millis, Packet, PacketId, SetId, UserId};
 use std::sync::Arc;
 
 use crate::journal::{JournalError, Position};
-use crate::store::{Credit, Effects, IdempotencyRecord, IdempotencyResult, Journaled, LedgerEntry};
+use crate::store::{Credit, Effects, IdempotencyRecord, IdempotencyResult, Journaled, LedgerEntry, Reversal};
 
 /// The version this build writes.
 pub const VERSION: u8 = 3;
@@ -129,6 +130,12 @@ fn encode_wallet(e: &mut Encoder<'_>, effects: &Effects) {
         e.u8(u8::from(*frozen));
         e.i64(at.0);
     });
+    e.list(&effects.reversals, |e, reversal| {
+        e.str(&reversal.deposit);
+        e.user(&reversal.user);
+        e.u64(reversal.amount.fen());
+        e.i64(reversal.at.0);
+    });
 }
 
 /// Decodes a record written by `encode`, or says why it cannot.
@@ -176,7 +183,7 @@ pub fn decode(bytes: &[u8]) -> Result<Effects, String> {
         };
         Ok(IdempotencyRecord { user, key, fingerprint, result })
     })?;
-    let (withdrawals, withdrawals_settled, frozen) = decode_wallet(&mut d, version)?;
+    let wallet = decode_wallet(&mut d, version)?;
     if !d.0.is_empty() {
         return Err(format!("{} bytes past the end of the record", d.0.len()));
     }
@@ -189,19 +196,26 @@ pub fn decode(bytes: &[u8]) -> Result<Effects, String> {
         outbox_added,
         outbox_removed,
         idempotency,
-        withdrawals,
-        withdrawals_settled,
-        frozen,
+        withdrawals: wallet.withdrawals,
+        withdrawals_settled: wallet.settled,
+        frozen: wallet.frozen,
+        reversals: wallet.reversals,
     })
 }
 
 /// The lists of version 3 (none before): withdrawals asked for and
-/// settled, accounts frozen.
-type WalletLists = (Vec<Withdrawal>, Vec<(WithdrawalId, WithdrawalStatus, Millis)>, Vec<(UserId, bool, Millis)>);
+/// settled, accounts frozen, deposits reversed.
+#[derive(Default)]
+struct Wallet {
+    withdrawals: Vec<Withdrawal>,
+    settled: Vec<(WithdrawalId, WithdrawalStatus, Millis)>,
+    frozen: Vec<(UserId, bool, Millis)>,
+    reversals: Vec<Reversal>,
+}
 
-fn decode_wallet(d: &mut Decoder<'_>, version: u8) -> Result<WalletLists, String> {
+fn decode_wallet(d: &mut Decoder<'_>, version: u8) -> Result<Wallet, String> {
     if version < 3 {
-        return Ok((Vec::new(), Vec::new(), Vec::new()));
+        return Ok(Wallet::default());
     }
     let asked = d.list(|d| {
         let (id, user, amount, at) = (d.withdrawal_id()?, d.user()?, d.amount()?, Millis(d.i64()?));
@@ -226,7 +240,9 @@ fn decode_wallet(d: &mut Decoder<'_>, version: u8) -> Result<WalletLists, String
         };
         Ok((user, frozen, Millis(d.i64()?)))
     })?;
-    Ok((asked, settled, frozen))
+    let reversals =
+        d.list(|d| Ok(Reversal { deposit: d.string()?, user: d.user()?, amount: d.amount()?, at: Millis(d.i64()?) }))?;
+    Ok(Wallet { withdrawals: asked, settled, frozen, reversals })
 }
 
 impl Journaled {
@@ -533,6 +549,12 @@ mod tests {
                 (WithdrawalId::new(20270127, SetId(3), 10, 2), WithdrawalStatus::Failed, Millis(1_700)),
             ],
             frozen: vec![(user("mallory"), true, Millis(1_800)), (user("bob"), false, Millis(1_900))],
+            reversals: vec![Reversal {
+                deposit: "deposit:alice:key:k1".into(),
+                user: user("alice"),
+                amount: Amount::from_fen(25).expect("fits"),
+                at: Millis(2_000),
+            }],
         }
     }
 
@@ -551,6 +573,7 @@ mod tests {
             && a.withdrawals == b.withdrawals
             && a.withdrawals_settled == b.withdrawals_settled
             && a.frozen == b.frozen
+            && a.reversals == b.reversals
     }
 
     #[test]

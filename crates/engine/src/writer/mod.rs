@@ -53,6 +53,9 @@ struct Batch {
     settled: HashMap<PacketId, Packet>,
     /// Settled withdrawals loaded from the tables for this batch.
     withdrawals: HashMap<WithdrawalId, Withdrawal>,
+    /// Deposits to reverse loaded from the tables: amount, and whether
+    /// reversed already.
+    deposits: HashMap<String, (hongbao_domain::Amount, bool)>,
     references_present: HashSet<String>,
     effects: Effects,
     pending: Vec<Pending>,
@@ -355,14 +358,10 @@ impl<S: Store> Writer<S> {
                     accounts.insert(user);
                     key(user, IdempotencyOp::Withdraw, k);
                 }
-                Command::Freeze { .. } => {}
-                Command::Settle { id, .. } => match self.state.withdrawals.get(id) {
-                    // A pending one is in memory; failing it credits its user.
-                    Some(pending) => drop(accounts.insert(&pending.user)),
-                    None if !self.state.unmaterialized.withdrawals.contains(id) => wants.withdrawals.push(*id),
-                    None => {}
-                },
-                Command::Shutdown | Command::Pause { .. } => {}
+                Command::Reverse { .. } | Command::Settle { .. } => {
+                    self.wallet_wants(command, &mut accounts, &mut wants);
+                }
+                Command::Freeze { .. } | Command::Shutdown | Command::Pause { .. } => {}
             }
         }
         wants.idempotency = keys;
@@ -391,6 +390,26 @@ impl<S: Store> Writer<S> {
         wants
     }
 
+    /// What an admin's reversal or settling needs: the account it changes,
+    /// and the deposit or settled withdrawal memory does not hold.
+    fn wallet_wants<'a>(&'a self, command: &'a Command, accounts: &mut HashSet<&'a UserId>, wants: &mut Wants) {
+        match command {
+            Command::Reverse { user, reference, .. } => {
+                accounts.insert(user);
+                if !self.state.unmaterialized.deposits.contains(reference) {
+                    wants.deposits.push((user.clone(), reference.clone()));
+                }
+            }
+            Command::Settle { id, .. } => match self.state.withdrawals.get(id) {
+                // A pending one is in memory; failing it credits its user.
+                Some(pending) => drop(accounts.insert(&pending.user)),
+                None if !self.state.unmaterialized.withdrawals.contains(id) => wants.withdrawals.push(*id),
+                None => {}
+            },
+            _ => {}
+        }
+    }
+
     fn batch(&mut self, now: Millis, fetched: Fetched) -> Batch {
         let position = self.state.position + 1;
         for (user, balance) in fetched.accounts {
@@ -410,6 +429,11 @@ impl<S: Store> Writer<S> {
             idempotency,
             settled: fetched.packets.into_iter().map(|packet| (packet.info.id, packet)).collect(),
             withdrawals: fetched.withdrawals.into_iter().map(|withdrawal| (withdrawal.id, withdrawal)).collect(),
+            deposits: fetched
+                .deposits
+                .into_iter()
+                .map(|(reference, amount, reversed)| (reference, (amount, reversed)))
+                .collect(),
             references_present: fetched.references_present.into_iter().collect(),
             effects: Effects::default(),
             pending: Vec::new(),

@@ -36,6 +36,7 @@ impl<S: Store> Writer<S> {
             Command::Withdraw { user, amount, key, reply } => self.withdraw(user, amount, key, reply, batch),
             Command::Settle { id, how, reply } => self.settle_withdrawal(id, how, reply, batch),
             Command::Freeze { user, frozen, reply } => self.freeze(user, frozen, reply, batch),
+            Command::Reverse { user, reference, reply } => self.reverse(user, reference, reply, batch),
             Command::Shutdown | Command::Pause { .. } => {}
         }
     }
@@ -113,7 +114,7 @@ impl<S: Store> Writer<S> {
                         None => deposit_ref(&user, DepositKey::Auto(self.entropy.next_u64())),
                     };
                     let entry = LedgerEntry {
-                        reference,
+                        reference: reference.clone(),
                         user: user.clone(),
                         amount: amount.signed(),
                         kind: EntryKind::Deposit,
@@ -122,6 +123,8 @@ impl<S: Store> Writer<S> {
                         balance_after: None,
                     };
                     self.change_balance(batch, entry);
+                    // Reversible before the tables hold it (`wallet.rs`).
+                    self.state.unmaterialized.deposits.insert(reference, (amount, false), batch.position);
                     self.remember(batch, &user, key, fingerprint, IdempotencyResult::Deposited(balance));
                     DepositOutcome::Deposited { balance, replayed: false }
                 }

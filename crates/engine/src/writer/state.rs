@@ -97,6 +97,9 @@ pub(crate) struct Unmaterialized {
     /// Withdrawals settled since the tables' position: the tables may still
     /// show them pending.
     pub(crate) withdrawals: Overlay<WithdrawalId, Withdrawal>,
+    /// Deposits made since the tables' position, by reference: their
+    /// amounts, and whether reversed since.
+    pub(crate) deposits: Overlay<String, (Amount, bool)>,
 }
 
 impl Unmaterialized {
@@ -105,6 +108,7 @@ impl Unmaterialized {
         self.settled.forget(materialized);
         self.credited.forget(materialized);
         self.withdrawals.forget(materialized);
+        self.deposits.forget(materialized);
     }
 }
 

@@ -6,13 +6,13 @@
 //! changing nothing. A withdrawal lives in its user's set, so both steps are
 //! local to one writer.
 
-use hongbao_domain::ledger::{EntryKind, withdrawal_ref, withdrawal_return_ref};
-use hongbao_domain::outcome::{SettleOutcome, WithdrawOutcome};
+use hongbao_domain::ledger::{EntryKind, reversal_ref, withdrawal_ref, withdrawal_return_ref};
+use hongbao_domain::outcome::{ReverseOutcome, SettleOutcome, WithdrawOutcome};
 use hongbao_domain::withdrawal::{Settlement, Withdrawal, WithdrawalId, WithdrawalStatus};
 use hongbao_domain::{Amount, UserId};
 
 use crate::command::{Pending, Reply};
-use crate::store::{IdempotencyOp, IdempotencyResult, LedgerEntry, Store};
+use crate::store::{IdempotencyOp, IdempotencyResult, LedgerEntry, Reversal, Store};
 
 use super::rules::Remembered;
 use super::{Batch, Writer};
@@ -78,6 +78,36 @@ impl<S: Store> Writer<S> {
             batch.effects.frozen.push((user, frozen, batch.now));
         }
         batch.pending.push(Pending::Freeze(reply, changed));
+    }
+
+    /// Takes back `user`'s deposit `reference` (an admin's reversal): a
+    /// debit of its amount, `reversal:<reference>`, at most once, and only
+    /// while the balance holds it. A repeat answers as the first did.
+    pub(super) fn reverse(&mut self, user: UserId, reference: String, reply: Reply<ReverseOutcome>, batch: &mut Batch) {
+        let known =
+            self.state.unmaterialized.deposits.get(&reference).or_else(|| batch.deposits.get(&reference)).copied();
+        let outcome = match known {
+            None => ReverseOutcome::NotFound,
+            Some((amount, true)) => ReverseOutcome::Reversed { amount, balance: self.balance(&user), replayed: true },
+            Some((amount, false)) if self.balance(&user) < amount => ReverseOutcome::InsufficientBalance,
+            Some((amount, false)) => {
+                let debit = LedgerEntry {
+                    reference: reversal_ref(&reference),
+                    user: user.clone(),
+                    amount: -amount.signed(),
+                    kind: EntryKind::Reversal,
+                    packet_id: None,
+                    at: batch.now,
+                    balance_after: None,
+                };
+                self.change_balance(batch, debit);
+                let reversal = Reversal { deposit: reference.clone(), user: user.clone(), amount, at: batch.now };
+                batch.effects.reversals.push(reversal);
+                self.state.unmaterialized.deposits.insert(reference, (amount, true), batch.position);
+                ReverseOutcome::Reversed { amount, balance: self.balance(&user), replayed: false }
+            }
+        };
+        batch.pending.push(Pending::Reverse(reply, outcome));
     }
 
     /// A withdrawal wherever memory or this batch holds it.

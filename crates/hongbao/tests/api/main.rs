@@ -29,6 +29,7 @@ mod open_and_grab;
 mod openapi;
 mod read_your_writes;
 mod restart;
+mod reversals;
 mod validation;
 mod walkthrough;
 mod withdrawals;

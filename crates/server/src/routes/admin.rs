@@ -6,6 +6,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
+use hongbao_domain::outcome::ReverseOutcome;
 use hongbao_domain::{Amount, DepositOutcome, Limits, UserId};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -15,8 +16,8 @@ use crate::AppState;
 use crate::auth::Admin;
 use crate::body::{IdempotencyKey, JsonBody, idempotency_key};
 use crate::error::{
-    ApiError, BALANCE_LIMIT_EXCEEDED, IDEMPOTENCY_KEY_REUSED, INVALID_AMOUNT, INVALID_IDEMPOTENCY_KEY, INVALID_TTL,
-    INVALID_USER, OVERLOADED,
+    ApiError, BALANCE_LIMIT_EXCEEDED, DEPOSIT_NOT_FOUND, IDEMPOTENCY_KEY_REUSED, INSUFFICIENT_BALANCE, INVALID_AMOUNT,
+    INVALID_IDEMPOTENCY_KEY, INVALID_TTL, INVALID_USER, OVERLOADED,
 };
 use crate::openapi::{ADMIN_AUTH, ENGINE, JSON_BODY, TAG_ADMIN, errors};
 use crate::token::{TokenLifetimes, USER_TOKEN_TTL_MAX, expiry};
@@ -143,6 +144,62 @@ pub async fn deposit(
         DepositOutcome::BalanceLimit => {
             tracing::info!(target: crate::observe::ADMIN_LOG, %admin, %user, amount = amount.fen(), key, "admin deposit refused: balance limit");
             Err(ApiError::balance_limit_exceeded(limits.balance_max.fen()))
+        }
+    }
+}
+
+/// A deposit's reference in a path (`deposit:<user>:key:<key>` or
+/// `deposit:<user>:auto:<16 hex digits>`, as the ledger shows it).
+#[derive(utoipa::IntoParams)]
+#[into_params(names("reference"), parameter_in = Path)]
+pub struct DepositPath(#[allow(dead_code)] String);
+
+/// A reversed deposit.
+#[derive(Serialize, ToSchema)]
+pub struct ReversalView {
+    /// The deposit's reference.
+    reference: String,
+    user: String,
+    /// What was taken back: the deposit's amount.
+    amount: u64,
+    /// The balance right after the reversal (now, on a repeat).
+    balance: u64,
+}
+
+errors!(
+    ReverseErrors: ADMIN_AUTH,
+    &[DEPOSIT_NOT_FOUND, INSUFFICIENT_BALANCE, OVERLOADED],
+    ENGINE,
+);
+
+/// Takes a deposit back (a compensating entry, `reversal:<reference>`), once.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/deposits/{reference}/reverse",
+    tag = TAG_ADMIN,
+    security(("admin_token" = [])),
+    params(DepositPath),
+    responses((status = 200, description = "The deposit, reversed (as before, on a repeat)", body = ReversalView), ReverseErrors),
+)]
+pub async fn reverse(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    path: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<Json<ReversalView>, ApiError> {
+    let axum::extract::Path(reference) = path.map_err(|_| ApiError::deposit_not_found())?;
+    let Some(user) = hongbao_domain::ledger::deposit_user(&reference) else {
+        return Err(ApiError::deposit_not_found());
+    };
+    let _permit = state.writes.admit(None)?;
+    match state.engine.reverse_deposit(reference.clone()).await? {
+        ReverseOutcome::Reversed { amount, balance, replayed } => {
+            tracing::info!(target: crate::observe::ADMIN_LOG, %admin, %user, reference, amount = amount.fen(), replayed, "admin reversed a deposit");
+            Ok(Json(ReversalView { reference, user: user.to_string(), amount: amount.fen(), balance: balance.fen() }))
+        }
+        ReverseOutcome::NotFound => Err(ApiError::deposit_not_found()),
+        ReverseOutcome::InsufficientBalance => {
+            tracing::info!(target: crate::observe::ADMIN_LOG, %admin, %user, reference, "admin reversal refused: the balance does not cover it");
+            Err(ApiError::insufficient_balance())
         }
     }
 }

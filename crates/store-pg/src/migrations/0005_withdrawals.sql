@@ -124,3 +124,30 @@ CREATE TABLE frozen_accounts (
     since   bigint NOT NULL
 );
 CREATE INDEX frozen_accounts_by_set ON frozen_accounts (set_id);
+
+-- Deposits taken back by an admin: one row each (kept for good, so a
+-- deposit is reversed once even after its entries went cold), after the
+-- reversal's entry, of the deposit's amount.
+CREATE TABLE reversals (
+    deposit text PRIMARY KEY,
+    user_id text NOT NULL,
+    amount  bigint NOT NULL CHECK (amount > 0),
+    at      bigint NOT NULL
+);
+CREATE FUNCTION reversals_entry() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM new_reversals r
+               WHERE NOT EXISTS (SELECT 1 FROM ledger l
+                                 WHERE l.day = hongbao_civil_day(r.at) AND l.user_id = r.user_id
+                                   AND l.reference = 'reversal:' || r.deposit AND l.amount = -r.amount
+                                   AND l.kind = 'reversal')
+                  OR NOT EXISTS (SELECT 1 FROM ledger l
+                                 WHERE l.user_id = r.user_id AND l.reference = r.deposit
+                                   AND l.amount = r.amount AND l.kind = 'deposit')) THEN
+        RAISE EXCEPTION 'a reversal needs its entry, of its deposit''s amount' USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER reversals_entry AFTER INSERT ON reversals
+    REFERENCING NEW TABLE AS new_reversals FOR EACH STATEMENT EXECUTE FUNCTION reversals_entry();
+CREATE TRIGGER reversals_kept BEFORE UPDATE OR DELETE ON reversals FOR EACH STATEMENT EXECUTE FUNCTION immutable();
