@@ -331,7 +331,7 @@ fn downgrade(data: &Path, sets: u16) {
         let connection = rusqlite::Connection::open(data.join(format!("set-{set:03}.db"))).unwrap();
         connection
             .execute_batch(
-                "DROP TABLE withdrawals; DROP TABLE frozen_accounts;
+                "DROP TABLE withdrawals; DROP TABLE frozen_accounts; DROP TABLE reversals;
                  DROP TRIGGER ledger_credits; DROP TRIGGER ledger_debits; DROP INDEX ledger_by_user;
                  ALTER TABLE ledger DROP COLUMN balance_after;
                  CREATE TRIGGER ledger_credits AFTER INSERT ON ledger WHEN NEW.amount > 0 BEGIN

@@ -542,8 +542,8 @@ pub(crate) fn migrate(connection: &mut Connection) -> Result<i64, StoreError> {
 #[cfg(test)]
 mod tests {
     use hongbao_domain::ledger::{
-        EntryKind, REFUND_REF_PREFIX, SEND_REF_PREFIX, WITHDRAWAL_REF_PREFIX, WITHDRAWAL_RETURN_REF_PREFIX, refund_ref,
-        send_ref, withdrawal_ref, withdrawal_return_ref,
+        EntryKind, REFUND_REF_PREFIX, REVERSAL_REF_PREFIX, SEND_REF_PREFIX, WITHDRAWAL_REF_PREFIX,
+        WITHDRAWAL_RETURN_REF_PREFIX, refund_ref, reversal_ref, send_ref, withdrawal_ref, withdrawal_return_ref,
     };
     use hongbao_domain::time::DAY_MS;
     use hongbao_domain::{Millis, PacketId, SetId, UserId};
@@ -569,8 +569,10 @@ mod tests {
             assert!(sql.contains(&format!("reference = '{prefix}' || NEW.id")), "{prefix} in the triggers");
             assert_eq!(reference, format!("{prefix}ID"));
         }
+        assert!(sql.contains(&format!("reference = '{REVERSAL_REF_PREFIX}' || NEW.deposit")));
+        assert_eq!(reversal_ref("D"), format!("{REVERSAL_REF_PREFIX}D"));
         let spelled = sql.matches("reference = '").count();
-        assert_eq!(spelled, 4, "a reference spelled in SQL that this test does not pin");
+        assert_eq!(spelled, 5, "a reference spelled in SQL that this test does not pin");
         for kind in hongbao_domain::ledger::EntryKind::ALL {
             assert!(super::WIDENED[0].2.contains(&format!("'{}'", kind.as_str())), "{kind:?} in the ledger's CHECK");
         }
