@@ -435,6 +435,16 @@ impl Engine {
         self.call(id.set, |reply| Command::Grab { id, user, reply }).await
     }
 
+    /// The frozen accounts of `set`, a set another node holds, as the shared
+    /// store keeps them (a node of several's keeper refreshes them): opens
+    /// here by those users are refused as well. Ignored for a set held
+    /// here, whose writer keeps its own.
+    pub fn frozen_elsewhere(&self, set: SetId, users: &std::collections::HashSet<UserId>) {
+        if !self.holds(set) {
+            self.inner.frozen.load(set, self.sets(), users);
+        }
+    }
+
     /// Takes back a deposit by its reference (`deposit:<user>:…`), while
     /// its day is hot and the balance holds it.
     pub async fn reverse_deposit(&self, reference: String) -> Result<ReverseOutcome, EngineError> {

@@ -40,7 +40,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use hongbao_domain::SetId;
+use hongbao_domain::{SetId, UserId};
 use hongbao_engine::{Engine, Entropy, OsEntropy};
 use hongbao_server::cluster::{Directory, Holder};
 use hongbao_store_pg::{ClusterStatus, Epoch, Leases, SetMap};
@@ -293,6 +293,27 @@ fn rendezvous(node: &str, set: SetId) -> u64 {
 }
 
 impl Shared {
+    /// Learns the freezes kept by the sets other nodes hold, so that an
+    /// open here by a frozen user is refused whichever node holds the
+    /// user's set (within a tick of the freeze's answer).
+    fn refresh_frozen(&self) {
+        let frozen = match self.leases.frozen_accounts() {
+            Ok(frozen) => frozen,
+            Err(failure) => {
+                return tracing::warn!(%failure, "reading the frozen accounts failed; trying again next tick");
+            }
+        };
+        let mut by_set: Vec<HashSet<UserId>> = vec![HashSet::new(); usize::from(self.sets)];
+        for (name, set) in frozen {
+            if let (Ok(user), Some(users)) = (UserId::parse(&name), by_set.get_mut(set.index())) {
+                users.insert(user);
+            }
+        }
+        for (set, users) in by_set.iter().enumerate() {
+            self.engine.frozen_elsewhere(SetId(set as u16), users);
+        }
+    }
+
     fn me(&self) -> &str {
         &self.options.node_id
     }
@@ -379,6 +400,7 @@ impl KeeperState {
         let read_at = Instant::now();
         *shared.published.status.write().expect("status lock") = Some((status.clone(), read_at));
         shared.publish();
+        shared.refresh_frozen();
         let lease_ms = shared.options.lease.as_millis() as i64;
         let me = shared.me().to_owned();
         let mut live: Vec<&str> =

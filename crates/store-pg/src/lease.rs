@@ -361,6 +361,23 @@ impl Leases {
         Ok(ClusterStatus { nodes, leases })
     }
 
+    /// Every frozen account of the data set's databases, with its set
+    /// (`hongbao_engine::frozen`): a node learns of the freezes kept by
+    /// sets other nodes hold.
+    pub fn frozen_accounts(&self) -> Result<Vec<(String, SetId)>, StoreError> {
+        let mut frozen = Vec::new();
+        for database in &self.databases {
+            let rows = database.with(&self.name, async |client| {
+                client
+                    .query("SELECT user_id, set_id FROM frozen_accounts WHERE set_id = ANY($1)", &[&database.sets])
+                    .await
+                    .map_err(failed("reading the frozen accounts"))
+            })?;
+            frozen.extend(rows.iter().map(|row| (row.get::<_, String>(0), set_id(row.get(1)))));
+        }
+        Ok(frozen)
+    }
+
     fn database(&self, set: SetId) -> Result<&Database, StoreError> {
         let index = self.placement.get(usize::from(set.0)).ok_or_else(|| {
             StoreError::new(format!("set {set} is not in the data set of {} sets", self.placement.len()))
