@@ -59,6 +59,34 @@ async fn shared_out(nodes: &[&Node]) {
     }
 }
 
+/// A freeze holds across nodes: a frozen user whose set one node holds is
+/// refused an open judged by the other (the packet's set's holder), once
+/// the keepers' next tick has read it.
+async fn a_freeze_holds_across_nodes(a: &Node, b: &Node, alice: &str) -> Result<()> {
+    let packet = id_of(&a.api.send(alice, &json!({ "kind": "fixed", "total_amount": 100, "count": 1 })).await);
+    let packet_set: u16 = packet.split('-').nth(1).unwrap().parse()?;
+    let packet_holder_is_a = a.running.engine.held_sets().contains(&SetId(packet_set));
+    let other = if packet_holder_is_a { b } else { a };
+    let held_by_other = other.running.engine.held_sets();
+    let name = (0..100)
+        .map(|n| format!("frozen{n}"))
+        .find(|name| held_by_other.contains(&SetId::of_user(&hongbao_domain::UserId::parse(name).unwrap(), 6)))
+        .expect("a user of the other node's sets");
+    let frozen = a.api.token(&name).await;
+    let path = format!("/v1/admin/accounts/{name}/freeze");
+    a.api.post(&path, &a.api.admin, &json!({})).await.ok(200);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    for node in [a, b] {
+        node.api.open(&frozen, &packet).await.error(403, "account_frozen");
+    }
+    let path = format!("/v1/admin/accounts/{name}/unfreeze");
+    b.api.post(&path, &b.api.admin, &json!({})).await.ok(200);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(b.api.opened(&frozen, &packet).await, 100, "unfrozen everywhere");
+
+    Ok(())
+}
+
 fn owners(status: &Value) -> Vec<Option<String>> {
     let sets = status["sets"].as_array().expect("sets");
     sets.iter().map(|set| set["owner"].as_str().map(str::to_owned)).collect()
@@ -102,29 +130,7 @@ async fn nodes_share_the_sets_answer_any_request_and_hand_their_sets_over_when_t
     assert!(owners(&status).iter().all(|owner| owner.is_some()), "{status}");
     b.api.get("/v1/admin/cluster", &bob).await.error(403, "admin_only");
 
-    // A freeze holds across nodes: a frozen user whose set one node holds is
-    // refused an open judged by the other (the packet's set's holder), once
-    // the keepers' next tick has read it.
-    let packet = id_of(&a.api.send(&alice, &json!({ "kind": "fixed", "total_amount": 100, "count": 1 })).await);
-    let packet_set: u16 = packet.split('-').nth(1).unwrap().parse()?;
-    let packet_holder_is_a = a.running.engine.held_sets().contains(&SetId(packet_set));
-    let other = if packet_holder_is_a { &b } else { &a };
-    let held_by_other = other.running.engine.held_sets();
-    let name = (0..100)
-        .map(|n| format!("frozen{n}"))
-        .find(|name| held_by_other.contains(&SetId::of_user(&hongbao_domain::UserId::parse(name).unwrap(), 6)))
-        .expect("a user of the other node's sets");
-    let frozen = a.api.token(&name).await;
-    let path = format!("/v1/admin/accounts/{name}/freeze");
-    a.api.post(&path, &a.api.admin, &json!({})).await.ok(200);
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    for node in [&a, &b] {
-        node.api.open(&frozen, &packet).await.error(403, "account_frozen");
-    }
-    let path = format!("/v1/admin/accounts/{name}/unfreeze");
-    b.api.post(&path, &b.api.admin, &json!({})).await.ok(200);
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(b.api.opened(&frozen, &packet).await, 100, "unfrozen everywhere");
+    a_freeze_holds_across_nodes(&a, &b, &alice).await?;
 
     // Mail between nodes takes a peer token: neither none nor a user's.
     let mail = json!({ "mail": [{ "set": 0, "kind": "ack", "reference": "claim:x:y" }] });
