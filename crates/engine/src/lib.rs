@@ -39,5 +39,5 @@ pub use postman::RemotePost;
 pub use store::{
     COLD_MARGIN_MS, ColdDays, Credit, Effects, Fetched, IdempotencyOp, IdempotencyRecord, IdempotencyResult, Journaled,
     LedgerEntry, LedgerQuery, Page, ReceivedItem, Recovered, SentItem, SharedPositions, Store, StoreError, StoreReader,
-    Totals, Wants,
+    StoredEntry, Totals, Wants,
 };

@@ -50,7 +50,32 @@ pub struct LedgerEntry {
     pub balance_after: Option<Amount>,
 }
 
+/// A ledger entry's columns as a store reads them back (`LedgerEntry::from_stored`).
+#[derive(Clone, Debug)]
+pub struct StoredEntry<'a> {
+    pub reference: String,
+    pub user: &'a str,
+    pub amount: i64,
+    pub kind: &'a str,
+    pub packet_id: Option<&'a str>,
+    pub at: i64,
+    pub balance_after: Option<i64>,
+}
+
 impl LedgerEntry {
+    /// An entry from a store's columns, each checked as the domain reads
+    /// it; a corrupt row is an error naming it, never an entry.
+    pub fn from_stored(row: StoredEntry<'_>) -> Result<LedgerEntry, StoreError> {
+        let reference = row.reference;
+        let corrupt = |what: &str| StoreError::new(format!("corrupt ledger entry {reference}: {what}"));
+        let user = UserId::parse(row.user).map_err(|_| corrupt("user"))?;
+        let kind = EntryKind::parse(row.kind).ok_or_else(|| corrupt("kind"))?;
+        let packet_id = row.packet_id.map(|id| id.parse().map_err(|_| corrupt("packet id"))).transpose()?;
+        let balance_after =
+            row.balance_after.map(|fen| Amount::from_signed(fen).ok_or_else(|| corrupt("balance"))).transpose()?;
+        Ok(LedgerEntry { reference, user, amount: row.amount, kind, packet_id, at: Millis(row.at), balance_after })
+    }
+
     /// The day the entry is filed under (`yyyymmdd`): its packet's day, or
     /// for a deposit the UTC day it was made. A packet's entries thus belong
     /// to its day, wherever they land, and a day goes cold with all of them.

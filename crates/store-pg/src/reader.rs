@@ -16,7 +16,7 @@ use hongbao_domain::{Amount, Millis, Packet, PacketId, SetId, UserId};
 use hongbao_engine::stored::assemble;
 use hongbao_engine::{
     LedgerEntry, LedgerQuery, Position, ReceivedBound, ReceivedItem, SentItem, SharedPositions, StoreError,
-    StoreReader, Totals,
+    StoreReader, StoredEntry, Totals,
 };
 use tokio_postgres::Client;
 use tokio_postgres::types::ToSql;
@@ -232,21 +232,14 @@ impl StoreReader for PgReader {
                 .map_err(failed("reading a bill"))?;
             rows.iter()
                 .map(|row| {
-                    let reference: String = row.get(0);
-                    let corrupt = |what: &str| StoreError::new(format!("corrupt ledger entry {reference}: {what}"));
-                    let kind: &str = row.get(3);
-                    let packet: Option<&str> = row.get(4);
-                    let after: Option<i64> = row.get(6);
-                    Ok(LedgerEntry {
-                        user: crate::rows::user(row, 1)?,
+                    LedgerEntry::from_stored(StoredEntry {
+                        reference: row.get(0),
+                        user: row.get(1),
                         amount: row.get(2),
-                        kind: EntryKind::parse(kind).ok_or_else(|| corrupt("kind"))?,
-                        packet_id: packet.map(|id| id.parse().map_err(|_| corrupt("packet id"))).transpose()?,
-                        at: Millis(row.get(5)),
-                        balance_after: after
-                            .map(|fen| Amount::from_signed(fen).ok_or_else(|| corrupt("balance")))
-                            .transpose()?,
-                        reference: reference.clone(),
+                        kind: row.get(3),
+                        packet_id: row.get(4),
+                        at: row.get(5),
+                        balance_after: row.get(6),
                     })
                 })
                 .collect()

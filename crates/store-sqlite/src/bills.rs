@@ -5,7 +5,7 @@
 
 use hongbao_domain::ledger::EntryKind;
 use hongbao_domain::{Amount, Millis, UserId};
-use hongbao_engine::{LedgerEntry, LedgerQuery, StoreError, Totals};
+use hongbao_engine::{LedgerEntry, LedgerQuery, StoreError, StoredEntry, Totals};
 use rusqlite::{Connection, params};
 
 use crate::failed;
@@ -41,18 +41,15 @@ pub(crate) fn page_in(
         .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
         .map_err(failed("reading a bill"))?;
     rows.into_iter()
-        .map(|(reference, user, amount, kind, packet, at, after)| {
-            let corrupt = |what: &str| StoreError::new(format!("corrupt ledger entry {reference}: {what}"));
-            Ok(LedgerEntry {
-                user: UserId::parse(&user).map_err(|_| corrupt("user"))?,
-                amount,
-                kind: EntryKind::parse(&kind).ok_or_else(|| corrupt("kind"))?,
-                packet_id: packet.map(|id| id.parse().map_err(|_| corrupt("packet id"))).transpose()?,
-                at: Millis(at),
-                balance_after: after
-                    .map(|fen| Amount::from_signed(fen).ok_or_else(|| corrupt("balance")))
-                    .transpose()?,
+        .map(|(reference, user, amount, kind, packet, at, balance_after)| {
+            LedgerEntry::from_stored(StoredEntry {
                 reference,
+                user: &user,
+                amount,
+                kind: &kind,
+                packet_id: packet.as_deref(),
+                at,
+                balance_after,
             })
         })
         .collect()
