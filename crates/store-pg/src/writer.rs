@@ -117,6 +117,12 @@ const PACKETS_READ_SQL: &str = "SELECT id, sender, kind, total_amount, count, re
 const CLAIMS_READ_SQL: &str = "SELECT c.packet_id, c.user_id, c.idx, c.amount, c.at FROM claims_all c \
                  JOIN unnest($1::int4[], $2::text[]) AS w(d, i) ON c.day = w.d AND c.packet_id = w.i";
 
+/// Each wanted sender's packets of a day (`Wants::sent_today`), one row per
+/// sender, with none sent too.
+const SENT_TODAY_READ_SQL: &str = "SELECT w.u, w.d, count(l.user_id), COALESCE(-sum(l.amount), 0)::bigint \
+                 FROM unnest($1::text[], $2::int4[]) AS w(u, d) \
+                 LEFT JOIN ledger l ON l.day = w.d AND l.user_id = w.u AND l.kind = 'send' GROUP BY w.u, w.d";
+
 const CREDITS_READ_SQL: &str = "SELECT l.reference FROM ledger l JOIN unnest($1::int4[], $2::text[], $3::text[]) AS w(d, u, r) \
                  ON l.day = w.d AND l.user_id = w.u AND l.reference = w.r";
 
@@ -140,6 +146,7 @@ pub(crate) struct Statements {
     packets_read: Statement,
     claims_read: Statement,
     credits_read: Statement,
+    sent_today_read: Statement,
     withdrawals_add: Statement,
     withdrawals_settle: Statement,
     withdrawals_read: Statement,
@@ -162,6 +169,7 @@ impl Statements {
             packets_read: prepare(PACKETS_READ_SQL).await?,
             claims_read: prepare(CLAIMS_READ_SQL).await?,
             credits_read: prepare(CREDITS_READ_SQL).await?,
+            sent_today_read: prepare(SENT_TODAY_READ_SQL).await?,
             withdrawals_add: prepare(withdrawals::ADD_SQL).await?,
             withdrawals_settle: prepare(withdrawals::SETTLE_SQL).await?,
             withdrawals_read: prepare(withdrawals::READ_SQL).await?,
@@ -302,13 +310,17 @@ impl PgStore {
         let account_params: [&(dyn ToSql + Sync); 1] = [&users];
         let key_params: [&(dyn ToSql + Sync); 3] = [&key_users, &key_ops, &keys];
         let credit_params: [&(dyn ToSql + Sync); 3] = [&credit_days, &credit_users, &references];
-        let (accounts, records, present) = tokio::try_join!(
+        let senders: Vec<&str> = wants.sent_today.iter().map(|(user, _)| user.as_str()).collect();
+        let sender_days: Vec<i32> = wants.sent_today.iter().map(|(_, day)| day_key(*day)).collect();
+        let sent_params: [&(dyn ToSql + Sync); 2] = [&senders, &sender_days];
+        let (accounts, records, present, sent) = tokio::try_join!(
             query_if(&self.client, !users.is_empty(), &s.accounts_read, &account_params),
             query_if(&self.client, !keys.is_empty(), &s.keys_read, &key_params),
             query_if(&self.client, !references.is_empty(), &s.credits_read, &credit_params),
+            query_if(&self.client, !senders.is_empty(), &s.sent_today_read, &sent_params),
         )
         .map_err(failed("prefetching"))?;
-        let mut fetched = Fetched::default();
+        let mut fetched = Fetched { sent_today: sent_today(&sent)?, ..Fetched::default() };
         for row in &accounts {
             fetched.accounts.push((user(row, 0)?, amount(row, 1)?));
         }
@@ -342,21 +354,6 @@ impl PgStore {
             if let Some((amount, reversed)) = withdrawals::deposit(&self.client, user, reference).await? {
                 fetched.deposits.push((reference.clone(), amount, reversed));
             }
-        }
-        for (user, day) in &wants.sent_today {
-            let row = self
-                .client
-                .query_one(
-                    "SELECT count(*), COALESCE(-sum(amount), 0)::bigint FROM ledger \
-                     WHERE day = $1 AND user_id = $2 AND kind = 'send'",
-                    &[&day_key(*day), &user.as_str()],
-                )
-                .await
-                .map_err(failed("reading a day's sends"))?;
-            let (count, fen): (i64, i64) = (row.get(0), row.get(1));
-            let count = u32::try_from(count).map_err(|_| StoreError::new("a day's sends overflow"))?;
-            let amount = hongbao_domain::Amount::from_signed(fen).ok_or_else(|| StoreError::new("negative sends"))?;
-            fetched.sent_today.push((user.clone(), *day, count, amount));
         }
         Ok(fetched)
     }
@@ -411,6 +408,19 @@ fn last_text(messages: &[tokio_postgres::SimpleQueryMessage]) -> Option<&str> {
 }
 
 /// A prefetch's query, sent only when it asks for something.
+/// The rows of `SENT_TODAY_READ_SQL`: each sender's packets of the day.
+fn sent_today(rows: &[tokio_postgres::Row]) -> Result<Vec<(UserId, u32, u32, hongbao_domain::Amount)>, StoreError> {
+    rows.iter()
+        .map(|row| {
+            let (day, count, fen): (i32, i64, i64) = (row.get(1), row.get(2), row.get(3));
+            let day = u32::try_from(day).map_err(|_| StoreError::new("a negative day"))?;
+            let count = u32::try_from(count).map_err(|_| StoreError::new("a day's sends overflow"))?;
+            let amount = hongbao_domain::Amount::from_signed(fen).ok_or_else(|| StoreError::new("negative sends"))?;
+            Ok((user(row, 0)?, day, count, amount))
+        })
+        .collect()
+}
+
 async fn query_if(
     client: &Client,
     needed: bool,

@@ -41,3 +41,17 @@ async fn a_send_past_the_days_count_or_money_is_refused_and_sends_nothing() -> R
     server.api.post("/v1/packets", &bob, &send(1)).await.error(429, "daily_limit");
     server.stop_and_audit().await
 }
+
+#[tokio::test]
+async fn on_postgresql_the_days_count_is_read_back_after_a_restart() -> Result<()> {
+    let limited = |options: &mut hongbao::ServeOptions| options.engine.limits.daily_send_count_max = 2;
+    let Some(server) = start_on_postgres_with_options("daily_limits", limited).await? else { return Ok(()) };
+    let [alice] = server.api.users([("alice", 1_000)]).await;
+    let send = json!({"kind": "fixed", "total_amount": 10, "count": 1});
+    server.api.send(&alice, &send).await;
+    // Read back from the tables after the restart: one sent, one to go.
+    let server = server.restart_with(limited).await?;
+    server.api.send(&alice, &send).await;
+    server.api.post("/v1/packets", &alice, &send).await.error(429, "daily_limit");
+    server.stop_and_audit().await
+}

@@ -383,6 +383,19 @@ async fn start_stored(
     start_configured(dir, clock, database, |_| {}).await
 }
 
+/// `start_with_options` with the sets on a fresh PostgreSQL database; `None`
+/// when `HONGBAO_TEST_PG` is unset.
+pub async fn start_on_postgres_with_options(
+    test: &str,
+    configure: impl FnOnce(&mut hongbao::ServeOptions),
+) -> Result<Option<Server>> {
+    let test = test.to_owned();
+    let made = tokio::task::spawn_blocking(move || hongbao_store_pg::testing::TestDatabase::create(&test)).await?;
+    let Some(database) = made else { return Ok(None) };
+    let dir = tempfile::tempdir()?;
+    Ok(Some(start_configured(dir, Arc::new(SystemClock), Some(Arc::new(database)), configure).await?))
+}
+
 /// A new server on the wall clock whose options `configure` changes first
 /// (limits, say).
 pub async fn start_with_options(configure: impl FnOnce(&mut hongbao::ServeOptions)) -> Result<Server> {
