@@ -53,17 +53,6 @@ impl EntryKind {
     pub fn parse(text: &str) -> Option<EntryKind> {
         EntryKind::ALL.into_iter().find(|kind| kind.as_str() == text)
     }
-
-    /// Whether entries of this kind take money from the balance (their
-    /// amount is negative); the others add to it.
-    pub fn is_debit(self) -> bool {
-        matches!(self, EntryKind::Send | EntryKind::Withdrawal | EntryKind::Reversal)
-    }
-
-    /// Whether entries of this kind belong to a packet (and carry its id).
-    pub fn of_a_packet(self) -> bool {
-        matches!(self, EntryKind::Send | EntryKind::Credit | EntryKind::Refund)
-    }
 }
 
 /// What makes a deposit's reference unique.

@@ -118,18 +118,20 @@ pub enum What {
 }
 
 impl What {
+    /// Every event's name, each spelled here once (the API's description
+    /// lists them).
+    pub const NAMES: [&'static str; 4] = ["packet.opened", "packet.finished", "packet.refunded", "share.credited"];
+
     /// The event's name on the stream (its SSE `event:` field).
     pub fn name(&self) -> &'static str {
-        match self {
-            What::Opened { .. } => "packet.opened",
-            What::Finished { .. } => "packet.finished",
-            What::Refunded { .. } => "packet.refunded",
-            What::Credited { .. } => "share.credited",
-        }
+        let index = match self {
+            What::Opened { .. } => 0,
+            What::Finished { .. } => 1,
+            What::Refunded { .. } => 2,
+            What::Credited { .. } => 3,
+        };
+        What::NAMES[index]
     }
-
-    /// Every name, for the API's description.
-    pub const NAMES: [&'static str; 4] = ["packet.opened", "packet.finished", "packet.refunded", "share.credited"];
 }
 
 /// One set's recent events (see the module doc).

@@ -1,8 +1,9 @@
-//! A set's withdrawals (`hongbao_domain::withdrawal`) in PostgreSQL: written
-//! by the materializer in its pipelined transaction (asked for, then
-//! settled, each after the ledger entries its triggers look for, in
-//! `migrations/0005_withdrawals.sql`), loaded pending at recovery, and read
-//! by id.
+//! A set's wallet rows beside its ledger in PostgreSQL: withdrawals
+//! (`hongbao_domain::withdrawal`), frozen accounts and deposit reversals
+//! (and the deposits they look up). All are written by the materializer in
+//! its pipelined transaction, each after the ledger entries its triggers
+//! look for (`migrations/0005_withdrawals.sql`); withdrawals are loaded
+//! pending at recovery and read by id.
 
 use hongbao_domain::SetId;
 use hongbao_domain::withdrawal::{Withdrawal, WithdrawalId, WithdrawalStatus};

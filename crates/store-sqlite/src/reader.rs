@@ -38,7 +38,8 @@ pub struct SqliteReader {
 }
 
 /// A cold day that holds a user's rows of one list, and the newest and
-/// oldest of them (seq for sent, the claim's time for received).
+/// oldest of them (seq for sent, the claim's time for received, the
+/// entry's time for the bill).
 #[derive(Clone, Copy, Debug)]
 struct ListDay {
     day: u32,

@@ -1,8 +1,9 @@
-//! A set's withdrawals (`hongbao_domain::withdrawal`) and frozen accounts
-//! (`hongbao_engine::frozen`) in its tables. Withdrawals are written
-//! by the materializer (asked for, then settled), loaded pending at
-//! recovery, read by id, and read whole for the audit. The triggers that
-//! tie each to its entries are in `schema.rs`.
+//! A set's wallet rows beside its ledger: withdrawals
+//! (`hongbao_domain::withdrawal`), frozen accounts (`hongbao_engine::frozen`)
+//! and deposit reversals, and the deposits a reversal looks up. Withdrawals
+//! are written by the materializer (asked for, then settled), loaded
+//! pending at recovery, read by id, and read whole for the audit. The
+//! triggers that tie each row to its entries are in `schema.rs`.
 
 use hongbao_domain::audit::WithdrawalRow;
 use hongbao_domain::withdrawal::{Withdrawal, WithdrawalId, WithdrawalStatus};
